@@ -1,0 +1,441 @@
+"""The run config: one dataclass per section (`model`, `train`, `data`), loaded from YAML and checked.
+
+Every rule a user can break raises `ConfigError` naming the file, the dotted key, the rule and the bad
+value. Nothing is clamped: a bad value in a sweep must fail loudly, not train something else.
+No torch here, so the CLI can parse and validate configs without paying for the import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "TrainConfig",
+    "DataConfig",
+    "RunConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "parse_overrides",
+    "save_config",
+]
+
+
+@dataclass
+class ModelConfig:
+    """The decoder's shape and its muP multipliers (BRIEF §2)."""
+
+    d_model: int = 256
+    """Width: the residual stream size. The width multiplier is m = d_model / dim_model_base."""
+    n_layers: int = 2
+    """Number of transformer blocks."""
+    n_heads: int = 4
+    """Query heads; d_head = d_model / n_heads (grows with width when n_heads is fixed)."""
+    n_kv_heads: int | None = None
+    """Key/value heads for grouped-query attention; null means n_heads (plain multi-head)."""
+    ffn_mult: float = 2.5
+    """SwiGLU hidden size as a multiple of d_model (MiniCPM and Xmodel-2 use 2.5)."""
+    vocab_size: int = 256
+    """Tokenizer vocabulary; 256 for the byte-level default corpus."""
+    max_seq_len: int = 256
+    """Longest sequence the rotary tables cover."""
+    dim_model_base: int = 64
+    """Base width of the muP base shapes: at d_model == dim_model_base, muP and SP coincide in width."""
+    parametrization: Literal["mup", "sp"] = "mup"
+    """`mup`: width-scaled init, lr and logits; `sp`: the plain control with every multiplier 1."""
+    scale_emb: float = 10.0
+    """muP: the embedding output is multiplied by this (SP: 1)."""
+    scale_depth: float = 1.4
+    """muP: each residual branch is scaled by scale_depth / sqrt(n_layers) (SP: 1)."""
+    init_std: float = 0.05
+    """Init std of embeddings; hidden matrices get init_std / sqrt(m) under muP."""
+    attn_mult: float | None = None
+    """muP attention scale is attn_mult / d_head; null means sqrt(dim_model_base / n_heads), the
+    choice that equals SP's 1/sqrt(d_head) at the base width. Set it when width grows by heads."""
+    norm_gain: bool = True
+    """RMSNorm with a trainable gain; false gives gain-free norms (reported to transfer better)."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+    rope_theta: float = 10000.0
+    """Rotary embedding base."""
+    base_shapes: str | None = None
+    """Path of a mup `.bsh` file (relative to the config file); null makes the shapes in memory."""
+    attention: Literal["auto", "sdpa", "flash"] = "auto"
+    """`auto`: flash-attn on CUDA when installed, else torch SDPA with an explicit scale."""
+    activation_checkpointing: bool = False
+    """Recompute each block in the backward pass to save activation memory (full runs)."""
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def d_ffn(self) -> int:
+        return int(round(self.ffn_mult * self.d_model))
+
+    @property
+    def width_mult(self) -> float:
+        """The muP width multiplier m, derived here and nowhere else."""
+        return self.d_model / self.dim_model_base
+
+    def check(self, source: str | None) -> None:
+        _positive(self, source, "model", ("d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len",
+                                         "dim_model_base", "ffn_mult", "init_std", "norm_eps",
+                                         "rope_theta", "scale_emb", "scale_depth"))
+        if self.n_kv_heads is not None and self.n_kv_heads <= 0:
+            raise ConfigError(source, "model.n_kv_heads", f"must be > 0, got {self.n_kv_heads}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(source, "model.d_model", f"must be divisible by model.n_heads="
+                              f"{self.n_heads}, got d_model={self.d_model}")
+        if self.n_heads % self.kv_heads:
+            raise ConfigError(source, "model.n_heads", f"must be a multiple of model.n_kv_heads="
+                              f"{self.kv_heads}, got n_heads={self.n_heads}")
+        if self.d_head % 2:
+            raise ConfigError(source, "model.d_model", f"d_model / n_heads must be even for rotary "
+                              f"embeddings, got d_head={self.d_model}/{self.n_heads}={self.d_head}")
+        if self.attn_mult is not None and self.attn_mult <= 0:
+            raise ConfigError(source, "model.attn_mult", f"must be > 0, got {self.attn_mult}")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation: one loop serves proxies and the full run."""
+
+    steps: int = 200
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Sequences per micro-batch."""
+    seq_len: int = 128
+    """Tokens per sequence (must be <= model.max_seq_len)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step; tokens/step = batch_size * seq_len * grad_accum."""
+    lr: float = 0.01
+    """Peak learning rate (base width). Hidden matrices get lr / m under muP."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    weight_decay: float = 0.0
+    """Weight decay on matrices (not on norms); its unit depends on weight_decay_mode."""
+    weight_decay_mode: Literal["independent", "coupled"] = "independent"
+    """`independent`: each step shrinks weights by weight_decay * schedule(t), whatever lr is, so an
+    lr sweep does not also sweep the decay. `coupled`: AdamW's units, shrink lr(t) * weight_decay
+    with the base lr. Either way the shrink is the same for every width (mup 1.0.0 only gets there
+    by multiplying weight decay by m)."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this; null disables."""
+    schedule: Literal["wsd", "cosine", "constant"] = "wsd"
+    """Learning-rate schedule: warmup-stable-decay, cosine, or warmup then constant."""
+    warmup_steps: int = 20
+    """Linear warmup steps."""
+    decay: Literal["exponential", "linear", "cosine", "1-sqrt"] = "linear"
+    """Shape of the WSD decay phase."""
+    decay_fraction: float = 0.2
+    """WSD decay length as a fraction of steps (ignored when decay_steps is set)."""
+    decay_steps: int | None = None
+    """WSD decay length in steps; overrides decay_fraction."""
+    half_life: float | None = None
+    """Exponential decay half-life in steps; null picks a quarter of the decay length."""
+    min_lr_ratio: float | None = None
+    """Where the decay ends, as a fraction of the peak lr; null: 0 for WSD, 0.1 for cosine (MiniCPM)."""
+    eval_every: int = 50
+    """Held-out evaluation every this many steps (and always at the end)."""
+    eval_batches: int = 8
+    """Validation micro-batches per evaluation."""
+    log_every: int = 10
+    """Write a metrics.csv row every this many steps."""
+    seed: int = 0
+    """Seed of init and data order: the same config and seed give the same losses on CPU."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """`auto` picks CUDA when available."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """`bf16` runs the forward under bf16 autocast (weights and optimizer stay fp32)."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    threads: int | None = None
+    """torch CPU threads for this run; null leaves torch's default."""
+    diverge_factor: float = 3.0
+    """A run is `diverged` when its loss is NaN/inf or exceeds this times its first loss."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every this many steps; 0 only at the end when asked."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+
+    def check(self, source: str | None) -> None:
+        _positive(self, source, "train", ("steps", "batch_size", "seq_len", "grad_accum", "lr", "eps",
+                                         "eval_every", "eval_batches", "log_every", "diverge_factor"))
+        _non_negative(self, source, "train", ("weight_decay", "warmup_steps", "checkpoint_every",
+                                             "keep_checkpoints"))
+        for i, beta in enumerate(self.betas):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(source, f"train.betas[{i}]", f"must be in [0, 1), got {beta}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(source, "train.grad_clip", f"must be > 0 or null, got {self.grad_clip}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError(source, "train.decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
+        if self.warmup_steps >= self.steps:
+            raise ConfigError(source, "train.warmup_steps", f"must be < train.steps={self.steps}, "
+                              f"got {self.warmup_steps}")
+        if self.min_lr_ratio is not None and not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(source, "train.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        if self.threads is not None and self.threads <= 0:
+            raise ConfigError(source, "train.threads", f"must be > 0 or null, got {self.threads}")
+
+
+@dataclass
+class DataConfig:
+    """Where tokens come from."""
+
+    path: str | None = None
+    """A prepared data folder (train.bin, val.bin, meta.json); null uses the embedded corpus."""
+    embedded_bytes: int = 8_000_000
+    """Size of the embedded corpus (Python's own standard-library source, byte-level)."""
+
+    def check(self, source: str | None) -> None:
+        _positive(self, source, "data", ("embedded_bytes",))
+
+
+@dataclass
+class RunConfig:
+    """A whole run: the three sections joined, plus the file it came from (for error messages)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    source: str | None = field(default=None, compare=False)
+
+    def check(self) -> None:
+        self.model.check(self.source)
+        self.train.check(self.source)
+        self.data.check(self.source)
+        if self.train.seq_len > self.model.max_seq_len:
+            raise ConfigError(self.source, "train.seq_len", f"must be <= model.max_seq_len="
+                              f"{self.model.max_seq_len}, got {self.train.seq_len}")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.train.batch_size * self.train.seq_len * self.train.grad_accum
+
+
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+_PATH_KEYS = {("model", "base_shapes"), ("data", "path")}
+
+
+def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Sequence[str] = ()) -> RunConfig:
+    """Read a YAML run config, apply dotted overrides, check every rule.
+
+    Relative paths inside the file (`model.base_shapes`, `data.path`) are taken relative to the file.
+
+    Example:
+        >>> cfg = load_config("proxies/xs.yaml", overrides=["model.d_model=128", "train.lr=0.01"])
+        >>> cfg.model.width_mult
+        2.0
+    """
+    source = str(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(source, "(file)", "no such file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(source, "(yaml)", f"not valid YAML: {_one_line(e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "(top level)", f"expected a mapping with model/train/data, got {type(data).__name__}")
+    _resolve_paths(data, Path(path).resolve().parent)
+    if not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides, source="--set")
+    return config_from_dict(apply_overrides(data, overrides, source=source), source=source)
+
+
+def parse_overrides(items: Sequence[str], *, source: str = "--set") -> dict[str, Any]:
+    """Parse `key.path=value` strings; values are YAML scalars or lists (`0.01`, `true`, `[0.9, 0.95]`).
+
+    Example:
+        >>> parse_overrides(["train.lr=3e-3", "model.parametrization=sp"])
+        {'train.lr': 0.003, 'model.parametrization': 'sp'}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(source, item, "expected KEY=VALUE, for example model.d_model=128")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = _maybe_number(value)
+    return out
+
+
+def apply_overrides(data: dict, overrides: Mapping[str, Any], *, source: str | None) -> dict:
+    """Return a copy of a nested config dict with dotted keys set (`train.lr` -> data['train']['lr'])."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in _SECTIONS or not name:
+            raise ConfigError(source, key, f"unknown key; keys look like {'/'.join(_SECTIONS)}.<field>")
+        sub = data.setdefault(section, {})
+        if not isinstance(sub, dict):
+            raise ConfigError(source, section, "expected a mapping")
+        sub[name] = value
+    return data
+
+
+def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> RunConfig:
+    """Build and check a `RunConfig` from nested plain data (what YAML gives).
+
+    Example:
+        >>> config_from_dict({"model": {"d_model": 128}}).model.d_head
+        32
+    """
+    unknown = set(data) - set(_SECTIONS)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(source, key, f"unknown section{_suggest(key, _SECTIONS)}; expected model, train, data")
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        raw = data.get(name) or {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(source, name, f"expected a mapping, got {type(raw).__name__}")
+        sections[name] = _build_section(cls, raw, source, name)
+    cfg = RunConfig(**sections, source=source)
+    cfg.check()
+    return cfg
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """Plain nested data of a config (lists for tuples), ready for YAML or JSON."""
+    out = {}
+    for name in _SECTIONS:
+        section = dataclasses.asdict(getattr(cfg, name))
+        out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+    return out
+
+
+def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+# --- internals --------------------------------------------------------------------------------
+
+
+def _build_section(cls, raw: Mapping[str, Any], source, section: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise ConfigError(source, f"{section}.{key}", f"unknown key{_suggest(key, names)}")
+        values[key] = _coerce(value, hints[key], source, f"{section}.{key}")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, source, key: str) -> Any:
+    """Check `value` against a type hint; ints are accepted for floats, '1e-3' strings for numbers."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, source, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(source, key, f"expected one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(source, key, f"expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_coerce(v, a, source, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    value = _maybe_number(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, key, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 1e6 in YAML is a float; an integral float is an int the user meant
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(source, key, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(source, key, f"expected a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, key, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _maybe_number(value: Any) -> Any:
+    # YAML 1.1 reads `1e-3` (no dot) as a string; users mean the number.
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
+
+
+def _positive(obj, source, section: str, names: Sequence[str]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ConfigError(source, f"{section}.{name}", f"must be > 0, got {value}")
+
+
+def _non_negative(obj, source, section: str, names: Sequence[str]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value < 0:
+            raise ConfigError(source, f"{section}.{name}", f"must be >= 0, got {value}")
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    for section, key in _PATH_KEYS:
+        sub = data.get(section)
+        if isinstance(sub, dict) and isinstance(sub.get(key), str):
+            p = Path(os.path.expanduser(sub[key]))
+            sub[key] = str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _suggest(key: str, choices) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())

@@ -1,0 +1,23 @@
+"""The one error type a user can cause: bad input that the CLI reports on one line with exit status 2."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "WindtunnelError"]
+
+
+class WindtunnelError(Exception):
+    """Something the user can fix: the CLI prints the message on one line and exits with status 2."""
+
+
+class ConfigError(WindtunnelError, ValueError):
+    """A config value breaks a rule. The message names the file, the key, the rule and the bad value.
+
+    Example:
+        >>> str(ConfigError("proxies/xs.yaml", "model.d_model", "expected a positive integer, got -3"))
+        'proxies/xs.yaml: model.d_model: expected a positive integer, got -3'
+    """
+
+    def __init__(self, source: str | None, key: str, message: str):
+        self.source, self.key, self.message = source, key, message
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {message}")

@@ -1,0 +1,181 @@
+"""The decoder, and nothing but modules: Llama-style, pre-RMSNorm, SwiGLU, RoPE, GQA, tied embeddings.
+
+The muP multipliers arrive as plain numbers (`Multipliers`) computed by `windtunnel.parametrization`;
+this file never decides a scale, so a reader can audit the parametrization in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from mup import MuSharedReadout
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import ModelConfig
+
+__all__ = ["Multipliers", "Transformer", "RMSNorm", "TiedReadout", "flash_attn_available"]
+
+try:  # optional, CUDA only
+    from flash_attn import flash_attn_func
+except Exception:  # noqa: BLE001 - any import failure (no CUDA, ABI mismatch) means "not available"
+    flash_attn_func = None
+
+
+def flash_attn_available() -> bool:
+    return flash_attn_func is not None and torch.cuda.is_available()
+
+
+@dataclass(frozen=True)
+class Multipliers:
+    """Forward-pass constants of a parametrization (see `parametrization.multipliers`)."""
+
+    emb_mult: float        # embedding output scale (muP: scale_emb)
+    residual_mult: float   # residual branch scale (muP: scale_depth / sqrt(n_layers))
+    attn_scale: float      # softmax scale (muP: attn_mult / d_head, SP: 1 / sqrt(d_head))
+    width_mult: float      # logits are divided by this (muP: m, SP: 1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, *, eps: float, gain: bool):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if gain else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps).to(x.dtype)
+        return y * self.weight if self.weight is not None else y
+
+
+def rope_tables(d_head: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)  # (T, d_head/2)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, T, H, D); rotate the two halves of each head (the "rotate_half" convention)
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos[None, :, None, :].to(x.dtype), sin[None, :, None, :].to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, attn_scale: float):
+        super().__init__()
+        self.n_heads, self.n_kv, self.d_head = cfg.n_heads, cfg.kv_heads, cfg.d_head
+        self.scale = attn_scale
+        self.backend = cfg.attention
+        self.q_proj = nn.Linear(cfg.d_model, self.n_heads * self.d_head, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, self.n_kv * self.d_head, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, self.n_kv * self.d_head, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.d_head, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.d_head)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.d_head)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.d_head)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self._use_flash(q):
+            y = flash_attn_func(q, k, v, softmax_scale=self.scale, causal=True)  # (B, T, H, D)
+        else:
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                               enable_gqa=self.n_kv != self.n_heads)
+            y = y.transpose(1, 2)  # (B, T, H, D)
+        return self.o_proj(y.reshape(B, T, self.n_heads * self.d_head))
+
+    def _use_flash(self, q: torch.Tensor) -> bool:
+        if self.backend == "sdpa" or flash_attn_func is None or not q.is_cuda:
+            return False
+        return q.dtype in (torch.bfloat16, torch.float16)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate = nn.Linear(cfg.d_model, cfg.d_ffn, bias=False)
+        self.up = nn.Linear(cfg.d_model, cfg.d_ffn, bias=False)
+        self.down = nn.Linear(cfg.d_ffn, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, mults: Multipliers):
+        super().__init__()
+        self.residual_mult = mults.residual_mult
+        self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, gain=cfg.norm_gain)
+        self.attn = Attention(cfg, mults.attn_scale)
+        self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, gain=cfg.norm_gain)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.residual_mult * self.attn(self.attn_norm(x), cos, sin)
+        return x + self.residual_mult * self.mlp(self.mlp_norm(x))
+
+
+class TiedReadout(MuSharedReadout):
+    """mup's shared readout (logits = W_emb · x / m) with m cached as a float.
+
+    mup reads m from `weight.infshape`, which `deepcopy`, `state_dict` and FSDP2 lose; caching the
+    number once keeps the readout right whatever wraps the model later.
+    """
+
+    def __init__(self, weight: nn.Parameter, width_mult: float):
+        super().__init__(weight, bias=False)
+        self.cached_width_mult = width_mult
+
+    def width_mult(self) -> float:
+        return self.cached_width_mult
+
+
+class Transformer(nn.Module):
+    """Token ids (B, T) -> logits (B, T, vocab). Build it with `windtunnel.build_model`, which also
+    attaches base shapes and initialises the weights; constructing it directly leaves torch's init."""
+
+    def __init__(self, cfg: ModelConfig, mults: Multipliers):
+        super().__init__()
+        self.cfg, self.mults = cfg, mults
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, mults) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, gain=cfg.norm_gain)
+        self.readout = TiedReadout(self.embed.weight, mults.width_mult)
+        cos, sin = rope_tables(cfg.d_head, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.shape[1]
+        if T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}")
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        x = self.embed(idx) * self.mults.emb_mult  # (B, T, d_model)
+        for block in self.blocks:
+            if self.cfg.activation_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin)
+        return self.readout(self.norm(x))  # (B, T, vocab), divided by m inside mup's readout
+
+    def num_params(self, *, non_embedding: bool = False) -> int:
+        """Parameters counted once (the tied readout shares the embedding)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embed.weight.numel() if non_embedding else n
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x (non-embedding matmul params + readout) + attention scores."""
+    d, L = cfg.d_model, cfg.n_layers
+    attn = d * cfg.d_head * (cfg.n_heads * 2 + cfg.kv_heads * 2)
+    mlp = 3 * d * cfg.d_ffn
+    matmul_params = L * (attn + mlp) + d * cfg.vocab_size  # the tied readout is a matmul too
+    attention_scores = L * 2 * seq_len * d / 2  # QK^T and AV, causal so half, per token (fwd)
+    return 6.0 * matmul_params + 6.0 * attention_scores

@@ -1,0 +1,234 @@
+"""muP in one place: multipliers, base shapes, init, and per-role learning rates (BRIEF §2).
+
+Every parameter gets a role by the module that owns it, never by its name:
+
+| role      | what                         | muP init std          | muP Adam lr | SP           |
+|-----------|------------------------------|-----------------------|-------------|--------------|
+| embedding | token embedding (tied readout)| init_std              | lr          | same         |
+| hidden    | every Linear inside a block  | init_std / sqrt(m)    | lr / m      | init_std, lr |
+| vector    | RMSNorm gains                | ones                  | lr          | same         |
+
+plus the forward multipliers: embedding x scale_emb, residual branches x scale_depth/sqrt(n_layers),
+logits / m (mup's shared readout), attention attn_mult / d_head. `m = cfg.width_mult`.
+A parameter the table does not cover raises, so a new layer cannot silently lose its scaling.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from mup import InfDim, InfShape, make_base_shapes, save_base_shapes, set_base_shapes
+from torch import nn
+
+from .config import ModelConfig, RunConfig
+from .errors import ConfigError
+from .model import Multipliers, RMSNorm, Transformer
+
+__all__ = ["Role", "multipliers", "build_model", "param_roles", "param_groups", "base_shapes",
+           "write_base_shapes", "init_weights"]
+
+Role = Literal["embedding", "hidden", "vector"]
+
+
+def multipliers(cfg: ModelConfig) -> Multipliers:
+    """The forward-pass constants of `cfg`'s parametrization.
+
+    Example:
+        >>> multipliers(ModelConfig(d_model=128, dim_model_base=64, n_heads=4)).width_mult
+        2.0
+    """
+    if cfg.parametrization == "sp":
+        return Multipliers(emb_mult=1.0, residual_mult=1.0, attn_scale=1.0 / math.sqrt(cfg.d_head), width_mult=1.0)
+    attn_mult = cfg.attn_mult if cfg.attn_mult is not None else math.sqrt(cfg.dim_model_base / cfg.n_heads)
+    return Multipliers(
+        emb_mult=cfg.scale_emb,
+        residual_mult=cfg.scale_depth / math.sqrt(cfg.n_layers),
+        attn_scale=attn_mult / cfg.d_head,
+        width_mult=cfg.width_mult,
+    )
+
+
+def build_model(cfg: ModelConfig, *, seed: int = 0, device: str | torch.device = "cpu",
+                source: str | None = None) -> Transformer:
+    """Build the decoder of `cfg`: base shapes attached (muP) and weights initialised, seeded.
+
+    Example:
+        >>> model = build_model(ModelConfig(d_model=128), seed=0)
+        >>> model.readout.width_mult()
+        2.0
+    """
+    with torch.device(device):
+        model = Transformer(cfg, multipliers(cfg))
+    if cfg.parametrization == "mup":
+        shapes = base_shapes(cfg, source=source)
+        # rescale_params=False: mup would multiply the tied embedding by sqrt(m) (mup issue #55);
+        # we initialise every tensor ourselves right after.
+        try:
+            set_base_shapes(model, shapes, rescale_params=False)
+        except AssertionError as e:  # mup asserts when the file's parameter names differ
+            raise ConfigError(source, "model.base_shapes", f"file {cfg.base_shapes} does not fit this "
+                              f"model ({' '.join(str(e).split())[:200]}); remake it with `windtunnel shapes`") from None
+        _check_readout_mult(model, cfg, source)
+    init_weights(model, cfg, seed=seed)
+    return model
+
+
+def param_roles(model: Transformer) -> dict[str, Role]:
+    """Each parameter's role, decided by the module type that owns it."""
+    roles: dict[str, Role] = {}
+    for mod_name, module in model.named_modules():
+        for p_name, _ in module.named_parameters(recurse=False):
+            name = f"{mod_name}.{p_name}" if mod_name else p_name
+            if isinstance(module, nn.Embedding):
+                roles[name] = "embedding"
+            elif isinstance(module, nn.Linear) and mod_name.startswith("blocks."):
+                roles[name] = "hidden"
+            elif isinstance(module, RMSNorm):
+                roles[name] = "vector"
+    missing = [n for n, _ in model.named_parameters() if n not in roles]
+    if missing:
+        raise TypeError(f"parameters without a muP role: {missing}; add their module to param_roles")
+    return roles
+
+
+@torch.no_grad()
+def init_weights(model: Transformer, cfg: ModelConfig, *, seed: int) -> None:
+    """Initialise every parameter by its role (table above), from a private seeded generator."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    hidden_std = cfg.init_std / math.sqrt(cfg.width_mult if cfg.parametrization == "mup" else 1.0)
+    roles = param_roles(model)
+    for name, p in model.named_parameters():
+        role = roles[name]
+        if role == "vector":
+            p.fill_(1.0)
+            continue
+        std = cfg.init_std if role == "embedding" else hidden_std
+        # draw on CPU with our generator so the same seed gives the same weights on any device
+        p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+def param_groups(model: nn.Module, cfg: RunConfig, *, roles: dict[str, Role] | None = None) -> list[dict]:
+    """AdamW parameter groups: lr and weight decay per role and width (muP's MuAdamW, made explicit).
+
+    `roles` may be computed before the model is wrapped (DDP, FSDP) and passed in; names are matched
+    after stripping wrapper prefixes. Each group also carries `peak_lr` (the schedule scales from it)
+    and `role`, so the optimizer shows exactly what every tensor gets.
+
+    Example:
+        >>> groups = param_groups(build_model(cfg.model), cfg)
+        >>> {g["role"]: g["lr"] for g in groups}   # hidden lr = lr / m
+        {'embedding': 0.01, 'hidden': 0.005, 'vector': 0.01}
+    """
+    roles = roles or param_roles(_unwrap(model))
+    m = cfg.model.width_mult if cfg.model.parametrization == "mup" else 1.0
+    lr = cfg.train.lr
+    lr_by_role = {"embedding": lr, "hidden": lr / m, "vector": lr}
+    buckets: dict[str, list] = {"embedding": [], "hidden": [], "vector": []}
+    for name, p in model.named_parameters():
+        buckets[roles[_strip_prefix(name)]].append(p)
+    groups = []
+    for role, params in buckets.items():
+        if not params:
+            continue
+        group_lr = lr_by_role[role]
+        groups.append({"params": params, "role": role, "lr": group_lr, "peak_lr": group_lr,
+                       "weight_decay": 0.0 if role == "vector" else _weight_decay(cfg, group_lr)})
+    return groups
+
+
+def _weight_decay(cfg: RunConfig, group_lr: float) -> float:
+    """AdamW shrinks by lr_group(t) * wd_group each step; pick wd_group so the shrink is width-free."""
+    wd = cfg.train.weight_decay
+    if cfg.train.weight_decay_mode == "independent":
+        return wd / group_lr          # shrink = wd * schedule(t)
+    return wd * cfg.train.lr / group_lr  # shrink = lr(t) * wd, the base lr's AdamW units
+
+
+def base_shapes(cfg: ModelConfig, *, source: str | None = None) -> dict:
+    """mup base shapes for `cfg`: from `cfg.base_shapes` when that file exists, else made in memory."""
+    if cfg.base_shapes and os.path.exists(cfg.base_shapes):
+        return cfg.base_shapes  # mup loads the path itself (yaml.safe_load)
+    return _make_base_shapes(cfg, savefile=None)
+
+
+def write_base_shapes(cfg: ModelConfig, path: str | os.PathLike) -> Path:
+    """Write the `.bsh` file for `cfg` (base at d_model = dim_model_base; delta varies every width dim).
+
+    The file depends on the depth and the base width, not on d_model: one file serves a whole ladder.
+
+    Example:
+        >>> write_base_shapes(load_config("proxies/xs.yaml").model, "proxies/shapes/xs.bsh")
+        PosixPath('proxies/shapes/xs.bsh')
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    _make_base_shapes(cfg, savefile=str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def _make_base_shapes(cfg: ModelConfig, *, savefile: str | None) -> dict:
+    base, delta = _base_and_delta(cfg)
+    if all(isinstance(d, int) for dims in base.values() for d in dims):
+        return make_base_shapes(base, delta, savefile=savefile)
+    # mup's zip_infshape takes only integer base dims; a base width like 256 over 24 heads gives a
+    # fractional one (10.67 per KV head group), so build the same InfShapes directly.
+    shapes = {name: InfShape([InfDim(b if b != e else None, None) for b, e in zip(base[name], delta[name])])
+              for name in base}
+    if savefile is not None:
+        save_base_shapes(shapes, savefile)
+    return shapes
+
+
+def _base_and_delta(cfg: ModelConfig) -> tuple[dict, dict]:
+    """Shapes of the base model (every width dim x dim_model_base/d_model) and of a delta model.
+
+    The delta doubles every width dimension (d_model, d_ffn, d_head), which is how mup learns which
+    dims are widths. Base dims are computed, not built, so a base width that does not divide into
+    heads (MiniCPM: 256 over 24 heads) still has exact multipliers.
+    """
+    with torch.device("meta"):
+        actual = Transformer(cfg, multipliers(cfg))
+        delta_cfg = _replace(cfg, d_model=cfg.d_model * 2)
+        delta = Transformer(delta_cfg, multipliers(delta_cfg))
+    ratio = cfg.dim_model_base / cfg.d_model
+    base, delta_shapes = {}, {}
+    for (name, p), (_, q) in zip(actual.named_parameters(), delta.named_parameters()):
+        base[name] = [_exact(d * ratio) if d != e else d for d, e in zip(p.shape, q.shape)]
+        delta_shapes[name] = list(q.shape)
+    return base, delta_shapes
+
+
+def _replace(cfg: ModelConfig, **changes) -> ModelConfig:
+    import dataclasses
+    return dataclasses.replace(cfg, **changes)
+
+
+def _exact(x: float) -> int | float:
+    return int(round(x)) if abs(x - round(x)) < 1e-9 else x
+
+
+def _check_readout_mult(model: Transformer, cfg: ModelConfig, source: str | None) -> None:
+    m = model.embed.weight.infshape.width_mult()
+    if not math.isclose(m, cfg.width_mult, rel_tol=1e-6):
+        raise ConfigError(source, "model.base_shapes",
+                          f"file {cfg.base_shapes} was made for base width {cfg.d_model / m:g}, but "
+                          f"model.dim_model_base={cfg.dim_model_base}; remake it with `windtunnel shapes`")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def _strip_prefix(name: str) -> str:
+    for prefix in ("module.", "_orig_mod."):
+        while name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
