@@ -1,7 +1,4 @@
-"""`windtunnel` command line: parses arguments, calls the library, prints. Nothing else.
-
-torch and Ray are imported inside the command functions, so `windtunnel --help` answers at once.
-"""
+"""`windtunnel train` and `windtunnel shapes`."""
 
 from __future__ import annotations
 
@@ -10,62 +7,31 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import WindtunnelError
 
-EPILOG = """examples:
-  windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
-  windtunnel shapes proxies/xs.yaml
-"""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args) or 0
-    except WindtunnelError as e:
-        print(f"windtunnel: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("windtunnel: interrupted", file=sys.stderr)
-        return 130
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="windtunnel",
-        description="muP wind-tunnel hyperparameter search: sweep tiny proxies, carry the winner to the full model.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+def register(sub) -> None:
     _add_train(sub)
     _add_shapes(sub)
-    return parser
 
 
-def _add_set(p: argparse.ArgumentParser) -> None:
+def add_set_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value by dotted key, e.g. --set train.lr=0.01 (repeatable)")
 
-
-# --- train --------------------------------------------------------------------------------------
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one proxy (or any config) with the shared training loop",
                        description="Train a config; writes config.yaml, metrics.csv and summary.json to --out.")
     p.add_argument("config", help="run config YAML, e.g. proxies/xs.yaml")
-    _add_set(p)
+    add_set_option(p)
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args) -> int:
-    from .config import load_config
+    from ..config import load_config
     cfg = load_config(args.config, overrides=args.overrides)
-    from .train import train
+    from ..train import train
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     summary = train(cfg, out_dir=out, progress=not args.quiet)
     print(json.dumps(summary, indent=2, default=float))
@@ -73,28 +39,23 @@ def _cmd_train(args) -> int:
     return 0 if summary["status"] == "ok" else 1
 
 
-# --- shapes -------------------------------------------------------------------------------------
-
 def _add_shapes(sub) -> None:
     p = sub.add_parser("shapes", help="write the mup base-shape (.bsh) file of a config",
                        description="Write the mup base shapes of a config: base at d_model = "
                                    "model.dim_model_base, delta varying every width dimension.")
     p.add_argument("config", help="run config YAML")
-    _add_set(p)
+    add_set_option(p)
     p.add_argument("--out", help="where to write (default: model.base_shapes of the config, else "
                                  "proxies/shapes/<name>_base<dim_model_base>.bsh)")
     p.set_defaults(func=_cmd_shapes)
 
 
 def _cmd_shapes(args) -> int:
-    from .config import load_config
+    from ..config import load_config
     cfg = load_config(args.config, overrides=args.overrides)
-    from .parametrization import write_base_shapes
+    from ..parametrization import write_base_shapes
     default = Path("proxies/shapes") / f"{Path(args.config).stem}_base{cfg.model.dim_model_base}.bsh"
     path = write_base_shapes(cfg.model, args.out or cfg.model.base_shapes or default)
     print(f"wrote {path} (base width {cfg.model.dim_model_base}, {cfg.model.n_layers} layers)")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,53 @@
+"""`windtunnel` command line: parses arguments, calls the library, prints. Nothing else.
+
+Each command group lives in its own module here (`train.py`: train and shapes).
+
+torch and Ray are imported inside the command functions, so `windtunnel --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import WindtunnelError
+
+# one module per command group; each has register(subparsers) and imports the library lazily
+COMMANDS = ["train"]
+
+EPILOG = """examples:
+  windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
+  windtunnel shapes proxies/xs.yaml
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except WindtunnelError as e:
+        print(f"windtunnel: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("windtunnel: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="windtunnel",
+        description="muP wind-tunnel hyperparameter search: sweep tiny proxies, carry the winner to the full model.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module in COMMANDS:
+        importlib.import_module(f".{module}", __name__).register(sub)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
