@@ -147,3 +147,21 @@ def test_defaults_are_valid_and_derived_values():
     assert cfg.model.d_ffn == 640 and cfg.model.width_mult == 4.0
     assert cfg.tokens_per_step == cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum
     assert math.isfinite(cfg.train.lr)
+
+
+def test_proxy_ladder_differs_only_in_width():
+    proxies = Path(__file__).resolve().parents[1] / "proxies"
+    ladder = {name: load_config(proxies / f"{name}.yaml") for name in ("xs", "s", "m", "l")}
+    assert [c.model.d_model for c in ladder.values()] == [64, 128, 256, 512]
+    assert [c.model.width_mult for c in ladder.values()] == [1, 2, 4, 8]
+    rest = [config_to_dict(c) for c in ladder.values()]
+    for r in rest:
+        r["model"].pop("d_model")
+    assert all(r == rest[0] for r in rest)  # depth, heads, base width, data, tokens, schedule, seed
+    assert Path(ladder["l"].model.base_shapes).is_file()
+
+
+def test_every_proxy_config_loads():
+    for path in sorted((Path(__file__).resolve().parents[1] / "proxies").glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.model.base_shapes is None or Path(cfg.model.base_shapes).is_file(), path
