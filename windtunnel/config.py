@@ -241,7 +241,8 @@ _PATH_KEYS = {("model", "base_shapes"), ("data", "path")}
 def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Sequence[str] = ()) -> RunConfig:
     """Read a YAML run config, apply dotted overrides, check every rule.
 
-    Relative paths inside the file (`model.base_shapes`, `data.path`) are taken relative to the file.
+    Relative paths inside the file (`model.base_shapes`, `data.path`) are taken relative to the file;
+    in `overrides`, relative to the current directory. Both are stored absolute.
 
     Example:
         >>> cfg = load_config("proxies/xs.yaml", overrides=["model.d_model=128", "train.lr=0.01"])
@@ -263,6 +264,11 @@ def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Seque
     _resolve_paths(data, Path(path).resolve().parent)
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides, source="--set")
+    overrides = dict(overrides)
+    for section, key in _PATH_KEYS:  # a path typed on the command line is relative to the cwd
+        dotted = f"{section}.{key}"
+        if isinstance(overrides.get(dotted), str):
+            overrides[dotted] = str(Path(os.path.expanduser(overrides[dotted])).resolve())
     return config_from_dict(apply_overrides(data, overrides, source=source), source=source)
 
 
@@ -292,7 +298,8 @@ def apply_overrides(data: dict, overrides: Mapping[str, Any], *, source: str | N
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if section not in _SECTIONS or not name:
-            raise ConfigError(source, key, f"unknown key; keys look like {'/'.join(_SECTIONS)}.<field>")
+            raise ConfigError(source, key, f"unknown key{_suggest(section, _SECTIONS)}; keys look like "
+                              f"{'/'.join(_SECTIONS)}.<field>")
         sub = data.setdefault(section, {})
         if not isinstance(sub, dict):
             raise ConfigError(source, section, "expected a mapping")

@@ -149,10 +149,13 @@ def _weight_decay(cfg: RunConfig, group_lr: float) -> float:
 
 
 def base_shapes(cfg: ModelConfig, *, source: str | None = None) -> dict:
-    """mup base shapes for `cfg`: from `cfg.base_shapes` when that file exists, else made in memory."""
-    if cfg.base_shapes and os.path.exists(cfg.base_shapes):
-        return cfg.base_shapes  # mup loads the path itself (yaml.safe_load)
-    return _make_base_shapes(cfg, savefile=None)
+    """mup base shapes for `cfg`: from the file `cfg.base_shapes`, or made in memory when it is null."""
+    if cfg.base_shapes is None:
+        return _make_base_shapes(cfg, savefile=None)
+    if not os.path.isfile(cfg.base_shapes):  # a named file that is missing is a mistake, not "make them"
+        raise ConfigError(source, "model.base_shapes", f"no such file {cfg.base_shapes}; write it with "
+                          "`windtunnel shapes CONFIG` or set model.base_shapes=null")
+    return cfg.base_shapes  # mup loads the path itself (yaml.safe_load)
 
 
 def write_base_shapes(cfg: ModelConfig, path: str | os.PathLike) -> Path:

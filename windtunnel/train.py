@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import RunConfig, save_config
-from .data import BatchSampler, TokenData, eval_batches, open_data
+from .data import BatchSampler, DataError, TokenData, eval_batches, open_data
 from .errors import ConfigError
 from .model import flops_per_token
 from .optim import build_optimizer, set_lr
@@ -45,9 +45,6 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
         >>> summary["status"], round(summary["val_loss"], 2)
         ('ok', 2.31)
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -60,6 +57,10 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
     val_set = eval_batches(data.val, batch_size=t.batch_size, seq_len=t.seq_len, n_batches=t.eval_batches)
     step_fn = torch.compile(model) if t.compile else model
     amp = _autocast(device, t.precision)
+    # only now, with config, data and model known good, touch the run folder: a bad input leaves no files
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
 
     tokens_per_step = cfg.tokens_per_step
     first_loss, status, loss, val_loss = None, "ok", float("nan"), float("nan")
@@ -173,7 +174,10 @@ def make_schedule(cfg: RunConfig) -> Schedule:
 
 def load_run_data(cfg: RunConfig) -> TokenData:
     """Open the run's token data and check it fits the model's vocabulary and sequence length."""
-    data = open_data(path=cfg.data.path, max_bytes=cfg.data.embedded_bytes)
+    try:
+        data = open_data(path=cfg.data.path, max_bytes=cfg.data.embedded_bytes)
+    except DataError as e:  # name the config key that led there, not only the data file
+        raise ConfigError(cfg.source, "data.path" if cfg.data.path else "data.embedded_bytes", str(e)) from None
     if data.vocab_size > cfg.model.vocab_size:
         raise ConfigError(cfg.source, "model.vocab_size", f"must be >= the data's vocabulary "
                           f"({data.vocab_size}, {data.path}), got {cfg.model.vocab_size}")

@@ -1,0 +1,48 @@
+"""Model accounting: parameter counts and training FLOPs per token, by hand and by torch's flop counter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from windtunnel.config import load_config
+from windtunnel.model import flops_per_token
+from windtunnel.parametrization import build_model
+
+
+@pytest.fixture
+def xs(xs_path):
+    # d_model 64, 2 layers, 4 heads of 16, 2 KV heads, SwiGLU hidden 160, vocab 256
+    return load_config(xs_path, overrides=["model.base_shapes=null"])
+
+
+def test_flops_per_token_by_hand(xs):
+    d, d_head, d_kv, d_ffn, vocab, layers, T = 64, 16, 2 * 16, 160, 256, 2, 128
+    per_layer = d * d + 2 * d * d_kv + d * d + 3 * d * d_ffn       # q, k, v, o, gate/up/down
+    matmul_params = layers * per_layer + d * vocab                  # + the tied readout
+    assert matmul_params == 102_400
+    # causal attention, per token and layer: QK^T and AV each 2 * (T/2) * d flops forward; x3 to train
+    attention = layers * 3 * (2 * 2 * (T / 2) * d)
+    assert flops_per_token(xs.model, T) == 6 * matmul_params + attention == 712_704
+
+
+def test_flops_per_token_matches_torch_flop_counter_on_matmuls(xs):
+    # torch counts every mm of forward + backward; SDPA's CPU kernel it does not count, so the
+    # counter must equal the 6N part exactly.
+    model = build_model(xs.model)
+    B, T = 2, 128
+    x = torch.randint(0, 256, (B, T))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x).flatten(0, 1), x.flatten()).backward()
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    attention = flops_per_token(xs.model, T) - flops_per_token(xs.model, 0)
+    assert counts.get("aten.mm", 0) / (B * T) == flops_per_token(xs.model, T) - attention == 614_400
+
+
+def test_param_counts(xs):
+    model = build_model(xs.model)
+    norms = (2 * 2 + 1) * 64                       # two per block and the final one
+    assert model.num_params(non_embedding=True) == 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 160) + norms
+    assert model.num_params() == model.num_params(non_embedding=True) + 256 * 64  # readout is tied
