@@ -43,8 +43,10 @@ def main() -> int:
     cfg = bench_config(args, backends[0], device)
     fpt = flops_per_token(cfg.model, cfg.train.seq_len)
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    print(f"device: {name}; dense bf16 peak: {f'{peak / 1e12:.1f} TFLOP/s' if peak else 'unknown (set WINDTUNNEL_PEAK_TFLOPS)'}")
-    print(f"target {Path(cfg.source).stem}: {count_params(cfg.model).total / 1e9:.3f}B params, {fpt / 1e9:.2f} GFLOP/token, "
+    peak_text = f"{peak / 1e12:.1f} TFLOP/s" if peak else "unknown (set WINDTUNNEL_PEAK_TFLOPS)"
+    print(f"device: {name}; dense bf16 peak: {peak_text}")
+    print(f"target {Path(cfg.source).stem}: {count_params(cfg.model).total / 1e9:.3f}B params, "
+          f"{fpt / 1e9:.2f} GFLOP/token, "
           f"micro-batch {cfg.train.batch_size} x {cfg.train.seq_len}, {cfg.train.grad_accum} per step, "
           f"{cfg.train.precision}, compile {'on' if cfg.train.compile else 'off'}, "
           f"activation checkpointing {'on' if cfg.model.activation_checkpointing else 'off'}")
@@ -123,7 +125,8 @@ def _label(backend: str) -> str:
 
 
 def _missing(backend: str):
-    raise SystemExit(f"bench/full_run.py: attention backend {backend!r} is not available here (flash-attn not installed?)")
+    raise SystemExit(f"bench/full_run.py: attention backend {backend!r} is not available here "
+                     "(flash-attn not installed?)")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def test_warnings_horizon_recipe_edge(tmp_path):
     text = "\n".join(plan.warnings)
     assert "train.lr = 0.064 is the highest value of its grid" in text
     assert "horizon: the proxy saw" in text  # 1536 tokens on a 21k-param proxy vs 1.5T on 1.15B
-    assert "train.weight_decay: the target preset says 0.1, the proxy trained with 0.0" in text
+    assert "train.weight_decay: the target preset says 0.1, the proxy trained with 0;" in text
     assert "data.path is null" in text
 
 
@@ -206,3 +206,13 @@ def test_cli_launches_a_tiny_target_on_cpu(sweep, tmp_path, capsys):
     assert summary["status"] == "ok" and summary["steps"] == 12 and math.isfinite(summary["val_loss"])
     assert load_config(run / "config.yaml") == written  # the run trained exactly the written config
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step_00000006.pt", "step_00000012.pt"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_full_run_bench_refuses_without_cuda():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "full_run.py")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "no CUDA device" in done.stderr

@@ -110,7 +110,8 @@ def load_target(target: str | os.PathLike) -> Target:
 def _check_spec(spec: dict, source: str) -> tuple[float, int | None]:
     unknown = set(spec) - _TRANSFER_KEYS
     if unknown:
-        raise ConfigError(source, f"transfer.{sorted(unknown)[0]}", f"unknown key; expected {', '.join(sorted(_TRANSFER_KEYS))}")
+        raise ConfigError(source, f"transfer.{sorted(unknown)[0]}",
+                          f"unknown key; expected {', '.join(sorted(_TRANSFER_KEYS))}")
     tokens = _number(spec.get("tokens"), source, "transfer.tokens")
     batch = spec.get("batch_tokens")
     if batch is not None:

@@ -213,7 +213,8 @@ def make_schedule(cfg: RunConfig, *, decay_start: int | None = None) -> Schedule
         kwargs.update(decay=t.decay, decay_fraction=t.decay_fraction, decay_steps=t.decay_steps,
                       half_life=t.half_life if t.decay == "exponential" else None, decay_start=decay_start)
     elif decay_start is not None:
-        raise ConfigError(cfg.source, "train.schedule", f"a decay branched off a checkpoint needs wsd, got {t.schedule}")
+        raise ConfigError(cfg.source, "train.schedule",
+                          f"a decay branched off a checkpoint needs wsd, got {t.schedule}")
     try:
         return build_schedule(**kwargs)
     except ValueError as e:

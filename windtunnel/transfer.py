@@ -99,7 +99,10 @@ def transfer(*, target: str | os.PathLike, source: str | os.PathLike | None = No
     total_tokens = float(tokens) if tokens is not None else tgt.tokens
     if not total_tokens > 0:
         raise WindtunnelError(f"--tokens must be > 0, got {tokens}")
-    preview = tgt.config(steps=_placeholder_steps(tgt, carried), overrides=carried)
+    try:
+        preview = tgt.config(steps=_placeholder_steps(tgt, carried), overrides=carried)
+    except ConfigError as e:  # a bad --set value is the command line's fault, not the target file's
+        raise (ConfigError("--set", e.key, e.message) if e.key in sets else e) from None
     batch = _batch_plan(tgt, proxy, preview, batch_tokens, nproc)
     steps = max(1, round(total_tokens / batch.tokens))
     cfg = _final_config(tgt, carried, steps, batch, proxy)
@@ -121,7 +124,8 @@ def _carry(tgt: Target, proxy: Proxy | None, sets: dict[str, Any]) -> tuple[dict
             out[key] = value
             preset = _preset_value(tgt, key)
             if key in RECIPE and preset is not None and not _same(preset, value) and key not in sets:
-                warnings.append(f"{key}: the target preset says {preset!r}, the proxy trained with {value!r}; "
+                warnings.append(f"{key}: the target preset says {_show(preset)}, "
+                                f"the proxy trained with {_show(value)}; "
                                 f"carrying the proxy's (the optimum was found with it); --set {key}=... to override")
         if tgt.sections["data"].get("path") is None and proxy.config.data.path is not None:
             out["data.path"] = proxy.config.data.path
@@ -263,3 +267,5 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _show(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)

@@ -115,8 +115,9 @@ def _size_rows(plan: TransferPlan) -> list[Row]:
     ]
     name, peak, _ = REFERENCE_GPU
     hours = run_flops(cfg, plan.tokens) / (0.5 * peak) / 3600
-    rows.append(Row("size and compute", f"GPU-hours at 50 % MFU ({name}, {peak / 1e12:g} TFLOP/s bf16)",
-                    None, hours, f"{hours / plan.batch.nproc / 24:.1f} days on {plan.batch.nproc} GPU(s)"))
+    if cfg.train.device != "cpu" and cfg.model.vocab_size > 256:  # a GPU-sized target
+        rows.append(Row("size and compute", f"GPU-hours at 50 % MFU ({name}, {peak / 1e12:g} TFLOP/s bf16)",
+                        None, hours, f"{hours / plan.batch.nproc / 24:.1f} days on {plan.batch.nproc} GPU(s)"))
     return rows
 
 
@@ -212,7 +213,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, GiB):
-        return f"{value / 2**30:.2f} GiB"
+        return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
     if isinstance(value, (bool, str)):
         return str(value)
     if isinstance(value, int):

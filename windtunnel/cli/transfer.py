@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--run-dir", help="run folder for --launch (default: runs/<target>)")
     p.add_argument("--dry-run", action="store_true", help="print the table and the config; write nothing")
     p.add_argument("--launch", action="store_true", help="write the config, then train it (torchrun when --nproc > 1)")
-    p.add_argument("--resume", action="store_true", help="with --launch: continue from the run folder's newest checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="with --launch: continue from the run folder's newest checkpoint")
     p.set_defaults(func=_cmd_transfer)
 
 
