@@ -216,3 +216,13 @@ def test_full_run_bench_refuses_without_cuda():
                           timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "no CUDA device" in done.stderr
+
+
+def test_proxy_from_spec_when_the_trial_config_is_missing_and_from_a_run_folder(sweep, tmp_path):
+    (sweep / "trials" / "0003" / "config.yaml").unlink()
+    proxy = load_proxy(sweep)  # rebuilt from spec.yaml: base + set + the row's swept values
+    assert proxy.config.train.lr == 0.016 and proxy.config.model.d_model == 32 and proxy.val_loss == 2.9
+    from windtunnel.train import train
+    summary = train(load_config(ROOT / "proxies" / "xs.yaml", overrides=TINY), out_dir=tmp_path / "run")
+    run = load_proxy(tmp_path / "run")
+    assert run.val_loss == summary["val_loss"] and run.tokens == summary["tokens"] and run.best == {}
