@@ -18,7 +18,8 @@ from windtunnel.errors import ConfigError
 from windtunnel.train import METRIC_FIELDS, train
 
 SUMMARY_KEYS = {"status", "val_loss", "train_loss", "steps", "tokens", "seconds", "tokens_per_s", "params",
-                "non_embedding_params", "flops_per_token", "width_mult", "device", "attention"}
+                "non_embedding_params", "flops_per_token", "width_mult", "device", "attention", "mfu",
+                "world_size", "resumed_from", "decay_from"}
 
 
 def tiny(xs_path, tiny_overrides, *extra):
@@ -40,7 +41,8 @@ def test_tiny_run_writes_config_metrics_and_summary(tmp_path, xs_path, tiny_over
     assert load_config(run / "config.yaml") == cfg
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["d_model"] == 32
     rows = read_metrics(run)
-    assert list(rows[0]) == METRIC_FIELDS == ["step", "tokens", "lr", "loss", "val_loss", "seconds", "tokens_per_s"]
+    assert list(rows[0]) == METRIC_FIELDS == ["step", "tokens", "lr", "loss", "val_loss", "seconds", "tokens_per_s",
+                                             "mfu"]
     assert [int(r["step"]) for r in rows] == list(range(1, 13))  # log_every=1
     assert summary["steps"] == 12 and summary["tokens"] == 12 * 4 * 32 == int(rows[-1]["tokens"])
     assert summary["val_loss"] == pytest.approx(float(rows[-1]["val_loss"]))

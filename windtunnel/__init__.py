@@ -24,6 +24,12 @@ _EXPORTS = {
     "build_schedule": "schedule",
     "train": "train",
     "open_data": "data",
+    # transfer to a target and the full run (`windtunnel.transfer.transfer` is the entry point; the
+    # module and function share the name, so reach it as windtunnel.transfer.transfer)
+    "TransferPlan": "transfer", "format_plan": "transfer", "write_plan": "transfer", "launch": "transfer",
+    "load_target": "targets", "load_proxy": "proxy", "effective_hparams": "hparams",
+    "count_params": "estimate", "memory_per_gpu": "estimate",
+    "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "latest_checkpoint": "checkpoint",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

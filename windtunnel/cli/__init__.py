@@ -14,11 +14,12 @@ import sys
 from ..errors import WindtunnelError
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["train"]
+COMMANDS = ["train", "transfer"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
   windtunnel shapes proxies/xs.yaml
+  windtunnel transfer --target 1.2b --from runs/lr-grid --dry-run
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,17 @@ def _add_train(sub) -> None:
     p.add_argument("config", help="run config YAML, e.g. proxies/xs.yaml")
     add_set_option(p)
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                   help="continue from the newest checkpoint in --out (or from CKPT); starts at step 0 "
+                        "when there is none, so a preemptible job can always pass it")
+    p.add_argument("--decay-from", metavar="CKPT",
+                   help="branch the WSD decay off this stable-phase checkpoint (MiniCPM): load it and run "
+                        "train.decay_steps (or decay_fraction x steps) decay steps into --out")
+    p.add_argument("--stop-after", type=int, metavar="STEP",
+                   help="stop with a checkpoint once STEP steps are done (resume later with --resume)")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="do not write TensorBoard events (written to --out/tensorboard when installed)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -33,10 +44,12 @@ def _cmd_train(args) -> int:
     cfg = load_config(args.config, overrides=args.overrides)
     from ..train import train
     out = Path(args.out or Path("runs") / Path(args.config).stem)
-    summary = train(cfg, out_dir=out, progress=not args.quiet)
-    print(json.dumps(summary, indent=2, default=float))
-    print(f"run folder: {out}", file=sys.stderr)
-    return 0 if summary["status"] == "ok" else 1
+    summary = train(cfg, out_dir=out, progress=not args.quiet, resume=args.resume, decay_from=args.decay_from,
+                    stop_after=args.stop_after, tensorboard=not args.no_tensorboard)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(json.dumps(summary, indent=2, default=float))
+        print(f"run folder: {out}", file=sys.stderr)
+    return 0 if summary["status"] in ("ok", "stopped") else 1
 
 
 def _add_shapes(sub) -> None:

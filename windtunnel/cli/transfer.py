@@ -1,0 +1,69 @@
+"""`windtunnel transfer`: carry a sweep's winner to a target, print the table, write (and launch) the run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .train import add_set_option
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "transfer", help="carry the best proxy's HPs to a target (e.g. 1.2b) and write/launch the full run",
+        description="Read the best trial of a sweep, carry its width-independent HPs to a target preset "
+                    "(transfer/<name>.yaml, or a YAML path), print the transfer table and write the full "
+                    "run's config. --launch then trains it with the same loop as the proxies.",
+        epilog="examples:\n  windtunnel transfer --target 1.2b --from runs/lr-grid --dry-run\n"
+               "  windtunnel transfer --target 1.2b --from runs/lr-grid --set data.path=/data/tok --nproc 8 --launch\n"
+               "  windtunnel transfer --target cpu --from runs/lr-grid --launch",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", required=True, help="preset name (1.2b, 0.1b, cpu, ...) or a target YAML file")
+    p.add_argument("--from", dest="source", metavar="RUNS",
+                   help="sweep folder (its best ok trial), run folder or proxy config; omitted: the preset's HPs")
+    add_set_option(p)
+    p.add_argument("--tokens", type=float, help="training tokens of the full run (default: the preset's)")
+    p.add_argument("--batch-tokens", type=float, metavar="N",
+                   help="tokens per optimizer step (default: the preset's, else MiniCPM's law from the proxy loss)")
+    p.add_argument("--nproc", type=int, default=1, help="GPUs (DDP processes under torchrun); default 1")
+    p.add_argument("--out", help="where to write the run config (default: runs/<target>.yaml)")
+    p.add_argument("--run-dir", help="run folder for --launch (default: runs/<target>)")
+    p.add_argument("--dry-run", action="store_true", help="print the table and the config; write nothing")
+    p.add_argument("--launch", action="store_true", help="write the config, then train it (torchrun when --nproc > 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --launch: continue from the run folder's newest checkpoint")
+    p.set_defaults(func=_cmd_transfer)
+
+
+def _cmd_transfer(args) -> int:
+    from ..transfer import format_plan, launch, transfer, write_plan
+    if args.dry_run and args.launch:
+        print("windtunnel: error: --dry-run and --launch exclude each other", file=sys.stderr)
+        return 2
+    plan = transfer(target=args.target, source=args.source, tokens=args.tokens, batch_tokens=args.batch_tokens,
+                    nproc=args.nproc, overrides=args.overrides)
+    print(format_plan(plan))
+    out = Path(args.out or Path("runs") / f"{plan.target.name}.yaml")
+    run_dir = Path(args.run_dir or Path("runs") / plan.target.name)
+    if args.dry_run:
+        import yaml
+
+        from ..config import config_to_dict
+        print(f"\n# dry run: would write {out}\n" + yaml.safe_dump(config_to_dict(plan.config), sort_keys=False))
+        return 0
+    path = write_plan(plan, out)
+    print(f"\nwrote {path}")
+    if not args.launch:
+        print(f"launch: {_launch_hint(path, run_dir, args.nproc)}")
+        return 0
+    summary = launch(path, run_dir=run_dir, nproc=args.nproc, resume=args.resume)
+    print(json.dumps(summary, indent=2, default=float))
+    return 0 if summary["status"] in ("ok", "stopped") else 1
+
+
+def _launch_hint(config: Path, run_dir: Path, nproc: int) -> str:
+    if nproc == 1:
+        return f"windtunnel train {config} --out {run_dir}"
+    return f"torchrun --standalone --nproc-per-node={nproc} -m windtunnel train {config} --out {run_dir}"

@@ -1,0 +1,147 @@
+"""Size, compute and memory of a config without building it, and the peak FLOP/s behind MFU.
+
+Parameter counts come from the real `Transformer` built on the meta device (no allocation), so they
+can never drift from the model. Memory and FLOPs are estimates with their assumptions stated here:
+
+* weights, gradients and AdamW's two moments are fp32 (16 bytes per parameter, replicated by DDP);
+* bf16 autocast keeps the residual stream in fp32 and stores matmul inputs in bf16;
+* attention is memory-efficient (flash-attn or SDPA's fused kernels): no (T x T) matrix is kept;
+* the logits cost 16 bytes per token per vocabulary entry at the loss (bf16 logits, their fp32
+  copy, the log-softmax, and the fp32 + bf16 gradients that exist at the start of the backward).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .config import ModelConfig, RunConfig
+from .model import Transformer, flops_per_token
+from .parametrization import multipliers
+
+__all__ = ["ParamCount", "MemoryEstimate", "count_params", "memory_per_gpu", "run_flops",
+           "peak_flops", "mfu", "PEAK_TFLOPS_BF16"]
+
+# Dense bf16 tensor-core peak, TFLOP/s, by a substring of torch.cuda.get_device_name(); the first
+# match wins, so the more specific names come first. Override with WINDTUNNEL_PEAK_TFLOPS.
+PEAK_TFLOPS_BF16: list[tuple[str, float]] = [
+    ("GB200", 2500.0), ("B200", 2250.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0),
+    ("GH200", 989.5), ("H200", 989.5), ("H100", 989.5), ("H800", 989.5),
+    ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L4", 121.0),
+]
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    """Parameters counted once (the tied readout shares the embedding)."""
+
+    total: int
+    non_embedding: int
+
+    @property
+    def embedding(self) -> int:
+        return self.total - self.non_embedding
+
+
+def count_params(cfg: ModelConfig) -> ParamCount:
+    """Count the parameters of `cfg`'s model on the meta device: exact, instant, no memory.
+
+    Example:
+        >>> count_params(load_target("1.2b").model).non_embedding   # Xmodel-2: 1.151B
+        1151485440
+    """
+    with torch.device("meta"):
+        model = Transformer(cfg, multipliers(cfg))
+    return ParamCount(total=model.num_params(), non_embedding=model.num_params(non_embedding=True))
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes per GPU at the configured micro-batch (see the module docstring for the assumptions)."""
+
+    weights: float
+    grads: float
+    optimizer: float
+    activations: float
+    logits: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer + self.activations + self.logits
+
+
+def memory_per_gpu(cfg: RunConfig) -> MemoryEstimate:
+    """Estimate the training memory of one data-parallel GPU (states are replicated under DDP).
+
+    Example:
+        >>> mem = memory_per_gpu(cfg)          # 1.2b, micro-batch 2 x 4096, bf16
+        >>> round(mem.total / 2**30)           # GiB
+        54
+    """
+    m, t = cfg.model, cfg.train
+    n = count_params(m).total
+    tokens = t.batch_size * t.seq_len  # one micro-batch: activations of one at a time
+    per_layer = _activation_bytes_per_token_layer(m, bf16=t.precision == "bf16")
+    if m.activation_checkpointing:
+        # each block keeps only its fp32 input; one block is recomputed at a time in the backward
+        activations = tokens * (m.n_layers * 4 * m.d_model + per_layer)
+    else:
+        activations = tokens * m.n_layers * per_layer
+    return MemoryEstimate(weights=4.0 * n, grads=4.0 * n, optimizer=8.0 * n,
+                          activations=float(activations), logits=16.0 * tokens * m.vocab_size)
+
+
+def _activation_bytes_per_token_layer(m: ModelConfig, *, bf16: bool) -> int:
+    """Bytes one block keeps for its backward, per token.
+
+    fp32: the two RMSNorms keep their input and normalised output (4 x d). Matmul-side (bf16 under
+    autocast): the two norm outputs cast for the matmuls (2d); q, k before and after RoPE and v
+    (3d + 3 d_kv, counting q, k, v, out kept by the attention kernel); the attention output (d); and
+    SwiGLU's gate, silu(gate), up and their product (4 d_ffn).
+    """
+    d, d_kv, f = m.d_model, m.kv_heads * m.d_head, m.d_ffn
+    fp32_elems = 4 * d
+    matmul_elems = 2 * d + 3 * d + 3 * d_kv + 4 * f
+    return 4 * fp32_elems + (2 if bf16 else 4) * matmul_elems
+
+
+def run_flops(cfg: RunConfig, tokens: float) -> float:
+    """Training FLOPs of `tokens` tokens (6N plus causal attention; `model.flops_per_token`)."""
+    return flops_per_token(cfg.model, cfg.train.seq_len) * tokens
+
+
+def peak_flops(device: torch.device | str | None = None) -> float | None:
+    """Dense bf16 peak FLOP/s of a CUDA device, or None when unknown (CPU, an unlisted GPU).
+
+    `WINDTUNNEL_PEAK_TFLOPS` overrides the table (e.g. for a GPU it does not list).
+
+    Example:
+        >>> peak_flops("cpu") is None
+        True
+    """
+    override = os.environ.get("WINDTUNNEL_PEAK_TFLOPS")
+    if override:
+        return float(override) * 1e12
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_TFLOPS_BF16:
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+def mfu(*, flops_per_token: float, tokens_per_s: float, peak: float | None, n_devices: int = 1) -> float | None:
+    """Model FLOPs utilisation: achieved FLOP/s over the devices' summed peak; None without a peak.
+
+    Example:
+        >>> mfu(flops_per_token=7.6e9, tokens_per_s=65_000, peak=989.5e12)
+        0.4992...
+    """
+    if not peak or not math.isfinite(tokens_per_s):
+        return None
+    return flops_per_token * tokens_per_s / (peak * n_devices)

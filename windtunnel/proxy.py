@@ -1,0 +1,178 @@
+"""The proxy a transfer starts from: the best trial of a sweep, a single run, or a proxy config.
+
+A sweep folder (`runs/<sweep>/`) holds `results.parquet` or `results.csv` (one row per trial:
+`trial_id`, `status`, `val_loss`, `tokens`, ..., one column per swept key such as `train.lr`),
+`spec.yaml` (`base`, `set`, `parameters`: each `{values: [...]}` or `{distribution, min, max}`) and
+`trials/<trial_id>/config.yaml`, the trial's resolved config. The best trial is the `ok` one with the
+lowest val_loss; its own config.yaml carries every HP it trained with.
+
+Example:
+    >>> proxy = load_proxy("runs/lr-grid")
+    >>> proxy.config.train.lr, proxy.val_loss, proxy.edges
+    (0.0125, 1.83, [])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import RunConfig, load_config
+from .errors import ConfigError, WindtunnelError
+
+__all__ = ["Proxy", "load_proxy", "edge_messages"]
+
+EDGE_FRACTION = 0.05  # a continuous range's best value within 5 % of an end counts as on the edge
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """The proxy's resolved config and what is known of how it did."""
+
+    source: str                     # what was read, for the table's title
+    config: RunConfig
+    val_loss: float | None          # its held-out loss (None for a bare config)
+    tokens: float                   # tokens it trained on
+    swept: dict[str, dict] = field(default_factory=dict)   # the sweep's parameter specs
+    best: dict[str, Any] = field(default_factory=dict)     # swept key -> the best trial's value
+    edges: list[str] = field(default_factory=list)         # swept keys whose best is on the edge
+
+
+def load_proxy(path: str | os.PathLike) -> Proxy:
+    """Read a sweep folder (its best trial), a run folder (config.yaml + summary.json) or a config YAML."""
+    path = Path(path)
+    if path.is_file():
+        cfg = load_config(path)
+        return Proxy(source=str(path), config=cfg, val_loss=None, tokens=float(cfg.train.steps * cfg.tokens_per_step))
+    if not path.is_dir():
+        raise WindtunnelError(f"{path}: no such sweep folder, run folder or config file")
+    if _results_file(path) is not None:
+        return _from_sweep(path)
+    if (path / "config.yaml").is_file():
+        return _from_run(path)
+    raise WindtunnelError(f"{path}: expected a sweep folder (results.parquet or results.csv) or a run "
+                          "folder (config.yaml)")
+
+
+def _from_sweep(folder: Path) -> Proxy:
+    results = _results_file(folder)
+    table = _read_table(results)
+    for column in ("trial_id", "status", "val_loss"):
+        if column not in table.columns:
+            raise ConfigError(str(results), column, "missing column; expected trial_id, status, val_loss, ...")
+    ok = table[(table["status"] == "ok") & table["val_loss"].map(lambda v: _finite(v))]
+    if ok.empty:
+        raise WindtunnelError(f"{results}: no trial finished with status ok and a finite val_loss "
+                              f"({len(table)} trials: {table['status'].value_counts().to_dict()})")
+    row = ok.loc[ok["val_loss"].astype(float).idxmin()]
+    spec = _read_spec(folder / "spec.yaml")
+    swept = {k: v for k, v in (spec.get("parameters") or {}).items() if isinstance(v, dict)}
+    best = {k: _plain(row[k]) for k in swept if k in row.index}
+    cfg = _trial_config(folder, str(row["trial_id"]), spec, best)
+    tokens = float(row["tokens"]) if "tokens" in row.index and _finite(row["tokens"]) else \
+        float(cfg.train.steps * cfg.tokens_per_step)
+    return Proxy(source=f"{folder} (best of {len(ok)} ok trials of {len(table)}: trial {row['trial_id']})",
+                 config=cfg, val_loss=float(row["val_loss"]), tokens=tokens, swept=swept, best=best,
+                 edges=edge_messages(swept, best))
+
+
+def _from_run(folder: Path) -> Proxy:
+    cfg = load_config(folder / "config.yaml")
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary and summary.get("status") != "ok":
+        raise WindtunnelError(f"{summary_path}: the run ended with status {summary.get('status')!r}; "
+                              "transfer from a run that finished ok")
+    val = summary.get("val_loss")
+    tokens = summary.get("tokens") or cfg.train.steps * cfg.tokens_per_step
+    return Proxy(source=str(folder), config=cfg, val_loss=float(val) if _finite(val) else None, tokens=float(tokens))
+
+
+def _trial_config(folder: Path, trial_id: str, spec: dict, best: dict) -> RunConfig:
+    """The trial's own resolved config; failing that, the spec's base with its `set` and the row's values."""
+    path = folder / "trials" / trial_id / "config.yaml"
+    if path.is_file():
+        return load_config(path)
+    base = spec.get("base")
+    if not base:
+        raise WindtunnelError(f"{path}: missing, and {folder / 'spec.yaml'} names no `base` config to rebuild it from")
+    base_path = Path(base) if Path(base).is_absolute() or Path(base).exists() else folder / base
+    return load_config(base_path, overrides={**(spec.get("set") or {}), **best})
+
+
+def edge_messages(swept: dict[str, dict], best: dict[str, Any]) -> list[str]:
+    """One message per swept numeric parameter whose best value sits on the edge of its range.
+
+    Example:
+        >>> edge_messages({"train.lr": {"values": [0.001, 0.01, 0.1]}}, {"train.lr": 0.1})
+        ['train.lr = 0.1 is the highest value of its grid [0.001, 0.01, 0.1]: the optimum may lie beyond it']
+    """
+    out = []
+    for key, spec in swept.items():
+        value = best.get(key)
+        if not _is_number(value):
+            continue
+        if isinstance(spec.get("values"), list):
+            values = sorted(v for v in spec["values"] if _is_number(v))
+            if len(values) >= 2 and value in (values[0], values[-1]):
+                side = "lowest" if value == values[0] else "highest"
+                out.append(f"{key} = {value:g} is the {side} value of its grid {values}: the optimum may lie beyond it")
+        elif _is_number(spec.get("min")) and _is_number(spec.get("max")) and spec["max"] > spec["min"]:
+            log = "log" in str(spec.get("distribution", "")) and spec["min"] > 0 and value > 0
+            f = math.log if log else (lambda x: x)
+            where = (f(value) - f(spec["min"])) / (f(spec["max"]) - f(spec["min"]))
+            if where < EDGE_FRACTION or where > 1 - EDGE_FRACTION:
+                side = "low" if where < 0.5 else "high"
+                out.append(f"{key} = {value:g} is at the {side} end of its range [{spec['min']:g}, {spec['max']:g}]: "
+                           "the optimum may lie beyond it")
+    return out
+
+
+def _results_file(folder: Path) -> Path | None:
+    for name in ("results.parquet", "results.csv"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_table(path: Path):
+    import pandas as pd
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype={"trial_id": str, "status": str})
+    except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types for a bad file
+        raise WindtunnelError(f"{path}: unreadable results table ({' '.join(str(e).split())[:200]})") from None
+
+
+def _read_spec(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "(yaml)", f"not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(str(path), "(top level)", "expected a mapping with base, set, parameters")
+    return spec
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value  # numpy scalar -> Python
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

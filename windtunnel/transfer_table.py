@@ -1,0 +1,232 @@
+"""The transfer table: each quantity at the proxy and at the target, and the warnings a plan earns.
+
+The rows hold raw values (numbers, strings; `GiB` for bytes); `format_plan` prints them.
+
+Example:
+    >>> print(format_plan(transfer(target="1.2b", source="runs/lr-grid")))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .config import RunConfig
+from .estimate import count_params, run_flops
+from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
+from .model import flops_per_token
+from .train import make_schedule
+
+if TYPE_CHECKING:  # annotations only: transfer.py builds the plan and imports this module
+    from .transfer import TransferPlan
+
+__all__ = ["Row", "GiB", "plan_rows", "plan_warnings", "format_plan", "HORIZON_RATIO", "REFERENCE_GPU"]
+
+HORIZON_RATIO = 4.0     # warn when tokens per parameter differ by more than this factor
+REFERENCE_GPU = ("H100 SXM", 989.5e12, 80 * 2**30)  # for GPU-hours at 50 % MFU and the memory warning
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the transfer table: a quantity at the proxy and at the target."""
+
+    section: str
+    label: str
+    proxy: Any
+    target: Any
+    note: str = ""
+
+
+class GiB(float):
+    """A byte count, printed in GiB."""
+
+
+def plan_rows(plan: TransferPlan) -> list[Row]:
+    cfg, proxy = plan.config, plan.proxy
+    pc = proxy.config if proxy else None
+    rows = _shape_rows(pc, cfg) + _hparam_rows(plan) + _effective_rows(pc, cfg)
+    rows += _size_rows(plan) + _batch_rows(plan) + _memory_rows(plan)
+    return rows
+
+
+def _shape_rows(pc: RunConfig | None, cfg: RunConfig) -> list[Row]:
+    def shape(c: RunConfig | None, f):
+        return f(c) if c is not None else None
+    items = [
+        ("d_model", lambda c: c.model.d_model),
+        ("layers", lambda c: c.model.n_layers),
+        ("heads / kv heads / d_head", lambda c: f"{c.model.n_heads} / {c.model.kv_heads} / {c.model.d_head}"),
+        ("d_ffn", lambda c: c.model.d_ffn),
+        ("vocab", lambda c: c.model.vocab_size),
+        ("sequence length", lambda c: c.train.seq_len),
+        ("width multiplier m = d_model / dim_model_base", lambda c: c.model.width_mult),
+    ]
+    return [Row("shape", label, shape(pc, f), f(cfg)) for label, f in items]
+
+
+def _hparam_rows(plan: TransferPlan) -> list[Row]:
+    rows = []
+    pc = plan.proxy.config if plan.proxy else None
+    proxy_values = proxy_hparams(pc) if pc is not None else {}
+    for key in CARRIED + RECIPE:
+        target = get_value(plan.config, key)
+        proxy = proxy_values.get(key)
+        if key in plan.set_keys:
+            note = "--set"
+        elif pc is None:
+            note = "preset"
+        else:
+            note = "carried" if key in CARRIED else "carried (recipe)"
+            if key == "model.attn_mult" and pc.model.attn_mult is None:
+                note += ", = sqrt(dim_model_base / n_heads) of the proxy"
+        rows.append(Row("hyperparameters", key, proxy, target, note))
+    return rows
+
+
+def _effective_rows(pc: RunConfig | None, cfg: RunConfig) -> list[Row]:
+    target = effective_hparams(cfg)
+    proxy = effective_hparams(pc) if pc is not None else {}
+    labels = [
+        ("lr_embedding", "lr, embedding and norms (lr)"), ("lr_hidden", "lr, hidden matrices (lr / m)"),
+        ("init_std_embedding", "init std, embedding"), ("init_std_hidden", "init std, hidden (init_std / sqrt m)"),
+        ("wd_hidden", "AdamW weight_decay, hidden group"), ("shrink_hidden", "weight shrink / step at peak (lr x wd)"),
+        ("emb_mult", "embedding multiplier"), ("residual_mult", "residual multiplier (scale_depth / sqrt L)"),
+        ("logit_mult", "logit multiplier (1 / m)"), ("attn_scale", "attention scale (attn_mult / d_head)"),
+    ]
+    return [Row("effective, per tensor", label, proxy.get(key), target[key]) for key, label in labels]
+
+
+def _size_rows(plan: TransferPlan) -> list[Row]:
+    cfg, proxy = plan.config, plan.proxy
+    tp = count_params(cfg.model)
+    pp = count_params(proxy.config.model) if proxy else None
+    fpt = flops_per_token(cfg.model, cfg.train.seq_len)
+    rows = [
+        Row("size and compute", "parameters, total", pp.total if pp else None, tp.total),
+        Row("size and compute", "parameters, non-embedding", pp.non_embedding if pp else None, tp.non_embedding),
+        Row("size and compute", "training tokens", int(proxy.tokens) if proxy else None, plan.tokens),
+        Row("size and compute", "tokens per non-embedding parameter",
+            proxy.tokens / pp.non_embedding if proxy else None, plan.tokens / tp.non_embedding),
+        Row("size and compute", "FLOPs per token (6N + attention)",
+            flops_per_token(proxy.config.model, proxy.config.train.seq_len) if proxy else None, fpt),
+        Row("size and compute", "FLOPs, whole run",
+            run_flops(proxy.config, proxy.tokens) if proxy else None, run_flops(cfg, plan.tokens)),
+    ]
+    name, peak, _ = REFERENCE_GPU
+    hours = run_flops(cfg, plan.tokens) / (0.5 * peak) / 3600
+    if cfg.train.device != "cpu" and cfg.model.vocab_size > 256:  # a GPU-sized target
+        rows.append(Row("size and compute", f"GPU-hours at 50 % MFU ({name}, {peak / 1e12:g} TFLOP/s bf16)",
+                        None, hours, f"{hours / plan.batch.nproc / 24:.1f} days on {plan.batch.nproc} GPU(s)"))
+    return rows
+
+
+def _batch_rows(plan: TransferPlan) -> list[Row]:
+    cfg, b, proxy = plan.config, plan.batch, plan.proxy
+    s = make_schedule(cfg)
+    stable = s.decay_start - s.warmup_steps
+    per = b.tokens
+    rows = [
+        Row("batch and schedule", "batch tokens per step", proxy.config.tokens_per_step if proxy else None,
+            b.tokens, f"asked {b.requested:,.0f}: {b.source}"),
+        Row("batch and schedule", "micro-batch x seq x accum (all GPUs)", None,
+            f"{b.micro_batch} x {b.seq_len} x {b.grad_accum}", f"{b.grad_accum // b.nproc} per GPU on {b.nproc}"),
+        Row("batch and schedule", "steps", proxy.config.train.steps if proxy else None, cfg.train.steps),
+        Row("batch and schedule", "warmup steps (tokens)", None, f"{s.warmup_steps} ({s.warmup_steps * per:.3g})"),
+        Row("batch and schedule", "stable steps (tokens)", None, f"{stable} ({stable * per:.3g})"),
+        Row("batch and schedule", f"decay steps (tokens), {cfg.train.decay}", None,
+            f"{s.decay_steps} ({s.decay_steps * per:.3g})", "branch it off any stable checkpoint with --decay-from"),
+    ]
+    if proxy is not None and proxy.val_loss is not None:
+        rows.append(Row("batch and schedule", "MiniCPM law batch (1.21e9 / L^6.24)", None,
+                        minicpm_batch_tokens(proxy.val_loss),
+                        f"L = proxy val loss {proxy.val_loss:.3f}; fitted to C4 loss, indicative only"))
+    return rows
+
+
+def _memory_rows(plan: TransferPlan) -> list[Row]:
+    m, t = plan.memory, plan.config.train
+    ckpt = ", activation checkpointing" if plan.config.model.activation_checkpointing else ""
+    items = [("weights (fp32)", m.weights), ("gradients (fp32)", m.grads), ("AdamW states (fp32)", m.optimizer),
+             (f"activations ({t.batch_size} x {t.seq_len}, {t.precision}{ckpt})", m.activations),
+             ("logits and loss", m.logits), ("total (estimate)", m.total)]
+    return [Row("memory per GPU", label, None, GiB(value)) for label, value in items]
+
+
+def plan_warnings(plan: TransferPlan) -> list[str]:
+    out, cfg, proxy = [], plan.config, plan.proxy
+    if proxy is not None:
+        out += [f"edge of the sweep: {msg}" for msg in proxy.edges]
+        out += _horizon_warnings(plan)
+        if proxy.config.model.parametrization == "sp" and proxy.config.model.d_model != cfg.model.d_model:
+            out.append("the proxy uses SP: its optimal lr does not transfer across width (BRIEF §1); "
+                       "expect the target's optimum to be lower")
+    if abs(plan.batch.tokens - plan.batch.requested) > 0.01 * plan.batch.requested:
+        out.append(f"the batch is {plan.batch.tokens:,} tokens, not the {plan.batch.requested:,.0f} asked for: "
+                   "micro-batch x seq x GPUs does not divide it")
+    if cfg.data.path is None and cfg.model.vocab_size > 256:
+        out.append("data.path is null: the run would train on the embedded byte-level corpus; "
+                   "--set data.path=<prepared folder>")
+    name, _, gpu_memory = REFERENCE_GPU
+    if plan.memory.total > gpu_memory:
+        out.append(f"estimated {plan.memory.total / 2**30:.0f} GiB per GPU exceeds an 80 GB {name}: lower "
+                   "train.batch_size or set model.activation_checkpointing=true")
+    return out
+
+
+def _horizon_warnings(plan: TransferPlan) -> list[str]:
+    proxy, cfg = plan.proxy, plan.config
+    p_ratio = proxy.tokens / count_params(proxy.config.model).non_embedding
+    t_ratio = plan.tokens / count_params(cfg.model).non_embedding
+    out = []
+    if not 1 / HORIZON_RATIO <= t_ratio / p_ratio <= HORIZON_RATIO:
+        out.append(f"horizon: the proxy saw {p_ratio:.3g} tokens per parameter, the target {t_ratio:.3g} "
+                   f"({t_ratio / p_ratio:.3g}x): the optimal lr moves with the horizon (BRIEF §5, "
+                   "LR* ~ D^-beta, lower for longer runs); sweep proxies at a closer ratio or expect a lower optimum")
+    p_eff, t_eff = effective_hparams(proxy.config), effective_hparams(cfg)
+    if p_eff["shrink_hidden"] > 0 and t_eff["shrink_hidden"] > 0:
+        p_tau = 1 / (p_eff["shrink_hidden"] * proxy.config.train.steps)
+        t_tau = 1 / (t_eff["shrink_hidden"] * cfg.train.steps)
+        if not 1 / HORIZON_RATIO <= t_tau / p_tau <= HORIZON_RATIO:
+            out.append(f"weight decay: its timescale 1 / (lr x wd) is {p_tau:.3g} of the proxy's run but {t_tau:.3g} "
+                       "of the target's; the same wd regularises the long run far more (Wang & Aitchison 2024)")
+    return out
+
+def format_plan(plan: TransferPlan) -> str:
+    """The transfer table and the warnings, as text for a terminal."""
+    lines = [f"transfer: {plan.proxy.source if plan.proxy else '(no proxy)'} -> target {plan.target.name}",
+             f"  {plan.target.description}"]
+    width = max(len(r.label) for r in plan.rows)
+    section = None
+    for row in plan.rows:
+        if row.section != section:
+            section = row.section
+            lines += ["", f"{section:{width + 2}}{'proxy':>14}  {'target':>18}"]
+        note = f"  {row.note}" if row.note else ""
+        lines.append(f"  {row.label:{width}}{_fmt(row.proxy):>14}  {_fmt(row.target):>18}{note}")
+    if plan.warnings:
+        lines += ["", "warnings:"] + [f"  ! {w}" for w in plan.warnings]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, GiB):
+        return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) < 1e7 else _si(value)
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _si(value: int) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return f"{value:,}"
