@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from .config import RunConfig, save_config
-from .data import BatchSampler, TokenData, eval_batches, open_data
+from .data import BatchSampler, TokenData
 from .errors import ConfigError
+from .mixture import SINGLE, build_samplers, load_run_sources
 from .model import flops_per_token
 from .optim import build_optimizer, set_lr
 from .parametrization import build_model
@@ -52,12 +53,10 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device, cfg.source)
-    data = load_run_data(cfg)
+    sampler, val_set = build_samplers(cfg, schedule=make_schedule(cfg))
     model = build_model(cfg.model, seed=t.seed, device=device, source=cfg.source)
     optimizer = build_optimizer(model, cfg)
     schedule = make_schedule(cfg)
-    sampler = BatchSampler(data.train, batch_size=t.batch_size, seq_len=t.seq_len, seed=t.seed)
-    val_set = eval_batches(data.val, batch_size=t.batch_size, seq_len=t.seq_len, n_batches=t.eval_batches)
     step_fn = torch.compile(model) if t.compile else model
     amp = _autocast(device, t.precision)
 
@@ -66,7 +65,7 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
     started = time.perf_counter()
     bar = _progress_bar(t.steps, enabled=progress, desc=Path(out).name)
     with open(out / "metrics.csv", "w", newline="", buffering=1) as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS + val_set.columns)
         writer.writeheader()
         for step in range(t.steps):
             lr_mult = schedule.multiplier(step)
@@ -84,8 +83,8 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
                 writer.writerow(row)
                 break
             if done % t.eval_every == 0 or done == t.steps:
-                val_loss = evaluate(model, val_set, device, amp)
-                row["val_loss"] = val_loss
+                val_loss = val_set.evaluate(lambda batches: evaluate(model, batches, device, amp))
+                row.update(val_loss=val_loss, **val_set.row())
                 if not math.isfinite(val_loss):
                     status, val_loss = "diverged", math.inf
                     writer.writerow(row)
@@ -97,7 +96,7 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
                             val=f"{val_loss:.3f}" if math.isfinite(val_loss) else "-", refresh=False)
             if row["val_loss"] != "" and on_eval is not None:
                 on_eval({"step": done, "tokens": done * tokens_per_step, "val_loss": val_loss,
-                         "train_loss": loss, "seconds": seconds})
+                         "train_loss": loss, "seconds": seconds, **val_set.row()})
     bar.close()
 
     seconds = time.perf_counter() - started
@@ -116,6 +115,7 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
         "width_mult": cfg.model.width_mult,
         "device": str(device),
         "attention": _attention_backend(model, device, t.precision),
+        **val_set.summary(),
     }
     _write_json(out / "summary.json", summary)
     return summary
@@ -172,16 +172,11 @@ def make_schedule(cfg: RunConfig) -> Schedule:
 
 
 def load_run_data(cfg: RunConfig) -> TokenData:
-    """Open the run's token data and check it fits the model's vocabulary and sequence length."""
-    data = open_data(path=cfg.data.path, max_bytes=cfg.data.embedded_bytes)
-    if data.vocab_size > cfg.model.vocab_size:
-        raise ConfigError(cfg.source, "model.vocab_size", f"must be >= the data's vocabulary "
-                          f"({data.vocab_size}, {data.path}), got {cfg.model.vocab_size}")
-    for split in ("train", "val"):
-        if len(getattr(data, split)) <= cfg.train.seq_len + 1:
-            raise ConfigError(cfg.source, "train.seq_len", f"{split} split of {data.path} has only "
-                              f"{len(getattr(data, split))} tokens, fewer than seq_len + 1")
-    return data
+    """Open the run's token data (one source, not a mixture) and check it fits the model."""
+    if cfg.data.sources is not None:
+        raise ConfigError(cfg.source, "data.sources", "a mixture has several sources; use "
+                          "windtunnel.mixture.load_run_sources")
+    return load_run_sources(cfg)[SINGLE]
 
 
 def resolve_device(name: str, source: str | None = None) -> torch.device:
