@@ -224,6 +224,7 @@ def test_jsonl_bad_lines_name_file_and_line(tmp_path):
     bad.write_text('{"text": "fine"}\n{"txt": "typo"}\n', encoding="utf-8")
     # the failure comes after a whole good file was written: still nothing left behind
     _fails(tmp_path, [good, bad], r"bad\.jsonl:2: no 'text' field \(found \['txt'\]\)")
+    _fails(tmp_path, [good, bad], r"bad\.jsonl:2: no 'text' field", tokenizer="bpe:300")  # while learning
     bad.write_text('{"text": "fine"}\n{"text": 3}\n')
     _fails(tmp_path, [bad], r"bad\.jsonl:2: field 'text' is int; expected a string")
     bad.write_text('{"text": "fine"}\n\n{"text": oops}\n')
@@ -240,6 +241,7 @@ def test_bad_options(tmp_path):
     _fails(tmp_path, src, r"--val-fraction: expected a number in \(0, 1\), got 1.5", val_fraction=1.5)
     _fails(tmp_path, src, r"put no unit of .*c\.jsonl in val \(3 units", val_fraction=1e-9)
     _fails(tmp_path, src, r"--tokenizer bpe:100: expected bpe:VOCAB", tokenizer="bpe:100")
+    _fails(tmp_path, src, r"--bpe-sample-mb: expected a positive size", tokenizer="bpe:300", bpe_sample_bytes=0)
     _fails(tmp_path, src, r"--tokenizer wordpiece: expected 'byte'", tokenizer="wordpiece")
     (tmp_path / "tok.json").write_text("{}")
     _fails(tmp_path, src, r"tok\.json: not a valid tokenizer\.json", tokenizer=str(tmp_path / "tok.json"))
