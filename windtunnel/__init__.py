@@ -24,6 +24,7 @@ _EXPORTS = {
     "build_schedule": "schedule",
     "train": "train",
     "open_data": "data",
+    "prepare": "prepare",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
