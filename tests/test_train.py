@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+import windtunnel.mixture as mixture_mod
 import windtunnel.train as train_mod
 from windtunnel.config import load_config
 from windtunnel.data import open_data, write_prepared
@@ -126,7 +127,7 @@ def test_grad_accumulation_matches_a_full_batch(tmp_path, xs_path, tiny_override
             [p.grad.clone() for g in o.param_groups for p in g["params"]]))
         return opt
 
-    monkeypatch.setattr(train_mod, "BatchSampler", _SlicedSampler)
+    monkeypatch.setattr(mixture_mod, "BatchSampler", _SlicedSampler)  # the single-source sampler
     for name, extra in (("full", ["train.batch_size=4"]), ("accum", ["train.batch_size=2", "train.grad_accum=2"])):
         monkeypatch.setattr(train_mod, "build_model", lambda *a, _n=name, **k: models.setdefault(_n, build_model(*a, **k)))
         monkeypatch.setattr(train_mod, "build_optimizer", lambda m, c, _n=name, **k: recording_optimizer(m, c, _n, **k))

@@ -30,6 +30,7 @@ _EXPORTS = {
     "load_target": "targets", "load_proxy": "proxy", "effective_hparams": "hparams",
     "count_params": "estimate", "memory_per_gpu": "estimate",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "latest_checkpoint": "checkpoint",
+    "prepare": "prepare",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -30,6 +30,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "parse_overrides",
+    "apply_overrides",
     "save_config",
 ]
 
@@ -207,9 +208,70 @@ class DataConfig:
     """A prepared data folder (train.bin, val.bin, meta.json); null uses the embedded corpus."""
     embedded_bytes: int = 8_000_000
     """Size of the embedded corpus (Python's own standard-library source, byte-level)."""
+    sources: dict[str, str] | None = None
+    """Named prepared folders for a mixture, e.g. {web: data/web, code: data/code}; excludes `path`."""
+    mixture: dict[str, float] | None = None
+    """Sampling weight per source, normalised to sum 1 (0 leaves a source out of training). Each
+    sequence of a batch picks its source by weight. Sweepable: data.mixture.<source>=0.3."""
+    mixture_decay: dict[str, float] | None = None
+    """Weights used from the first step of the WSD decay phase on (Xmodel-2 / MiniCPM change the data
+    mix for the decay); null keeps `mixture` throughout."""
+    val_mixture: dict[str, float] | None = None
+    """Weights of the per-source val losses in val_loss; null uses `mixture`. Fix it when sweeping
+    mixture weights, or each trial is scored on a different target."""
 
     def check(self, source: str | None) -> None:
         _positive(self, source, "data", ("embedded_bytes",))
+        if self.sources is None:
+            for name in _WEIGHT_KEYS:
+                if getattr(self, name) is not None:
+                    raise ConfigError(source, f"data.{name}", "needs data.sources (source name -> prepared "
+                                      "data folder) to say what the weights refer to")
+            return
+        if self.path is not None:
+            raise ConfigError(source, "data.sources", "cannot be combined with data.path; list that folder "
+                              "in data.sources instead")
+        if not self.sources:
+            raise ConfigError(source, "data.sources", "expected at least one source name -> folder")
+        for name in self.sources:
+            if not name or "." in name:
+                raise ConfigError(source, f"data.sources.{name}", "a source name must be non-empty and "
+                                  "without dots (it becomes the key data.mixture.<name>)")
+        if self.mixture is None and len(self.sources) > 1:
+            raise ConfigError(source, "data.mixture", f"required with {len(self.sources)} sources: give "
+                              f"each of {', '.join(self.sources)} a weight")
+        for name in _WEIGHT_KEYS:
+            self._check_weights(source, name)
+
+    def _check_weights(self, source: str | None, name: str) -> None:
+        weights = getattr(self, name)
+        if weights is None:
+            return
+        for key, w in weights.items():
+            if key not in self.sources:
+                raise ConfigError(source, f"data.{name}.{key}", f"unknown source{_suggest(key, self.sources)}; "
+                                  f"data.sources has {', '.join(self.sources)}")
+            if w < 0:
+                raise ConfigError(source, f"data.{name}.{key}", f"must be >= 0, got {w}")
+        missing = [k for k in self.sources if k not in weights]
+        if missing:
+            raise ConfigError(source, f"data.{name}.{missing[0]}", "missing; give every source in "
+                              "data.sources a weight (0 leaves it out)")
+        if not any(w > 0 for w in weights.values()):
+            raise ConfigError(source, f"data.{name}", f"needs at least one weight > 0, got {weights}")
+
+    def weights(self, which: Literal["mixture", "mixture_decay", "val_mixture"] = "mixture") -> dict[str, float]:
+        """Normalised weights (sum 1) of `mixture`, `mixture_decay` or `val_mixture`, with their defaults.
+
+        Example:
+            >>> DataConfig(sources={"a": "x", "b": "y"}, mixture={"a": 1, "b": 3}).weights()
+            {'a': 0.25, 'b': 0.75}
+        """
+        if self.sources is None:
+            raise ValueError("data.weights: no data.sources, so no mixture")
+        raw = getattr(self, which) or self.mixture or {name: 1.0 for name in self.sources}
+        total = sum(raw.values())
+        return {name: raw[name] / total for name in self.sources}
 
 
 @dataclass
@@ -225,6 +287,9 @@ class RunConfig:
         self.model.check(self.source)
         self.train.check(self.source)
         self.data.check(self.source)
+        if self.data.mixture_decay is not None and self.train.schedule != "wsd":
+            raise ConfigError(self.source, "data.mixture_decay", f"needs a decay phase (train.schedule: wsd), "
+                              f"got train.schedule={self.train.schedule}")
         if self.train.seq_len > self.model.max_seq_len:
             raise ConfigError(self.source, "train.seq_len", f"must be <= model.max_seq_len="
                               f"{self.model.max_seq_len}, got {self.train.seq_len}")
@@ -235,14 +300,15 @@ class RunConfig:
 
 
 _SECTIONS = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+_WEIGHT_KEYS = ("mixture", "mixture_decay", "val_mixture")
 _PATH_KEYS = {("model", "base_shapes"), ("data", "path")}
 
 
 def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Sequence[str] = ()) -> RunConfig:
     """Read a YAML run config, apply dotted overrides, check every rule.
 
-    Relative paths inside the file (`model.base_shapes`, `data.path`) are taken relative to the file;
-    in `overrides`, relative to the current directory. Both are stored absolute.
+    Relative paths inside the file (`model.base_shapes`, `data.path`, `data.sources`) are taken relative
+    to the file; in `overrides`, relative to the current directory. Both are stored absolute.
 
     Example:
         >>> cfg = load_config("proxies/xs.yaml", overrides=["model.d_model=128", "train.lr=0.01"])
@@ -293,17 +359,31 @@ def parse_overrides(items: Sequence[str], *, source: str = "--set") -> dict[str,
 
 
 def apply_overrides(data: dict, overrides: Mapping[str, Any], *, source: str | None) -> dict:
-    """Return a copy of a nested config dict with dotted keys set (`train.lr` -> data['train']['lr'])."""
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    """Return a copy of a nested config dict with dotted keys set; the input is not changed.
+
+    `train.lr` sets data['train']['lr']; deeper keys reach into mappings, so a sweep can set one
+    mixture weight with `data.mixture.web`.
+
+    Example:
+        >>> apply_overrides({"data": {"mixture": {"web": 1, "code": 1}}}, {"data.mixture.code": 0.3},
+        ...                 source=None)
+        {'data': {'mixture': {'web': 1, 'code': 0.3}}}
+    """
+    data = dict(data)
     for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if section not in _SECTIONS or not name:
-            raise ConfigError(source, key, f"unknown key{_suggest(section, _SECTIONS)}; keys look like "
+        parts = key.split(".")
+        if parts[0] not in _SECTIONS or len(parts) < 2 or not all(parts):
+            raise ConfigError(source, key, f"unknown key{_suggest(parts[0], _SECTIONS)}; keys look like "
                               f"{'/'.join(_SECTIONS)}.<field>")
-        sub = data.setdefault(section, {})
-        if not isinstance(sub, dict):
-            raise ConfigError(source, section, "expected a mapping")
-        sub[name] = value
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is not None and not isinstance(child, dict):
+                raise ConfigError(source, ".".join(parts[: depth + 1]),
+                                  f"expected a mapping to set {key} in, got {child!r}")
+            node[part] = child = dict(child or {})  # copied: the caller's dict stays as it was
+            node = child
+        node[parts[-1]] = value
     return data
 
 
@@ -376,6 +456,15 @@ def _coerce(value: Any, hint: Any, source, key: str) -> Any:
         if value not in args:
             raise ConfigError(source, key, f"expected one of {', '.join(map(str, args))}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(source, key, f"expected a mapping of names to values, got {value!r}")
+        out = {}
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise ConfigError(source, f"{key}.{name}", f"expected a name (string) as key, got {name!r}")
+            out[name] = _coerce(item, args[1], source, f"{key}.{name}")
+        return out
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(source, key, f"expected a list of {len(args)} numbers, got {value!r}")
@@ -435,8 +524,15 @@ def _resolve_paths(data: dict, base: Path) -> None:
     for section, key in _PATH_KEYS:
         sub = data.get(section)
         if isinstance(sub, dict) and isinstance(sub.get(key), str):
-            p = Path(os.path.expanduser(sub[key]))
-            sub[key] = str(p if p.is_absolute() else (base / p).resolve())
+            sub[key] = _resolve(sub[key], base)
+    sub = data.get("data")
+    if isinstance(sub, dict) and isinstance(sub.get("sources"), dict):
+        sub["sources"] = {k: _resolve(v, base) if isinstance(v, str) else v for k, v in sub["sources"].items()}
+
+
+def _resolve(path: str, base: Path) -> str:
+    p = Path(os.path.expanduser(path))
+    return str(p if p.is_absolute() else (base / p).resolve())
 
 
 def _suggest(key: str, choices) -> str:

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 __all__ = ["METRIC_FIELDS", "MetricsLog", "read_metrics"]
 
@@ -32,7 +32,7 @@ class MetricsLog:
     def __init__(self, run_dir: Path, *, total_steps: int, start_step: int = 0, start_seconds: float = 0.0,
                  tokens_per_step: int, flops_per_token: float, peak_flops: float | None, n_devices: int = 1,
                  resume_step: int | None = None, console: str = "off", tensorboard: bool = False,
-                 enabled: bool = True):
+                 enabled: bool = True, extra_fields: Sequence[str] = ()):
         self.enabled = enabled
         self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
         self.peak, self.n_devices = peak_flops, n_devices
@@ -42,14 +42,16 @@ class MetricsLog:
         if not enabled:
             return
         path = run_dir / "metrics.csv"
+        fields = METRIC_FIELDS + list(extra_fields)  # e.g. one val_loss column per mixture source
         kept = _rows_up_to(path, resume_step) if resume_step is not None else []
-        self._file = open(_rewrite(path, kept), "a", newline="", buffering=1)
-        self._writer = csv.DictWriter(self._file, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        self._file = open(_rewrite(path, kept, fields), "a", newline="", buffering=1)
+        self._writer = csv.DictWriter(self._file, fieldnames=fields, extrasaction="ignore")
         self.console = console
         self._bar = _progress_bar(total_steps, start_step, run_dir.name) if console == "bar" else None
         self._tb = _tensorboard_writer(run_dir) if tensorboard else None
 
-    def row(self, *, step: int, lr: float, loss: float, seconds: float, val_loss: float | None = None) -> dict:
+    def row(self, *, step: int, lr: float, loss: float, seconds: float, val_loss: float | None = None,
+            extra: Mapping[str, float] | None = None) -> dict:
         """Write one row for optimizer step `step` (1-based: steps done); returns the row."""
         dt = seconds - self.last_seconds
         rate = (step - self.last_step) * self.tokens_per_step / dt if dt > 0 else math.nan
@@ -58,7 +60,7 @@ class MetricsLog:
         row = {"step": step, "tokens": step * self.tokens_per_step, "lr": lr, "loss": loss,
                "val_loss": "" if val_loss is None else val_loss, "seconds": round(seconds, 3),
                "tokens_per_s": round(rate, 1) if math.isfinite(rate) else "",
-               "mfu": round(util, 4) if util is not None else ""}
+               "mfu": round(util, 4) if util is not None else "", **(extra or {})}
         if util is not None:
             self.mfu_values.append(util)
         self._speed = (rate if math.isfinite(rate) else 0.0, util)
@@ -122,11 +124,11 @@ def _rows_up_to(path: Path, step: int) -> list[dict]:
         return [row for row in csv.DictReader(f) if int(row["step"]) <= step]
 
 
-def _rewrite(path: Path, rows: list[dict]) -> Path:
+def _rewrite(path: Path, rows: list[dict], fields: list[str]) -> Path:
     """Start the CSV with a header and `rows`, atomically; returns the path to append to."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)

@@ -25,11 +25,12 @@ import torch.nn.functional as F
 
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore, save_checkpoint
 from .config import RunConfig, config_to_dict, save_config
-from .data import BatchSampler, DataError, TokenData, eval_batches, open_data
+from .data import BatchSampler, TokenData
 from .distributed import DistContext, init_distributed, resolve_device
 from .errors import ConfigError, WindtunnelError
 from .estimate import peak_flops
 from .metrics import METRIC_FIELDS, MetricsLog
+from .mixture import SINGLE, ValSet, build_samplers, load_run_sources
 from .model import flops_per_token
 from .optim import build_optimizer, set_lr
 from .parametrization import build_model
@@ -87,13 +88,11 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, *, progress, on_eval, re
     if t.threads:
         torch.set_num_threads(t.threads)
     device = ctx.device
-    data = load_run_data(cfg)
     model = build_model(cfg.model, seed=t.seed, device=device, source=cfg.source)
     optimizer = build_optimizer(model, cfg)
     state = _start_state(cfg, out, model, optimizer, resume=resume, decay_from=decay_from, device=device)
     schedule = make_schedule(cfg, decay_start=state.decay_start)
-    sampler = BatchSampler(data.train, batch_size=t.batch_size, seq_len=t.seq_len, seed=t.seed)
-    val_set = eval_batches(data.val, batch_size=t.batch_size, seq_len=t.seq_len, n_batches=t.eval_batches)
+    sampler, val_set = build_samplers(cfg, schedule=schedule)  # one source, or a weighted mixture
     step_fn, ddp = _wrap(model, cfg, ctx)
     amp = _autocast(device, t.precision)
     # only now, with config, data, model and checkpoint known good, touch the run folder:
@@ -105,14 +104,15 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, *, progress, on_eval, re
                      tokens_per_step=cfg.tokens_per_step, flops_per_token=flops_per_token(cfg.model, t.seq_len),
                      peak_flops=peak_flops(device), n_devices=ctx.world,
                      resume_step=state.step if state.resumed_from else None,
-                     console=_console_mode(progress), tensorboard=tensorboard, enabled=ctx.is_main)
+                     console=_console_mode(progress), tensorboard=tensorboard, enabled=ctx.is_main,
+                     extra_fields=val_set.columns)
     log.message(_banner(cfg, model, ctx, state, schedule))
     try:
         result = _loop(cfg, out, ctx, model, step_fn, ddp, optimizer, schedule, sampler, val_set, amp, log,
                        state, on_eval=on_eval, stop_after=stop_after)
     finally:
         log.close()
-    summary = _summary(cfg, model, ctx, state, result, log)
+    summary = {**_summary(cfg, model, ctx, state, result, log), **val_set.summary()}
     if ctx.is_main:
         _write_json(out / "summary.json", summary)
     return summary
@@ -135,10 +135,11 @@ def _loop(cfg, out, ctx, model, step_fn, ddp, optimizer, schedule, sampler, val_
         if _diverged(loss, state.first_loss, cfg):
             status = "diverged"
         elif done % t.eval_every == 0 or done == end:
-            val = evaluate(model, val_set, device=ctx.device, amp=amp, ctx=ctx)
+            val = _validate(model, val_set, ctx, amp)
             status = "ok" if math.isfinite(val) else "diverged"
         if status == "diverged" or val is not None or done % t.log_every == 0 or done == end:
-            log.row(step=done, lr=t.lr * lr_mult, loss=loss, seconds=seconds, val_loss=val)
+            log.row(step=done, lr=t.lr * lr_mult, loss=loss, seconds=seconds, val_loss=val,
+                    extra=val_set.row() if val is not None else None)
         if status == "diverged":
             val_loss = math.inf
             break
@@ -146,7 +147,7 @@ def _loop(cfg, out, ctx, model, step_fn, ddp, optimizer, schedule, sampler, val_
         log.progress(step=done, loss=loss, lr=t.lr * lr_mult, val_loss=val_loss)
         if val is not None and on_eval is not None:
             on_eval({"step": done, "tokens": done * cfg.tokens_per_step, "val_loss": val_loss,
-                     "train_loss": loss, "seconds": seconds})
+                     "train_loss": loss, "seconds": seconds, **val_set.row()})
         stopping = stop_after is not None and done >= stop_after and done < end
         if stopping or (t.checkpoint_every and (done % t.checkpoint_every == 0 or done == end)):
             _checkpoint(cfg, out, ctx, model, optimizer, state, done, seconds, log)
@@ -154,7 +155,7 @@ def _loop(cfg, out, ctx, model, step_fn, ddp, optimizer, schedule, sampler, val_
             status = "stopped"
             break
     if done == state.step:  # nothing left to train (resumed at the end): still report a val loss
-        val_loss = evaluate(model, val_set, device=ctx.device, amp=amp, ctx=ctx)
+        val_loss = _validate(model, val_set, ctx, amp)
     return {"status": status, "loss": loss, "val_loss": val_loss, "steps": done,
             "session_steps": done - state.step, "session_seconds": time.perf_counter() - started}
 
@@ -182,6 +183,11 @@ def _train_step(step_fn, ddp, model, optimizer, sampler: BatchSampler, step: int
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return ctx.all_mean(total / len(micros)).item()
+
+
+def _validate(model, val_set: ValSet, ctx: DistContext, amp) -> float:
+    """val_loss: the (weighted) mean over the run's sources of their held-out losses."""
+    return val_set.evaluate(lambda batches: evaluate(model, batches, device=ctx.device, amp=amp, ctx=ctx))
 
 
 @torch.no_grad()
@@ -230,22 +236,11 @@ def make_schedule(cfg: RunConfig, *, decay_start: int | None = None) -> Schedule
 
 
 def load_run_data(cfg: RunConfig) -> TokenData:
-    """Open the run's token data and check it fits the model's vocabulary and sequence length."""
-    try:
-        data = open_data(path=cfg.data.path, max_bytes=cfg.data.embedded_bytes)
-    except DataError as e:  # name the config key that led there, not only the data file
-        raise ConfigError(cfg.source, "data.path" if cfg.data.path else "data.embedded_bytes", str(e)) from None
-    if data.vocab_size > cfg.model.vocab_size:
-        raise ConfigError(cfg.source, "model.vocab_size", f"must be >= the data's vocabulary "
-                          f"({data.vocab_size}, {data.path}), got {cfg.model.vocab_size}")
-    for split in ("train", "val"):
-        if len(getattr(data, split)) <= cfg.train.seq_len + 1:
-            raise ConfigError(cfg.source, "train.seq_len", f"{split} split of {data.path} has only "
-                              f"{len(getattr(data, split))} tokens, fewer than seq_len + 1")
-    return data
-
-
-# --- start, checkpoints, wrapping ------------------------------------------------------------
+    """Open the run's token data (one source, not a mixture) and check it fits the model."""
+    if cfg.data.sources is not None:
+        raise ConfigError(cfg.source, "data.sources", "a mixture has several sources; use "
+                          "windtunnel.mixture.load_run_sources")
+    return load_run_sources(cfg)[SINGLE]
 
 
 def _start_state(cfg: RunConfig, out: Path, model, optimizer, *, resume, decay_from, device) -> _State:

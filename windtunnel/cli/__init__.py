@@ -1,6 +1,6 @@
 """`windtunnel` command line: parses arguments, calls the library, prints. Nothing else.
 
-Each command group lives in its own module here (`train.py`: train and shapes).
+Each command group lives in its own module here (`train.py`: train and shapes; `data.py`: data prepare).
 
 torch and Ray are imported inside the command functions, so `windtunnel --help` answers at once.
 """
@@ -14,12 +14,13 @@ import sys
 from ..errors import WindtunnelError
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["train", "transfer"]
+COMMANDS = ["train", "data", "transfer"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
   windtunnel shapes proxies/xs.yaml
-  windtunnel transfer --target 1.2b --from runs/lr-grid --dry-run
+  windtunnel data prepare 'corpus/**/*.txt' --tokenizer bpe:8192 --out data/web
+  windtunnel transfer --target 1.2b --from runs/lr_init --dry-run
 """
 
 

@@ -1,0 +1,306 @@
+"""`prepare`: text sources -> tokenizer -> a prepared data folder (train.bin, val.bin, meta.json).
+
+It streams: pieces of text are tokenized in batches of about `BATCH_CHARS` characters and appended
+to the split files, with sha256 and token counts computed on the way, so memory stays flat whatever
+the corpus size. The split is by *unit* (a JSON Lines record, a Parquet row, a ~64 KiB text block):
+a unit goes to val when ``blake2b(unit key) / 2**64 < val_fraction``, so val holds whole held-out
+documents, and the split of a document does not depend on which other files were prepared with it.
+
+Everything is written into a hidden temporary folder beside ``out`` and renamed into place at the
+end: an error (bad line, unreadable file, empty corpus) leaves nothing behind.
+
+Example:
+    >>> data = prepare(["corpus/"], out="data/web", tokenizer="bpe:8192")   # doctest: +SKIP
+    >>> data.meta["vocab_size"], data.meta["train_tokens"] == len(data.train)  # doctest: +SKIP
+    (8192, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from windtunnel.data import META_FILE, TRAIN_FILE, VAL_FILE, DataError, TokenData, dtype_for_vocab, load_tokens
+from windtunnel.sources import TEXT_BLOCK, Piece, SourceFile, expand_sources, iter_pieces
+from windtunnel.tokenizers import HFTokenizer, parse_tokenizer, train_bpe
+
+__all__ = ["BATCH_CHARS", "DEFAULT_BPE_SAMPLE_BYTES", "prepare", "split_of"]
+
+BATCH_CHARS = 1 << 22
+"""Characters of text tokenized per batch (the BPE encodes a batch on all cores)."""
+DEFAULT_BPE_SAMPLE_BYTES = 50_000_000
+"""A trained BPE learns its merges from the first this-many bytes of train-split text."""
+_ENTROPY_MAX_VOCAB = 1 << 20  # above this a per-chunk bincount costs more than it tells
+_ENTROPY_STRIDE = 16  # unigram entropy from every 16th train token (global positions 0, 16, 32, ...)
+
+
+def split_of(unit: str, val_fraction: float) -> str:
+    """``"val"`` when the unit's 64-bit blake2b hash falls below ``val_fraction``, else ``"train"``.
+
+    Example:
+        >>> split_of("a.jsonl:1", 0.0), split_of("a.jsonl:1", 1.0)
+        ('train', 'val')
+    """
+    h = int.from_bytes(hashlib.blake2b(unit.encode("utf-8"), digest_size=8).digest(), "little")
+    return "val" if h < val_fraction * 2.0**64 else "train"
+
+
+def prepare(sources: list[str], *, out: str | os.PathLike, tokenizer: str = "byte",
+            val_fraction: float = 0.01, text_field: str = "text",
+            bpe_sample_bytes: int = DEFAULT_BPE_SAMPLE_BYTES, overwrite: bool = False,
+            progress: bool = False) -> TokenData:
+    """Tokenize ``sources`` into the prepared data folder ``out`` and open it.
+
+    Args:
+        sources: text files, folders, globs, ``.jsonl``/``.parquet`` files, or ``hf:NAME[:CONFIG][@SPLIT]``.
+        out: the folder to create; it must not exist unless ``overwrite``.
+        tokenizer: ``byte``, ``bpe:VOCAB`` (trained here on the train split, saved as tokenizer.json
+            beside the data) or the path of an existing ``tokenizer.json`` (copied beside the data).
+        val_fraction: expected fraction of units held out for validation, in (0, 1).
+        text_field: the JSON field / Parquet column / dataset field holding the text.
+        bpe_sample_bytes: how much train text the BPE learns from.
+        overwrite: replace an existing ``out`` (only once the new folder is complete).
+        progress: show a progress bar on stderr with MB/s and tokens/s.
+
+    Bad input raises :class:`DataError` naming the file; ``out`` is then left as it was.
+
+    Example:
+        >>> data = prepare(["notes/*.txt"], out="data/notes", val_fraction=0.05)   # doctest: +SKIP
+        >>> data.meta["tokenizer"], data.vocab_size                                # doctest: +SKIP
+        ('byte', 256)
+    """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise DataError(f"--val-fraction: expected a number in (0, 1), got {val_fraction!r}")
+    if isinstance(bpe_sample_bytes, bool) or not isinstance(bpe_sample_bytes, int) or bpe_sample_bytes < 1:
+        raise DataError(f"--bpe-sample-mb: expected a positive size, got {bpe_sample_bytes!r} bytes")
+    out = Path(out).expanduser()
+    if out.exists() and not overwrite:
+        raise DataError(f"{out}: already exists; expected a new folder (or pass --force to replace it)")
+    files = expand_sources(list(sources))
+    tok = parse_tokenizer(tokenizer)
+    if isinstance(tok, int):
+        tok = _train_bpe_on(files, vocab_size=tok, val_fraction=val_fraction, text_field=text_field,
+                            limit=bpe_sample_bytes, progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field,
+                              progress=progress)
+        _check_splits(stats, files, out, val_fraction)
+        meta = _meta(stats, files, tok, tmp, sources=sources, val_fraction=val_fraction,
+                     text_field=text_field, bpe_sample_bytes=bpe_sample_bytes)
+        _write_json(tmp / META_FILE, meta)
+        _move_into_place(tmp, out, overwrite=overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_tokens(out)
+
+
+class _SplitWriter:
+    """Appends token chunks to one split file, hashing and counting as it goes."""
+
+    def __init__(self, path: Path, dtype: str, vocab_size: int):
+        self.path, self.dtype, self.vocab_size = path, np.dtype(dtype).newbyteorder("<"), vocab_size
+        self.file = open(path, "wb")
+        self.sha = hashlib.sha256()
+        self.tokens = self.documents = self.units = 0
+        self.counts = np.zeros(vocab_size, np.int64) if vocab_size <= _ENTROPY_MAX_VOCAB else None
+
+    def write(self, arrays: list[np.ndarray]) -> None:
+        if not arrays:
+            return
+        arr = np.concatenate(arrays)
+        if arr.size == 0:
+            return
+        if int(arr.max()) >= self.vocab_size or int(arr.min()) < 0:
+            raise DataError(f"{self.path}: tokenizer produced id {int(arr.max())} outside "
+                            f"[0, {self.vocab_size}); its vocab_size is wrong")
+        data = arr.astype(self.dtype, copy=False).tobytes()
+        self.file.write(data)
+        self.sha.update(data)
+        if self.counts is not None:  # a 1-in-16 sample: a full bincount would halve byte-level speed
+            start = -self.tokens % _ENTROPY_STRIDE  # keeps the sample at global multiples of the stride
+            self.counts += np.bincount(arr[start::_ENTROPY_STRIDE], minlength=self.vocab_size)
+        self.tokens += arr.size
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+    def entropy(self) -> float | None:
+        if self.counts is None or self.counts.sum() == 0:
+            return None
+        p = self.counts[self.counts > 0] / self.counts.sum()
+        return float(-(p * np.log(p)).sum())
+
+
+def _write_splits(folder: Path, files: list[SourceFile], tok, *, val_fraction: float, text_field: str,
+                  progress: bool) -> dict[str, Any]:
+    dtype = dtype_for_vocab(tok.vocab_size)
+    writers = {"train": _SplitWriter(folder / TRAIN_FILE, dtype, tok.vocab_size),
+               "val": _SplitWriter(folder / VAL_FILE, dtype, tok.vocab_size)}
+    bar = _bar(sum(f.size for f in files), enabled=progress, desc="prepare")
+    started, chars = time.perf_counter(), 0
+    input_bytes = 0
+    try:
+        batch: list[tuple[Piece, str]] = []
+        for src in files:
+            for piece in iter_pieces(src, text_field=text_field, on_bytes=bar.update):
+                batch.append((piece, split_of(piece.unit, val_fraction)))
+                chars += len(piece.text)
+                if chars >= BATCH_CHARS:
+                    input_bytes += _flush(batch, tok, writers)
+                    batch, chars = [], 0
+                    _postfix(bar, writers, started)
+        input_bytes += _flush(batch, tok, writers)
+        _postfix(bar, writers, started)
+    finally:
+        bar.close()
+        for w in writers.values():
+            w.close()
+    return {"writers": writers, "input_bytes": input_bytes, "dtype": dtype}
+
+
+def _flush(batch: list[tuple[Piece, str]], tok, writers: dict[str, _SplitWriter]) -> int:
+    """Tokenize a batch of pieces and append each to its split; returns the UTF-8 bytes consumed."""
+    if not batch:
+        return 0
+    texts = [p.text for p, _ in batch]
+    encoded = tok.encode_batch(texts)
+    eos = None if tok.eos_id is None else np.array([tok.eos_id], np.int64)
+    chunks: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+    for (piece, split), ids in zip(batch, encoded):
+        chunks[split].append(ids)
+        writers[split].units += bool(piece.text)  # a text file's closing marker piece is empty
+        if piece.doc_end:
+            writers[split].documents += 1
+            if eos is not None:
+                chunks[split].append(eos)
+    for split, arrays in chunks.items():
+        writers[split].write(arrays)
+    if tok.name == "byte":  # one token per UTF-8 byte: no need to encode again to count
+        return sum(a.size for a in encoded)
+    return sum(len(t.encode("utf-8")) for t in texts)
+
+
+def _check_splits(stats: dict, files: list[SourceFile], out: Path, val_fraction: float) -> None:
+    train, val = stats["writers"]["train"], stats["writers"]["val"]
+    names = ", ".join(f.path for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    if train.tokens + val.tokens == 0:
+        raise DataError(f"{names}: empty corpus; expected some text to tokenize")
+    units = train.units + val.units
+    if val.tokens == 0 or train.tokens == 0:
+        empty = "val" if val.tokens == 0 else "train"
+        raise DataError(f"{out}: --val-fraction {val_fraction} put no unit of {names} in {empty} "
+                        f"({units} units: records, rows or {TEXT_BLOCK // 1024} KiB text blocks); "
+                        f"expected both splits non-empty (change --val-fraction or add data)")
+
+
+def _meta(stats: dict, files: list[SourceFile], tok, folder: Path, *, sources, val_fraction: float,
+          text_field: str, bpe_sample_bytes: int) -> dict[str, Any]:
+    from windtunnel import __version__
+
+    w = stats["writers"]
+    tok_file = tok.save(folder)
+    meta: dict[str, Any] = {
+        "tokenizer": tok.name,
+        "vocab_size": int(tok.vocab_size),
+        "dtype": stats["dtype"],
+        "eos_id": tok.eos_id,
+        "train_tokens": int(w["train"].tokens),
+        "val_tokens": int(w["val"].tokens),
+        "sha256": {TRAIN_FILE: w["train"].sha.hexdigest(), VAL_FILE: w["val"].sha.hexdigest()},
+        "unigram_entropy_nats": w["train"].entropy(),
+        "unigram_entropy_sample": f"every {_ENTROPY_STRIDE}th train token",
+        "sources": [s if str(s).startswith("hf:") else os.path.abspath(os.path.expanduser(s)) for s in sources],
+        "files": len(files),
+        "input_bytes": int(stats["input_bytes"]),
+        "documents": {"train": w["train"].documents, "val": w["val"].documents},
+        "units": {"train": w["train"].units, "val": w["val"].units},
+        "val_fraction": val_fraction,
+        "split_rule": "blake2b-64(unit) / 2**64 < val_fraction; unit = jsonl record, parquet row or "
+                      f"{TEXT_BLOCK // 1024} KiB text block",
+        "text_field": text_field,
+        "windtunnel_version": __version__,
+    }
+    if tok_file:
+        meta["tokenizer_file"] = tok_file
+        meta["tokenizer_sha256"] = hashlib.sha256((folder / tok_file).read_bytes()).hexdigest()
+    if tok.name == "bpe":
+        meta["bpe_sample_bytes"] = bpe_sample_bytes
+    return meta
+
+
+def _train_bpe_on(files: list[SourceFile], *, vocab_size: int, val_fraction: float, text_field: str,
+                  limit: int, progress: bool) -> HFTokenizer:
+    seen = {"bytes": 0}
+
+    def sample() -> Iterator[str]:
+        bar = _bar(limit, enabled=progress, desc="bpe sample")
+        try:
+            for src in files:
+                for piece in iter_pieces(src, text_field=text_field):
+                    if piece.text and split_of(piece.unit, val_fraction) == "train":
+                        n = len(piece.text.encode("utf-8"))
+                        seen["bytes"] += n
+                        bar.update(n)
+                        yield piece.text
+                        if seen["bytes"] >= limit:
+                            return
+        finally:
+            bar.close()
+
+    tok = train_bpe(sample(), vocab_size=vocab_size)
+    if seen["bytes"] == 0:
+        names = ", ".join(f.path for f in files[:3])
+        raise DataError(f"{names}: empty corpus (no train text to learn a BPE from); expected some text")
+    return tok
+
+
+def _move_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
+    old = None
+    if out.exists():
+        if not overwrite:
+            raise DataError(f"{out}: appeared while preparing; expected a new folder")
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "data")
+    try:
+        os.rename(tmp, out)
+    except OSError as e:
+        if old is not None:
+            os.replace(old / "data", out)
+        raise DataError(f"{out}: could not move the prepared data into place ({e})") from None
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _bar(total: int, *, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+    return tqdm(total=total or None, disable=not enabled, desc=desc, unit="B", unit_scale=True,
+                unit_divisor=1000, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+
+def _postfix(bar, writers: dict[str, _SplitWriter], started: float) -> None:
+    tokens = sum(w.tokens for w in writers.values())
+    rate = tokens / max(time.perf_counter() - started, 1e-9)
+    bar.set_postfix_str(f"{bar.format_sizeof(tokens)} tok, {bar.format_sizeof(rate)} tok/s", refresh=False)
+
