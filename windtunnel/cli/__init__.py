@@ -1,6 +1,7 @@
 """`windtunnel` command line: parses arguments, calls the library, prints. Nothing else.
 
-Each command group lives in its own module here (`train.py`: train and shapes).
+Each command group lives in its own module here (`train.py`: train and shapes; `plot.py`: plot and
+check).
 
 torch and Ray are imported inside the command functions, so `windtunnel --help` answers at once.
 """
@@ -14,11 +15,14 @@ import sys
 from ..errors import WindtunnelError
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["train"]
+COMMANDS = ["train", "plot"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
   windtunnel shapes proxies/xs.yaml
+  windtunnel plot runs/lr_init
+  windtunnel check coord proxies/xs.yaml --widths 64,128,256,512 --steps 5
+  windtunnel check transfer runs/width_transfer
 """
 
 
