@@ -43,6 +43,7 @@ def save_figure(fig, base: str | Path, formats: Sequence[str] = FORMATS) -> list
         >>> save_figure(fig, "runs/x/plots/heatmap")
         [PosixPath('runs/x/plots/heatmap.png'), PosixPath('runs/x/plots/heatmap.svg')]
     """
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     base = Path(base)
@@ -52,7 +53,8 @@ def save_figure(fig, base: str | Path, formats: Sequence[str] = FORMATS) -> list
     for fmt in formats:
         path = base.with_name(f"{base.name}.{fmt}")
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        fig.savefig(tmp, format=fmt, dpi=130)
+        with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: searchable, editable
+            fig.savefig(tmp, format=fmt, dpi=130)
         os.replace(tmp, path)
         paths.append(path)
     return paths

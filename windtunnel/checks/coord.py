@@ -158,9 +158,7 @@ def plot_coord(result: CoordResult, out_dir: str | Path, *, formats: Sequence[st
                 ys = [row[t] for row in by_layer[layer]]
                 ax.plot(result.widths, ys, "o-", color=colours[t], ms=3, lw=1.2,
                         label=f"step {t + 1}" + (" (init)" if t == 0 else ""))
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xticks(result.widths, [str(w) for w in result.widths])
+            _log_log(ax, result.widths)
             ax.set_title(layer + ("  (over tolerance)" if layer in bad else ""), fontsize=9,
                          color="crimson" if layer in bad else "black")
             ax.set_xlabel("width d_model", fontsize=8)
@@ -179,6 +177,18 @@ def plot_coord(result: CoordResult, out_dir: str | Path, *, formats: Sequence[st
 
 
 # --- internals --------------------------------------------------------------------------------
+
+
+def _log_log(ax, widths: list[int]) -> None:
+    """Log axes labelled in plain numbers (mathtext tick labels cost seconds per figure)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _check_args(config, widths, steps, lr, tolerance, parametrizations):
@@ -216,7 +226,6 @@ def _fixed_batch(config: RunConfig):
 
 def _run_width(cfg: RunConfig, batch, steps: int, seed: int) -> tuple[dict[str, list[float]], list[float]]:
     """Train `steps` steps on `batch`; return mean |activation| per layer per step, and the losses."""
-    import torch
     import torch.nn.functional as F
 
     from ..optim import build_optimizer

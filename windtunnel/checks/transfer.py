@@ -163,7 +163,11 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 1, max_drift: float 
     """
     if max_drift <= 0:
         raise WindtunnelError(f"max_drift must be > 0 log2 units, got {max_drift}")
+    if neighbors < 1:
+        raise WindtunnelError(f"neighbors must be >= 1 (a parabola needs 3 points), got {neighbors}")
     res = load_run(run_dir)
+    if res.goal != "min":
+        raise WindtunnelError(f"{res.run_dir}: the transfer check fits a loss; metric {res.metric!r} has goal max")
     width_key = _width_key(res)
     if LR_KEY not in res.params:
         raise WindtunnelError(f"{res.run_dir}: the transfer check needs a sweep over {LR_KEY}; "
