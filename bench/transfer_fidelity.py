@@ -7,7 +7,7 @@ written in the sweep's results format, so `windtunnel check transfer` and `windt
 Target (issue 4): μP drifts <= 1 log2 unit over >= 8x width while SP drifts >= 2. Printed as
 measured, never tuned: BRIEF §6 explains what CPU-scale runs can and cannot show.
 
-    PYTHONPATH=$PWD python bench/transfer_fidelity.py                  # ~20-25 min on 2 cores
+    PYTHONPATH=$PWD python bench/transfer_fidelity.py    # ~20 min on 2 idle cores (72 trials, 250 steps)
     PYTHONPATH=$PWD python bench/transfer_fidelity.py --steps 60 --widths 64,128 --lrs=-8,-7,-6,-5,-4
 """
 

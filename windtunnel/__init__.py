@@ -24,6 +24,9 @@ _EXPORTS = {
     "build_schedule": "schedule",
     "train": "train",
     "open_data": "data",
+    "plot_sweep": "plots",
+    "coord_check": "checks.coord", "plot_coord": "checks.coord",
+    "fit_optimum": "checks.transfer", "transfer_check": "checks.transfer",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
