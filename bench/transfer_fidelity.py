@@ -104,7 +104,7 @@ def write_run(out: Path, rows: list[dict], args, base: list[str]) -> None:
 
     frame = pd.DataFrame(sorted(rows, key=lambda r: (r["model.parametrization"], r["model.d_model"], r["train.lr"])))
     spec = {"name": out.name, "base": str(args.config), "set": dict(o.split("=", 1) for o in base),
-            "method": "grid", "metric": {"name": "val_loss", "goal": "min"},
+            "method": "grid", "metric": {"name": "val_loss", "goal": "minimize"},
             "parameters": {"model.parametrization": {"values": args.parametrizations},
                            "model.d_model": {"values": args.widths},
                            "train.lr": {"values": [2.0**e for e in args.lrs]}}}

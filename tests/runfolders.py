@@ -22,7 +22,7 @@ def write_run(run_dir: Path, rows: list[dict], parameters: dict, *, name: str | 
     else:
         frame.to_parquet(run_dir / "results.parquet", index=False)
     spec = {"name": name or run_dir.name, "base": "proxies/xs.yaml", "set": {}, "method": "grid",
-            "metric": {"name": "val_loss", "goal": "min"}, "parameters": parameters}
+            "metric": {"name": "val_loss", "goal": "minimize"}, "parameters": parameters}
     (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return run_dir
 

@@ -148,3 +148,12 @@ def test_real_small_sweep_gives_heatmap_and_mutransfer_panels(tiny_width_sweep, 
     heat = (plots / "heatmap_train.lr__model.d_model.svg").read_text()
     assert heat.count('<g id="axes_') == 3  # μP panel, SP panel, colour bar
     assert not (tiny_width_sweep / "transfer_check.json").exists()  # plotting does not write checks
+
+
+def test_spec_goal_is_read_and_checked(tmp_path):
+    run = write_run(tmp_path / "goal", lr_init_rows(), PARAMS)
+    assert load_run(run).goal == "min"  # the sweep engine writes `minimize`
+    spec = (run / "spec.yaml").read_text()
+    (run / "spec.yaml").write_text(spec.replace("goal: minimize", "goal: lowest"))
+    with pytest.raises(WindtunnelError, match="metric.goal: expected minimize or maximize, got 'lowest'"):
+        load_run(run)

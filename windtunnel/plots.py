@@ -70,9 +70,14 @@ class _Axis:
         self.key, self.log = key, res.log_spaced(key)
         values = res.frame[key].dropna().unique()
         numeric = all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)
+        spec = res.spec.get("parameters", {}).get(key)
+        continuous = isinstance(spec, dict) and spec.get("distribution") in ("log_uniform", "uniform")
         self.edges = None
-        if numeric and len(values) > MAX_CATEGORIES:
-            lo, hi = float(min(values)), float(max(values))
+        if numeric and (continuous or len(values) > MAX_CATEGORIES):
+            # bins span the searched range (the spec's min/max), not just where the sampler went
+            lo = float(spec.get("min", min(values))) if isinstance(spec, dict) else float(min(values))
+            hi = float(spec.get("max", max(values))) if isinstance(spec, dict) else float(max(values))
+            lo, hi = min(lo, float(min(values))), max(hi, float(max(values)))
             self.edges = np.geomspace(lo, hi, N_BINS + 1) if self.log else np.linspace(lo, hi, N_BINS + 1)
             self.labels = [f"{fmt_value(a)}–{fmt_value(b)}" for a, b in zip(self.edges, self.edges[1:])]
         else:
@@ -154,7 +159,8 @@ def _draw_cells(ax, grid: dict, xa: _Axis, ya: _Axis, vmin, vmax):
     if best is not None:
         from matplotlib.patches import Rectangle
         ax.add_patch(Rectangle((best[0] - 0.5, best[1] - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
-    ax.set_xticks(range(nx), xa.labels, fontsize=7)
+    ax.set_xticks(range(nx), xa.labels, fontsize=7, rotation=30 if xa.edges is not None else 0,
+                  ha="right" if xa.edges is not None else "center")
     ax.set_yticks(range(ny), ya.labels, fontsize=7)
     ax.set_xlabel(xa.title, fontsize=9)
     ax.set_ylabel(ya.title, fontsize=9)
@@ -220,7 +226,7 @@ def _mutransfer(res: RunResults, out: Path, formats) -> list[Path]:
     panels = list(report.summaries)
     widths = sorted(curves[WIDTH_KEY].unique())
     colours = colormap("plasma")(np.linspace(0.05, 0.85, len(widths)))
-    fig, axes = figure_grid(len(panels), ncols=len(panels), size=(5.2, 4.2))
+    fig, axes = figure_grid(len(panels), ncols=len(panels), size=(max(5.2, 10.0 / len(panels)), 4.2))
     finite = curves["loss"][curves["loss"].map(math.isfinite)]
     top = float(np.quantile(finite, 0.85)) if len(finite) else 1.0
     for ax, panel in zip(axes, panels):
@@ -233,7 +239,10 @@ def _mutransfer(res: RunResults, out: Path, formats) -> list[Path]:
         ax.set_xlabel(f"{label_of(LR_KEY)} — log2 axis")
         ax.set_ylabel(_metric_label(res))
         if len(finite):
-            ax.set_ylim(float(finite.min()) - 0.05 * (top - float(finite.min()) + 1e-3), top)
+            lo = float(finite.min())
+            pad = max(0.05 * (top - lo), 0.02)  # a lone point still gets a readable axis
+            ax.set_ylim(lo - pad, max(top, lo + 10 * pad))
+        ax.yaxis.get_major_formatter().set_useOffset(False)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, title="width d_model", title_fontsize=7)
     fig.suptitle(f"{res.name}: μTransfer — loss vs learning rate per width (★ fitted optimum, ○ best point on "

@@ -24,6 +24,7 @@ __all__ = ["RunResults", "load_run", "aggregate", "best_over", "with_parametriza
 
 REQUIRED = ("trial_id", "status", "val_loss")
 STATUSES = ("ok", "diverged", "pruned", "error")
+GOALS = {"minimize": "min", "maximize": "max", "min": "min", "max": "max"}
 SEED_KEYS = ("seed", "train.seed")
 WIDTH_KEY, LR_KEY, PARAM_KEY = "model.d_model", "train.lr", "model.parametrization"
 
@@ -56,6 +57,7 @@ class RunResults:
     """Swept keys (seed keys excluded): the axes of every plot and check."""
     metric: str = "val_loss"
     goal: str = "min"
+    """`min` or `max` (the spec's `minimize` / `maximize`)."""
 
     @property
     def name(self) -> str:
@@ -103,18 +105,18 @@ def load_run(run_dir: str | Path) -> RunResults:
     spec = _read_spec(run_dir / "spec.yaml")
     metric_cfg = spec.get("metric") or {}
     metric = metric_cfg.get("name", "val_loss") if isinstance(metric_cfg, dict) else "val_loss"
-    goal = metric_cfg.get("goal", "min") if isinstance(metric_cfg, dict) else "min"
+    goal = metric_cfg.get("goal", "minimize") if isinstance(metric_cfg, dict) else "minimize"
     if metric not in frame.columns:
         raise WindtunnelError(f"{table}: the spec's metric {metric!r} is not a column")
-    if goal not in ("min", "max"):
-        raise WindtunnelError(f"{run_dir / 'spec.yaml'}: metric.goal: expected min or max, got {goal!r}")
+    if goal not in GOALS:
+        raise WindtunnelError(f"{run_dir / 'spec.yaml'}: metric.goal: expected minimize or maximize, got {goal!r}")
     frame = frame.copy()
     frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
     bad = sorted(set(frame["status"].astype(str)) - set(STATUSES))
     if bad:
         raise WindtunnelError(f"{table}: status: expected one of {', '.join(STATUSES)}, got {bad[0]!r}")
     return RunResults(run_dir=run_dir, frame=frame, spec=spec, params=_swept(frame, spec, table),
-                      metric=metric, goal=goal)
+                      metric=metric, goal=GOALS[goal])
 
 
 def aggregate(res: RunResults, keys: list[str]) -> Any:
