@@ -31,6 +31,9 @@ _EXPORTS = {
     "count_params": "estimate", "memory_per_gpu": "estimate",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "latest_checkpoint": "checkpoint",
     "prepare": "prepare",
+    "plot_sweep": "plots",
+    "coord_check": "checks.coord", "plot_coord": "checks.coord",
+    "fit_optimum": "checks.transfer", "transfer_check": "checks.transfer",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,6 +1,7 @@
 """`windtunnel` command line: parses arguments, calls the library, prints. Nothing else.
 
-Each command group lives in its own module here (`train.py`: train and shapes; `data.py`: data prepare).
+Each command group lives in its own module here (`train.py`: train and shapes; `data.py`: data
+prepare; `transfer.py`: transfer; `plot.py`: plot and check).
 
 torch and Ray are imported inside the command functions, so `windtunnel --help` answers at once.
 """
@@ -14,13 +15,16 @@ import sys
 from ..errors import WindtunnelError
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["train", "data", "transfer"]
+COMMANDS = ["train", "data", "plot", "transfer"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
   windtunnel shapes proxies/xs.yaml
   windtunnel data prepare 'corpus/**/*.txt' --tokenizer bpe:8192 --out data/web
   windtunnel transfer --target 1.2b --from runs/lr_init --dry-run
+  windtunnel plot runs/lr_init
+  windtunnel check coord proxies/xs.yaml --widths 64,128,256,512 --steps 5
+  windtunnel check transfer runs/width_transfer
 """
 
 

@@ -1,0 +1,145 @@
+"""Transfer fidelity: does the optimal lr hold across widths under μP, and move under SP?
+
+A scaled-down `width_transfer` sweep run directly through `windtunnel.train.train` (no sweep
+engine): widths 64..512 (8x), lr 2^-12..2^-4, μP and SP, on the embedded corpus. The run folder is
+written in the sweep's results format, so `windtunnel check transfer` and `windtunnel plot` read it.
+
+Target (issue 4): μP drifts <= 1 log2 unit over >= 8x width while SP drifts >= 2. Printed as
+measured, never tuned: BRIEF §6 explains what CPU-scale runs can and cannot show.
+
+    PYTHONPATH=$PWD python bench/transfer_fidelity.py    # ~20 min on 2 idle cores (72 trials, 250 steps)
+    PYTHONPATH=$PWD python bench/transfer_fidelity.py --steps 60 --widths 64,128 --lrs=-8,-7,-6,-5,-4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    trials = plan(args)
+    base = [f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.seq_len={args.seq_len}",
+            f"train.warmup_steps={max(1, args.steps // 10)}", f"train.eval_every={args.steps}",
+            f"train.eval_batches={args.eval_batches}", "train.log_every=10", "train.threads=1"]
+    from windtunnel.config import load_config
+    from windtunnel.train import load_run_data
+    load_run_data(load_config(args.config, overrides=base))  # prepare the corpus once, not per worker
+    print(f"{len(trials)} trials: widths {args.widths}, lr 2^{min(args.lrs)}..2^{max(args.lrs)}, "
+          f"{args.steps} steps x {args.batch_size * args.seq_len} tokens, {args.workers} workers", flush=True)
+    started = time.perf_counter()
+    rows = []
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = [pool.submit(run_trial, args.config, base, t, str(out / "trials" / t["trial_id"])) for t in trials]
+        for i, fut in enumerate(as_completed(futures), 1):
+            row = fut.result()
+            rows.append(row)
+            print(f"[{i}/{len(trials)} {time.perf_counter() - started:6.0f}s] {row['trial_id']:<22} "
+                  f"{row['status']:<8} val_loss {row['val_loss']:.4f}", flush=True)
+    write_run(out, rows, args, base)
+    minutes = (time.perf_counter() - started) / 60
+    return report(out, minutes)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(ROOT / "proxies" / "xs.yaml"))
+    p.add_argument("--out", default=str(ROOT / "runs" / "transfer_fidelity"))
+    p.add_argument("--widths", type=_ints, default=[64, 128, 256, 512])
+    p.add_argument("--lrs", type=_ints, default=list(range(-12, -3)), help="log2 learning rates, e.g. -12,-11,...")
+    p.add_argument("--parametrizations", type=lambda s: s.split(","), default=["mup", "sp"])
+    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--eval-batches", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    return p.parse_args(argv)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def plan(args) -> list[dict]:
+    """Every (parametrization, width, lr), widest first so the two workers finish together."""
+    trials = [{"trial_id": f"{p}_w{w}_lr2^{e}", "model.parametrization": p, "model.d_model": w, "train.lr": 2.0**e}
+              for p in args.parametrizations for w in args.widths for e in args.lrs]
+    return sorted(trials, key=lambda t: -t["model.d_model"])
+
+
+def run_trial(config: str, base: list[str], trial: dict, out_dir: str) -> dict:
+    """One proxy through the shared training loop; a crash is recorded as status `error`."""
+    import torch
+    torch.set_num_threads(1)
+    from windtunnel.config import load_config
+    from windtunnel.train import train
+
+    keys = {k: v for k, v in trial.items() if k != "trial_id"}
+    cfg = load_config(config, overrides=base + [f"{k}={v}" for k, v in keys.items()])
+    try:
+        s = train(cfg, out_dir=out_dir)
+        status, loss, tokens, seconds = s["status"], s["val_loss"], s["tokens"], s["seconds"]
+    except Exception as e:  # noqa: BLE001 - the bench reports every trial, broken ones included
+        print(f"{trial['trial_id']}: {type(e).__name__}: {e}", file=sys.stderr)
+        status, loss, tokens, seconds = "error", math.inf, 0, 0.0
+    return {"trial_id": trial["trial_id"], "status": status, "val_loss": loss, "tokens": tokens,
+            "seconds": seconds, "seed": cfg.train.seed, **keys}
+
+
+def write_run(out: Path, rows: list[dict], args, base: list[str]) -> None:
+    """results.parquet/.csv and spec.yaml in the sweep engine's format, each written atomically."""
+    import pandas as pd
+
+    frame = pd.DataFrame(sorted(rows, key=lambda r: (r["model.parametrization"], r["model.d_model"], r["train.lr"])))
+    spec = {"name": out.name, "base": str(args.config), "set": dict(o.split("=", 1) for o in base),
+            "method": "grid", "metric": {"name": "val_loss", "goal": "minimize"},
+            "parameters": {"model.parametrization": {"values": args.parametrizations},
+                           "model.d_model": {"values": args.widths},
+                           "train.lr": {"values": [2.0**e for e in args.lrs]}}}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, write in (("results.parquet", lambda p: frame.to_parquet(p, index=False)),
+                        ("results.csv", lambda p: frame.to_csv(p, index=False)),
+                        ("spec.yaml", lambda p: Path(p).write_text(yaml.safe_dump(spec, sort_keys=False)))):
+        tmp = out / f".{name}.tmp"
+        write(tmp)
+        os.replace(tmp, out / name)
+
+
+def report(out: Path, minutes: float) -> int:
+    from windtunnel.checks.transfer import transfer_check
+    from windtunnel.plots import plot_sweep
+
+    rep = transfer_check(out)
+    print(rep.table())
+    plots = plot_sweep(out)
+    print(f"plots: {', '.join(p.name for p in plots if p.suffix == '.png')} in {out / 'plots'}")
+    mup, sp = rep.summaries.get("mup"), rep.summaries.get("sp")
+    drift = {k: (s.drift if s else None) for k, s in (("mup", mup), ("sp", sp))}
+    ratio = drift["sp"] / drift["mup"] if drift["mup"] and drift["sp"] is not None else math.inf
+    target = (drift["mup"] is not None and drift["mup"] <= 1.0 and drift["sp"] is not None and drift["sp"] >= 2.0)
+    print(json.dumps({"mup_drift_log2": drift["mup"], "sp_drift_log2": drift["sp"], "sp_over_mup": ratio,
+                      "mup_verdict": rep.verdict, "target_met": target, "minutes": round(minutes, 1)}))
+    print(f"muP drift {_fmt(drift['mup'])} vs SP drift {_fmt(drift['sp'])} log2 units over widths "
+          f"{rep.summaries[next(iter(rep.summaries))].widths}: SP/muP = {ratio:.1f}x; target (muP <= 1, SP >= 2) "
+          f"{'met' if target else 'NOT met'}")
+    return 0
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

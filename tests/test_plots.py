@@ -1,0 +1,159 @@
+"""Sweep pictures: heatmaps per pair, loss curves, the μTransfer plot, from synthetic and real folders."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY
+from runfolders import write_run
+
+from windtunnel.cli import main
+from windtunnel.config import load_config
+from windtunnel.errors import WindtunnelError
+from windtunnel.plots import plot_sweep
+from windtunnel.results_table import aggregate, best_over, load_run
+
+LRS = [2.0**e for e in range(-10, -3)]
+INITS = [0.02, 0.05, 0.1]
+
+
+def lr_init_rows():
+    """Two seeds per cell; the highest lr diverges at every init; one cell pruned."""
+    rows = []
+    for lr in LRS:
+        for init in INITS:
+            loss = 2.0 + 0.05 * (math.log2(lr) + 7) ** 2 + abs(math.log(init / 0.05))
+            for seed, noise in ((0, 0.01), (1, -0.01)):
+                status = "diverged" if lr == LRS[-1] else "pruned" if (lr, init) == (LRS[0], 0.1) else "ok"
+                rows.append({"train.lr": lr, "model.init_std": init, "seed": seed, "status": status,
+                             "val_loss": math.inf if status == "diverged" else loss + noise})
+    return rows
+
+
+PARAMS = {"train.lr": {"values": LRS}, "model.init_std": {"values": INITS}}
+
+
+def svg_texts(path):
+    return re.findall(r">([^<>]+)</text>", path.read_text())
+
+
+def test_aggregation_means_seeds_and_keeps_failures(tmp_path):
+    res = load_run(write_run(tmp_path / "grid", lr_init_rows(), PARAMS))
+    table = aggregate(res, res.params)
+    best = table.loc[table["loss"].idxmin()]
+    assert (best["train.lr"], best["model.init_std"]) == (2.0**-7, 0.05)
+    assert best["loss"] == pytest.approx(2.0) and (best["n_ok"], best["n"]) == (2, 2)
+    assert set(table[table["train.lr"] == LRS[-1]]["status"]) == {"diverged"}
+    per_lr = best_over(res, ["train.lr"])
+    assert per_lr[per_lr["train.lr"] == 2.0**-9]["model.init_std"].item() == 0.05
+    assert per_lr[per_lr["train.lr"] == LRS[-1]]["status"].item() == "diverged"
+
+
+def test_heatmap_shows_values_best_cell_and_failures(tmp_path):
+    run = write_run(tmp_path / "lr_init", lr_init_rows(), PARAMS)
+    paths = plot_sweep(run)
+    assert [p.name for p in paths] == ["heatmap_train.lr__model.init_std.png", "heatmap_train.lr__model.init_std.svg"]
+    assert all(p.parent == run / "plots" and p.stat().st_size > 5000 for p in paths)
+    texts = svg_texts(paths[1])
+    assert texts.count("diverged") == 3 and texts.count("pruned") == 1
+    assert "2.000" in texts and "2/2 seeds" in texts
+    assert "peak learning rate (train.lr) — log-spaced" in texts
+    assert "init std (model.init_std) — log-spaced" in texts  # 0.02, 0.05, 0.1: near-geometric
+    assert "validation loss (nats/token)" in texts
+    assert any(t.startswith("lr_init: best validation loss") for t in texts)
+    svg = paths[1].read_text()
+    bold = re.findall(r'font-weight: ?(?:bold|700)[^>]*>([^<]+)<', svg)  # only the best cell is bold
+    assert [b.strip() for b in bold] == ["2.000", "2/2 seeds"]
+
+
+def test_pairs_facets_and_single_parameter(tmp_path):
+    rows = [{"train.lr": lr, "model.init_std": i, "model.scale_emb": s, "model.parametrization": p,
+             "val_loss": 2 + lr * 10 + i + s / 100 + (p == "sp")}
+            for lr in LRS[:3] for i in INITS for s in (4.0, 10.0) for p in ("mup", "sp")]
+    params = {**PARAMS, "model.scale_emb": {"values": [4.0, 10.0]}, "model.parametrization": {"values": ["mup", "sp"]}}
+    names = {p.name for p in plot_sweep(write_run(tmp_path / "three", rows, params), formats=["svg"])}
+    assert names == {"heatmap_train.lr__model.init_std.svg", "heatmap_train.lr__model.scale_emb.svg",
+                     "heatmap_model.init_std__model.scale_emb.svg"}
+    svg = tmp_path / "three" / "plots" / "heatmap_train.lr__model.init_std.svg"
+    assert {"μP", "SP"} <= set(svg_texts(svg))  # one panel per parametrization, not an axis
+    single = write_run(tmp_path / "one", [r for r in lr_init_rows() if r["model.init_std"] == 0.05],
+                       {"train.lr": {"values": LRS}})
+    (curve,) = plot_sweep(single, formats=["svg"])
+    assert curve.name == "loss_vs_train.lr.svg"
+    assert "2^-7" in svg_texts(curve)
+
+
+def test_continuous_parameters_are_binned(tmp_path):
+    rng = np.random.default_rng(0)
+    lrs, inits = 2.0 ** rng.uniform(-12, -4, 40), rng.uniform(0.01, 0.2, 40)
+    rows = [{"train.lr": a, "model.init_std": b, "val_loss": 2 + (math.log2(a) + 7) ** 2 / 20 + b}
+            for a, b in zip(lrs, inits)]
+    params = {"train.lr": {"distribution": "log_uniform", "min": 2**-12, "max": 2**-4},
+              "model.init_std": {"distribution": "uniform", "min": 0.01, "max": 0.2}}
+    (svg,) = plot_sweep(write_run(tmp_path / "tpe", rows, params, csv=True), formats=["svg"])
+    texts = svg_texts(svg)
+    assert "peak learning rate (train.lr) — log-spaced, 8 bins" in texts
+    assert "init std (model.init_std), 8 bins" in texts
+
+
+def test_bad_folders_are_refused(tmp_path):
+    with pytest.raises(WindtunnelError, match="no results.parquet"):
+        plot_sweep(tmp_path)
+    bad = write_run(tmp_path / "bad", [{"train.lr": 0.01, "val_loss": 2.0}], PARAMS)
+    with pytest.raises(WindtunnelError, match="no column for swept parameter 'model.init_std'"):
+        plot_sweep(bad)
+    status = write_run(tmp_path / "status", [{"train.lr": 0.01, "val_loss": 2.0, "status": "weird"}],
+                       {"train.lr": {"values": [0.01]}})
+    with pytest.raises(WindtunnelError, match="status: expected one of"):
+        plot_sweep(status)
+
+
+@pytest.fixture(scope="module")
+def tiny_width_sweep(tmp_path_factory):
+    """A real sweep in miniature: 12 tiny trials through the training loop, in the results format."""
+    from windtunnel.train import train
+    run = tmp_path_factory.mktemp("sweeps") / "width_transfer"
+    rows = []
+    for p in ("mup", "sp"):
+        for w in (32, 64):
+            for e in (-9, -7, -5):
+                tid = f"{p}_{w}_{e}"
+                cfg = load_config(ROOT / "proxies" / "xs.yaml", overrides=TINY + [
+                    f"model.parametrization={p}", f"model.d_model={w}", f"train.lr={2.0**e}"])
+                s = train(cfg, out_dir=run / "trials" / tid)
+                rows.append({"trial_id": tid, "status": s["status"], "val_loss": s["val_loss"],
+                             "tokens": s["tokens"], "seconds": s["seconds"], "seed": 0,
+                             "model.parametrization": p, "model.d_model": w, "train.lr": 2.0**e})
+    params = {"model.parametrization": {"values": ["mup", "sp"]}, "model.d_model": {"values": [32, 64]},
+              "train.lr": {"values": [2.0**e for e in (-9, -7, -5)]}}
+    return write_run(run, rows, params)
+
+
+def test_real_small_sweep_gives_heatmap_and_mutransfer_panels(tiny_width_sweep, capsys):
+    assert main(["plot", str(tiny_width_sweep)]) == 0
+    printed = capsys.readouterr().out.split()
+    names = sorted(p.rsplit("/", 1)[-1] for p in printed)
+    assert names == ["heatmap_train.lr__model.d_model.png", "heatmap_train.lr__model.d_model.svg",
+                     "mutransfer.png", "mutransfer.svg"]
+    plots = tiny_width_sweep / "plots"
+    mu = (plots / "mutransfer.svg").read_text()
+    assert mu.count('<g id="axes_') == 2  # one panel per parametrization
+    texts = svg_texts(plots / "mutransfer.svg")
+    assert any(t.startswith("μP: drift") or t.startswith("μP: drift n/a") for t in texts)
+    assert any(t.startswith("SP: drift") for t in texts)
+    assert sum(t.startswith(("32: ", "64: ")) for t in texts) == 4  # a curve per width in each panel
+    heat = (plots / "heatmap_train.lr__model.d_model.svg").read_text()
+    assert heat.count('<g id="axes_') == 3  # μP panel, SP panel, colour bar
+    assert not (tiny_width_sweep / "transfer_check.json").exists()  # plotting does not write checks
+
+
+def test_spec_goal_is_read_and_checked(tmp_path):
+    run = write_run(tmp_path / "goal", lr_init_rows(), PARAMS)
+    assert load_run(run).goal == "min"  # the sweep engine writes `minimize`
+    spec = (run / "spec.yaml").read_text()
+    (run / "spec.yaml").write_text(spec.replace("goal: minimize", "goal: lowest"))
+    with pytest.raises(WindtunnelError, match="metric.goal: expected minimize or maximize, got 'lowest'"):
+        load_run(run)
