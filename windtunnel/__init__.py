@@ -24,6 +24,7 @@ _EXPORTS = {
     "build_schedule": "schedule",
     "train": "train",
     "open_data": "data",
+    "run_sweep": "sweep", "load_sweep": "sweep", "read_results": "sweep",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

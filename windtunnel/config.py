@@ -30,6 +30,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "parse_overrides",
+    "check_value",
     "save_config",
 ]
 
@@ -298,6 +299,27 @@ def apply_overrides(data: dict, overrides: Mapping[str, Any], *, source: str | N
             raise ConfigError(source, section, "expected a mapping")
         sub[name] = value
     return data
+
+
+def check_value(key: str, value: Any, *, source: str | None = None) -> Any:
+    """Check one value against the field a dotted key names; return it as the config would hold it.
+
+    Only the field's type is checked (cross-field rules need the whole config): a sweep spec uses
+    this to reject `train.lr: {values: [fast]}` before any trial runs.
+
+    Example:
+        >>> check_value("train.lr", "1e-3")
+        0.001
+    """
+    section, _, name = key.partition(".")
+    cls = _SECTIONS.get(section)
+    if cls is None or not name:
+        raise ConfigError(source, key, f"unknown key{_suggest(section, _SECTIONS)}; keys look like "
+                          f"{'/'.join(_SECTIONS)}.<field>")
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        raise ConfigError(source, key, f"unknown key{_suggest(name, list(hints))}")
+    return _coerce(value, hints[name], source, key)
 
 
 def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> RunConfig:
