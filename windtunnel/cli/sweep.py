@@ -45,7 +45,7 @@ def _cmd_sweep(args) -> int:
         print("no trial finished ok")
         return 1
     metric = out.spec.metric.name
-    params = " ".join(f"{k}={out.best[k]}" for k in out.spec.param_keys)
+    params = " ".join(f"{k}={_fmt(out.best[k])}" for k in out.spec.param_keys)
     print(f"best: {out.best['trial_id']} {metric}={out.best[metric]:.4f}  {params}  seed={out.best['seed']}")
     return 0
 
@@ -94,3 +94,7 @@ def _json_value(v):
     if v is not None and type(v).__name__ == "NAType":
         return None
     return v
+
+
+def _fmt(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)

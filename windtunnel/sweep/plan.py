@@ -212,7 +212,10 @@ def describe(plan: SweepPlan) -> str:
                 f" step {p.step}" if p.step is not None else "")
             lines.append(f"  {key}: {rng}")
     else:
-        lines.append(plan.frame().to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        frame = plan.frame()
+        if not frame["error"].any():
+            frame = frame.drop(columns="error")
+        lines.append(frame.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     cost = plan.cost_summary()
     if cost:
         what = "per trial" if plan.points is not None else f"per trial (over {len(plan.costs)} sampled draws)"

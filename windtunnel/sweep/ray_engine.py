@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ __all__ = ["init_ray", "run_tune"]
 # Set before Ray Tune is imported: no Tune tables on the console, no per-trial Tune loggers (our
 # trial folders hold the metrics), trials keep the driver's working directory.
 _QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-              "RAY_CHDIR_TO_TRIAL_DIR": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "1e9"}
+              "RAY_CHDIR_TO_TRIAL_DIR": "0"}
 
 
 def init_ray(address: str | None = None) -> bool:
@@ -46,6 +46,7 @@ def init_ray(address: str | None = None) -> bool:
     common = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     try:
         if address:
+            _check_reachable(address)
             ray.init(address=address, **common)
         else:
             _workers_import_this_windtunnel()
@@ -53,6 +54,18 @@ def init_ray(address: str | None = None) -> bool:
     except ConnectionError as e:
         raise WindtunnelError(f"--address {address}: cannot reach a Ray cluster ({' '.join(str(e).split())[:200]})") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Ray keeps retrying a dead HOST:PORT for minutes; a plain TCP connect answers in seconds."""
+    host, sep, port = address.rpartition(":")
+    if address in ("auto", "local") or address.startswith("ray://") or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise WindtunnelError(f"--address {address}: no Ray head answers there ({e.strerror or e}); start one "
+                              f"with `ray start --head --port={port}` or check the address") from None
 
 
 def _workers_import_this_windtunnel() -> None:
@@ -65,7 +78,7 @@ def _workers_import_this_windtunnel() -> None:
 
 
 def run_tune(ctx: TrialContext, *, table: ResultsTable, progress: Progress, points: list[TrialPoint] | None,
-             num_samples: int = 1, session: str = "") -> None:
+             num_samples: int = 1) -> None:
     """Run the trials on Ray Tune: `points` for grid/random, else `num_samples` TPE trials."""
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
@@ -90,11 +103,17 @@ def run_tune(ctx: TrialContext, *, table: ResultsTable, progress: Progress, poin
             time_budget_s=spec.budget.time_budget_s, reuse_actors=True,
             trial_dirname_creator=_dirname, trial_name_creator=_dirname),
         run_config=tune.RunConfig(
-            name=session or time.strftime("session-%Y%m%d-%H%M%S"), storage_path=str(Path(ctx.run_dir) / "ray"),
+            name=_session_name(Path(ctx.run_dir) / "ray"), storage_path=str(Path(ctx.run_dir) / "ray"),
             verbose=0, callbacks=[_recorder(ctx, table, progress, pruned)],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
     tuner.fit()
+
+
+def _session_name(storage: Path) -> str:
+    """Each run of the sweep (first, then each --resume) gets its own Tune experiment folder."""
+    done = len(list(storage.glob("session-*"))) if storage.is_dir() else 0
+    return f"session-{done + 1:03d}"
 
 
 def _dirname(trial) -> str:
@@ -136,8 +155,12 @@ def _recorder(ctx: TrialContext, table: ResultsTable, progress: Progress, pruned
     from ray.tune import Callback
 
     class _Recorder(Callback):
+        def __init__(self):
+            self.open: set[str] = set()  # started, not yet recorded
+
         def on_trial_start(self, iteration, trials, trial, **info):
             point = point_from_config(trial.config, ctx.spec)
+            self.open.add(point.trial_id)
             progress.trial_started(point.trial_id, point.params)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -152,6 +175,7 @@ def _recorder(ctx: TrialContext, table: ResultsTable, progress: Progress, pruned
                 _write_summary(ctx, point, outcome)
                 self._record(point, make_row(point.to_dict(), outcome))
             else:
+                self.open.discard(point.trial_id)
                 progress.trial_unfinished(point.trial_id)
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -162,7 +186,13 @@ def _recorder(ctx: TrialContext, table: ResultsTable, progress: Progress, pruned
             _write_summary(ctx, point, outcome)
             self._record(point, make_row(point.to_dict(), outcome))
 
+        def on_experiment_end(self, trials, **info):
+            for tid in sorted(self.open):  # stopped by the time budget or an interrupt
+                progress.trial_unfinished(tid)
+            self.open.clear()
+
         def _record(self, point: TrialPoint, row: dict[str, Any]) -> None:
+            self.open.discard(point.trial_id)
             table.add(row)
             progress.trial_finished(row)
 

@@ -67,7 +67,7 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         return plan_sweep(spec)
     run_dir = Path(out_dir if out_dir is not None else Path("runs") / spec.name).resolve()
     base = base_dict(spec)
-    _claim_run_dir(run_dir, spec, base, resume=resume)
+    resolved = _check_run_dir(run_dir, spec, base, resume=resume)
     table = ResultsTable(run_dir, param_keys=spec.param_keys, metric=spec.metric.name,
                          goal=spec.metric.goal).load()
     _recover_rows(run_dir, table)
@@ -75,16 +75,27 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
     total = len(points) if points is not None else spec.budget.num_trials
     todo = [p for p in points if p.trial_id not in table.rows] if points is not None else None
     remaining = len(todo) if todo is not None else max(total - len(table.rows), 0)
-    if spec.method == "tpe":
-        _close_stale_study_trials(run_dir, spec, table)
     show = Progress(spec.name, total=total, done=len(table.rows), param_keys=spec.param_keys,
                     metric=spec.metric.name, goal=spec.metric.goal, enabled=progress)
     for row in table.rows.values():
         show.offer_best(row)
     if remaining:
-        _run_remaining(run_dir, spec, base, table, show, todo, remaining, address)
-    df = table.frame()
-    return SweepResult(run_dir=run_dir, spec=spec, table=df, best=table.best(), counts=table.counts(),
+        _warm_data(base)
+    from .ray_engine import init_ray
+    ray_started = init_ray(address) if remaining else False  # before writing: a bad --address leaves nothing
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / SPEC_FILE, lambda p: Path(p).write_text(yaml.safe_dump(resolved, sort_keys=False)))
+        table.write()  # from the start the folder holds a readable (maybe empty) table
+        if spec.method == "tpe":
+            _close_stale_study_trials(run_dir, spec, table)
+        if remaining:
+            _run_remaining(run_dir, spec, base, table, show, todo, remaining)
+    finally:
+        if ray_started:
+            import ray
+            ray.shutdown()
+    return SweepResult(run_dir=run_dir, spec=spec, table=table.frame(), best=table.best(), counts=table.counts(),
                        unfinished=max(total - len(table.rows), 0), wall_seconds=time.perf_counter() - started)
 
 
@@ -98,25 +109,19 @@ def read_spec(run_dir: str | os.PathLike) -> SweepSpec | None:
     return spec_from_dict(data, source=str(path))
 
 
-def _run_remaining(run_dir, spec, base, table, show, todo, remaining, address) -> None:
-    from .ray_engine import init_ray, run_tune
+def _run_remaining(run_dir, spec, base, table, show, todo, remaining) -> None:
+    from .ray_engine import run_tune
     from .trial import TrialContext
     if show.enabled and table.rows:
         print(f"[{spec.name}] resuming: {len(table.rows)} trials already finished, {remaining} to run",
               flush=True, file=show.stream)
-    _warm_data(base)
-    started = init_ray(address)
-    try:
-        ctx = TrialContext(spec=spec, base=base, run_dir=str(run_dir))
-        run_tune(ctx, table=table, progress=show, points=todo, num_samples=remaining)
-    finally:
-        if started:
-            import ray
-            ray.shutdown()
+    ctx = TrialContext(spec=spec, base=base, run_dir=str(run_dir))
+    run_tune(ctx, table=table, progress=show, points=todo, num_samples=remaining)
 
 
-def _claim_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) -> None:
-    """Refuse to mix two sweeps in one folder; on resume the spec must measure the same thing."""
+def _check_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) -> dict[str, Any]:
+    """Refuse to mix two sweeps in one folder; on resume the spec must measure the same thing.
+    Returns the resolved spec to save as spec.yaml."""
     saved_path = run_dir / SPEC_FILE
     current = {**spec_to_dict(spec), "base_config": base}
     if saved_path.exists():
@@ -131,8 +136,7 @@ def _claim_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) 
                                   f"resumed); only {', '.join(_MAY_CHANGE)} may change on --resume")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise WindtunnelError(f"{run_dir} exists and is not a sweep folder (no {SPEC_FILE}); choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(saved_path, lambda p: Path(p).write_text(yaml.safe_dump(current, sort_keys=False)))
+    return current
 
 
 def _recover_rows(run_dir: Path, table: ResultsTable) -> None:
@@ -140,18 +144,14 @@ def _recover_rows(run_dir: Path, table: ResultsTable) -> None:
     trials = run_dir / "trials"
     if not trials.is_dir():
         return
-    added = False
     for tdir in sorted(trials.iterdir()):
         if tdir.name in table.rows or not tdir.is_dir():
             continue
         row = row_from_trial_dir(tdir)
         if row is not None:
             table.add(row, write=False)
-            added = True
         elif not (tdir / SUMMARY_FILE).exists():
             shutil.rmtree(tdir)  # half-trained: it runs again (grid) or is replaced (tpe)
-    if added:
-        table.write()
 
 
 def _close_stale_study_trials(run_dir: Path, spec: SweepSpec, table: ResultsTable) -> None:

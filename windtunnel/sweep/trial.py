@@ -83,6 +83,7 @@ def final_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ("status", "val_loss", "train_loss", "steps", "tokens", "seconds", "params", "flops_per_token",
             "message")
     out = {k: summary.get(k) for k in keys}
+    out["n_params"] = out.pop("params")
     out["message"] = out["message"] or ""
     out.update(final=True, step=summary.get("steps") or 0)
     return out
