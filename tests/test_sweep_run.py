@@ -98,7 +98,7 @@ def test_asha_stops_poor_trials_and_records_them_pruned(tmp_path):
 
 
 def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path):
-    spec = write_spec(tmp_path / "kill.yaml", name="kill", set={**tiny_set(), "train.steps": 60, "train.eval_every": 20},
+    spec = write_spec(tmp_path / "kill.yaml", name="kill", set={**tiny_set(), "train.steps": 24, "train.eval_every": 12},
                       parameters={"train.lr": {"values": [0.002, 0.004, 0.008, 0.016]},
                                   "model.init_std": {"values": [0.02, 0.1]}}, budget={"max_concurrent": 2})
     run = tmp_path / "run"

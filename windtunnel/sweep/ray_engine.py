@@ -170,8 +170,8 @@ def _recorder(ctx: TrialContext, table: ResultsTable, progress: Progress, pruned
                 self._record(point, make_row(point.to_dict(), result))
             elif trial.trial_id in pruned:
                 outcome = {"status": "pruned", "message": f"stopped by ASHA at step {result.get('step')}",
-                           **{k: result.get(k) for k in ("val_loss", "train_loss", "tokens", "seconds")},
-                           "steps": result.get("step")}
+                           **{k: result.get(k) for k in ("val_loss", "train_loss", "tokens")},
+                           "seconds": round(float(result.get("seconds") or 0.0), 3), "steps": result.get("step")}
                 _write_summary(ctx, point, outcome)
                 self._record(point, make_row(point.to_dict(), outcome))
             else:

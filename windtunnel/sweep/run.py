@@ -58,7 +58,7 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
     Example:
         >>> result = run_sweep("sweeps/lr_init.yaml")
         >>> result.best["train.lr"], result.best["val_loss"]            # doctest: +SKIP
-        (0.01, 1.79)
+        (0.008, 1.72)
         >>> print(describe(run_sweep("sweeps/lr_init.yaml", dry_run=True)))   # doctest: +SKIP
     """
     started = time.perf_counter()
