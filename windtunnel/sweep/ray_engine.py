@@ -20,7 +20,7 @@ from .progress import Progress
 from .results import SUMMARY_FILE, ResultsTable, make_row, write_json
 from .trial import TrialContext, point_from_config, run_trial
 
-__all__ = ["init_ray", "run_tune"]
+__all__ = ["init_ray", "check_resources", "run_tune"]
 
 # Set before Ray Tune is imported: no Tune tables on the console, no per-trial Tune loggers (our
 # trial folders hold the metrics), trials keep the driver's working directory.
@@ -84,7 +84,6 @@ def run_tune(ctx: TrialContext, *, table: ResultsTable, progress: Progress, poin
         os.environ.setdefault(key, value)
     from ray import tune
     spec = ctx.spec
-    _check_resources(spec)
     pruned: set[str] = set()
     scheduler = _asha(spec, pruned) if spec.early_terminate else None
     if points is not None:
@@ -123,7 +122,8 @@ def _dirname(trial) -> str:
     return f"t{int(cfg['trial_number']):04d}" if "trial_number" in cfg else trial.trial_id
 
 
-def _check_resources(spec) -> None:
+def check_resources(spec) -> None:
+    """Refuse a sweep whose trials could never be placed (Tune would wait for them forever)."""
     import ray
     have = ray.cluster_resources()
     for name, want in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)):

@@ -71,19 +71,18 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
     table = ResultsTable(run_dir, param_keys=spec.param_keys, metric=spec.metric.name,
                          goal=spec.metric.goal).load()
     _recover_rows(run_dir, table)
-    points = expand_points(spec) if spec.method != "tpe" else None
-    total = len(points) if points is not None else spec.budget.num_trials
-    todo = [p for p in points if p.trial_id not in table.rows] if points is not None else None
-    remaining = len(todo) if todo is not None else max(total - len(table.rows), 0)
+    total, todo, remaining = _pending(spec, table)
     show = Progress(spec.name, total=total, done=len(table.rows), param_keys=spec.param_keys,
                     metric=spec.metric.name, goal=spec.metric.goal, enabled=progress)
     for row in table.rows.values():
         show.offer_best(row)
     if remaining:
         _warm_data(base)
-    from .ray_engine import init_ray
+    from .ray_engine import check_resources, init_ray
     ray_started = init_ray(address) if remaining else False  # before writing: a bad --address leaves nothing
     try:
+        if remaining:
+            check_resources(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / SPEC_FILE, lambda p: Path(p).write_text(yaml.safe_dump(resolved, sort_keys=False)))
         table.write()  # from the start the folder holds a readable (maybe empty) table
@@ -107,6 +106,16 @@ def read_spec(run_dir: str | os.PathLike) -> SweepSpec | None:
     data = yaml.safe_load(path.read_text())
     data.pop("base_config", None)
     return spec_from_dict(data, source=str(path))
+
+
+def _pending(spec: SweepSpec, table: ResultsTable) -> tuple[int, list | None, int]:
+    """(trials in the sweep, grid/random points still to run or None for tpe, how many remain)."""
+    if spec.method == "tpe":
+        total = spec.budget.num_trials
+        return total, None, max(total - len(table.rows), 0)
+    points = expand_points(spec)
+    todo = [p for p in points if p.trial_id not in table.rows]
+    return len(points), todo, len(todo)
 
 
 def _run_remaining(run_dir, spec, base, table, show, todo, remaining) -> None:
