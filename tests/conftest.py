@@ -40,3 +40,16 @@ def tiny_overrides():
 @pytest.fixture
 def xs_path():
     return ROOT / "proxies" / "xs.yaml"
+
+
+@pytest.fixture(scope="session")
+def ray_session(_private_cache):
+    """One Ray instance for the whole test session (ray.init costs ~6 s and ~640 MB); `run_sweep`
+    reuses an initialised Ray, so every test that needs Ray takes this fixture."""
+    import ray
+
+    from windtunnel.sweep.ray_engine import init_ray
+    started = init_ray()
+    yield ray
+    if started:
+        ray.shutdown()

@@ -34,6 +34,7 @@ _EXPORTS = {
     "plot_sweep": "plots",
     "coord_check": "checks.coord", "plot_coord": "checks.coord",
     "fit_optimum": "checks.transfer", "transfer_check": "checks.transfer",
+    "run_sweep": "sweep", "load_sweep": "sweep", "read_results": "sweep",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -31,6 +31,7 @@ __all__ = [
     "config_to_dict",
     "parse_overrides",
     "apply_overrides",
+    "check_value",
     "save_config",
 ]
 
@@ -385,6 +386,33 @@ def apply_overrides(data: dict, overrides: Mapping[str, Any], *, source: str | N
             node = child
         node[parts[-1]] = value
     return data
+
+
+def check_value(key: str, value: Any, *, source: str | None = None) -> Any:
+    """Check one value against the field a dotted key names; return it as the config would hold it.
+
+    Only the field's type is checked (cross-field rules need the whole config): a sweep spec uses
+    this to reject `train.lr: {values: [fast]}` before any trial runs.
+
+    Example:
+        >>> check_value("train.lr", "1e-3")
+        0.001
+    """
+    section, _, name = key.partition(".")
+    cls = _SECTIONS.get(section)
+    if cls is None or not name:
+        raise ConfigError(source, key, f"unknown key{_suggest(section, _SECTIONS)}; keys look like "
+                          f"{'/'.join(_SECTIONS)}.<field>")
+    hints = typing.get_type_hints(cls)
+    name, _, inner = name.partition(".")  # data.mixture.web: field `mixture`, entry `web`
+    if name not in hints:
+        raise ConfigError(source, key, f"unknown key{_suggest(name, list(hints))}")
+    if not inner:
+        return _coerce(value, hints[name], source, key)
+    mapping = [a for a in (typing.get_args(hints[name]) or (hints[name],)) if typing.get_origin(a) is dict]
+    if not mapping or "." in inner:
+        raise ConfigError(source, key, f"{section}.{name} is not a mapping; set it as a whole")
+    return _coerce(value, typing.get_args(mapping[0])[1], source, key)
 
 
 def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> RunConfig:

@@ -1,7 +1,7 @@
 """`windtunnel` command line: parses arguments, calls the library, prints. Nothing else.
 
-Each command group lives in its own module here (`train.py`: train and shapes; `data.py`: data
-prepare; `transfer.py`: transfer; `plot.py`: plot and check).
+Each command group lives in its own module here (`train.py`: train and shapes; `sweep.py`: sweep
+and results; `plot.py`: plot and check; `transfer.py`: transfer; `data.py`: data prepare).
 
 torch and Ray are imported inside the command functions, so `windtunnel --help` answers at once.
 """
@@ -15,11 +15,14 @@ import sys
 from ..errors import WindtunnelError
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["train", "data", "plot", "transfer"]
+COMMANDS = ["sweep", "train", "plot", "transfer", "data"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
   windtunnel shapes proxies/xs.yaml
+  windtunnel sweep sweeps/lr_init.yaml            # the main job: lr x init grid on a CPU proxy
+  windtunnel sweep sweeps/lr_init.yaml --dry-run  # the trials and their cost, nothing run
+  windtunnel results runs/lr_init --top 5
   windtunnel data prepare 'corpus/**/*.txt' --tokenizer bpe:8192 --out data/web
   windtunnel transfer --target 1.2b --from runs/lr_init --dry-run
   windtunnel plot runs/lr_init

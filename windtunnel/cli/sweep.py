@@ -1,0 +1,100 @@
+"""`windtunnel sweep` and `windtunnel results`."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+
+def register(sub) -> None:
+    _add_sweep(sub)
+    _add_results(sub)
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="run a hyperparameter sweep (grid / random / tpe) on Ray Tune",
+                       description="Run a sweep spec on Ray Tune; results go to runs/<name>/ "
+                                   "(results.parquet, results.csv, one folder per trial).")
+    p.add_argument("spec", help="sweep spec YAML, e.g. sweeps/lr_init.yaml")
+    p.add_argument("--out", help="run folder (default: runs/<name>)")
+    p.add_argument("--address", help="join an existing Ray cluster: `auto` or HOST:PORT "
+                                     "(default: a private Ray instance on this machine)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep in its run folder; finished trials are kept")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the expanded trials, their count and cost; run and write nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    from ..sweep import describe, run_sweep
+    out = run_sweep(args.spec, out_dir=args.out, address=args.address, resume=args.resume,
+                    dry_run=args.dry_run, progress=not args.quiet)
+    if args.dry_run:
+        print(describe(out))
+        return 0
+    counts = ", ".join(f"{n} {s}" for s, n in out.counts.items() if n)
+    print(f"sweep {out.spec.name}: {sum(out.counts.values())} trials finished ({counts or 'none'}) "
+          f"in {out.wall_seconds:.0f}s; table: {out.run_dir / 'results.csv'}")
+    if out.unfinished:
+        print(f"{out.unfinished} trials unfinished; continue with: windtunnel sweep {args.spec} --resume"
+              + (f" --out {args.out}" if args.out else ""))
+    if out.best is None:
+        print("no trial finished ok")
+        return 1
+    metric = out.spec.metric.name
+    params = " ".join(f"{k}={_fmt(out.best[k])}" for k in out.spec.param_keys)
+    print(f"best: {out.best['trial_id']} {metric}={out.best[metric]:.4f}  {params}  seed={out.best['seed']}")
+    return 0
+
+
+def _add_results(sub) -> None:
+    p = sub.add_parser("results", help="print a sweep's results table, best first",
+                       description="Print runs/<name>/results: finished trials best first, then diverged, "
+                                   "pruned and error trials.")
+    p.add_argument("run_dir", help="a sweep's run folder, e.g. runs/lr_init")
+    p.add_argument("--top", type=int, metavar="K", help="only the first K rows")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(func=_cmd_results)
+
+
+def _cmd_results(args) -> int:
+    from ..errors import WindtunnelError
+    from ..sweep import read_results, read_spec, sort_results
+    if args.top is not None and args.top <= 0:
+        raise WindtunnelError(f"--top: expected a positive number of rows, got {args.top}")
+    spec = read_spec(args.run_dir)
+    metric, goal = (spec.metric.name, spec.metric.goal) if spec else ("val_loss", "minimize")
+    df = sort_results(read_results(args.run_dir), metric=metric, goal=goal)
+    if args.top is not None:
+        df = df.head(args.top)
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        records = [{k: _json_value(v) for k, v in row.items()} for row in df.to_dict("records")]
+        print(json.dumps(records, indent=2))
+    else:
+        shown = [c for c in df.columns if c not in ("message", "flops_per_token", "n_params", "train_loss")]
+        if (df["message"] != "").any():
+            shown.append("message")
+        print(df[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    return 0
+
+
+def _json_value(v):
+    """JSON has no inf/nan: a missing value (nan) is null, a diverged loss the string "inf"."""
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, float) and math.isinf(v):
+        return str(v)
+    if v is not None and type(v).__name__ == "NAType":
+        return None
+    return v
+
+
+def _fmt(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)

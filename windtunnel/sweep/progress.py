@@ -1,0 +1,82 @@
+"""Progress lines of a running sweep: trials done / running / left and the best so far, on stderr."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = ["Progress", "format_params", "format_loss"]
+
+
+def format_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+def format_loss(x: Any) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return "nan" if math.isnan(x) else ("inf" if math.isinf(x) else f"{x:.4f}")
+
+
+class Progress:
+    """Prints one line when a trial starts or ends. `total` counts every trial of the sweep."""
+
+    def __init__(self, name: str, *, total: int, done: int, param_keys: list[str], metric: str,
+                 goal: str, enabled: bool = True, stream: TextIO | None = None):
+        self.name, self.total, self.done = name, total, done
+        self.param_keys, self.metric, self.goal = param_keys, metric, goal
+        self.enabled = enabled
+        self._stream = stream  # None: sys.stderr at print time (Ray Tune pickles its callbacks)
+        self.running: set[str] = set()
+        self.best: dict[str, Any] | None = None
+        self.started = time.perf_counter()
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr
+
+    def offer_best(self, row: dict[str, Any]) -> None:
+        value = row.get(self.metric)
+        if row.get("status") != "ok" or value is None or not math.isfinite(float(value)):
+            return
+        if self.best is None or (value < self.best[self.metric]) == (self.goal == "minimize"):
+            self.best = row
+
+    def trial_started(self, tid: str, params: dict[str, Any]) -> None:
+        self.running.add(tid)
+        self._say(f"{tid} started  {format_params(params)}")
+
+    def trial_finished(self, row: dict[str, Any]) -> None:
+        self.running.discard(row["trial_id"])
+        self.done += 1
+        self.offer_best(row)
+        what = f"{row['status']:<8} {self.metric} {format_loss(row.get(self.metric))}"
+        if row.get("seconds"):
+            what += f" in {float(row['seconds']):.1f}s"
+        if row.get("message"):
+            what += f" ({row['message'][:120]})"
+        self._say(f"{row['trial_id']} {what}")
+
+    def trial_unfinished(self, tid: str) -> None:
+        self.running.discard(tid)
+        self._say(f"{tid} stopped before the end (left for --resume)")
+
+    def _say(self, event: str) -> None:
+        if not self.enabled:
+            return
+        left = max(self.total - self.done - len(self.running), 0)
+        best = ""
+        if self.best is not None:
+            best = f" | best {format_loss(self.best[self.metric])} ({self.best['trial_id']}: " \
+                   f"{format_params({k: self.best.get(k) for k in self.param_keys})})"
+        elapsed = time.perf_counter() - self.started
+        print(f"[{self.name} {elapsed:6.0f}s] {event} | {self.done}/{self.total} done, {len(self.running)} "
+              f"running, {left} left{best}", file=self.stream, flush=True)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,175 @@
+"""`run_sweep`: the public entry point. Check the spec, prepare `runs/<name>/`, skip what a previous
+session finished, run the rest on Ray Tune, return the table and the best trial.
+
+Run folder layout:
+    runs/<name>/spec.yaml                 the resolved spec (absolute base path, defaults filled, base config)
+    runs/<name>/results.parquet|csv       one row per finished trial (see windtunnel.sweep.results)
+    runs/<name>/trials/<id>/              trial.json, config.yaml, metrics.csv, summary.json
+    runs/<name>/study.db                  the Optuna study (tpe)
+    runs/<name>/ray/                      Ray Tune's own experiment state (not needed to resume)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import WindtunnelError
+from .plan import SweepPlan, expand_points, plan_sweep
+from .progress import Progress
+from .results import SUMMARY_FILE, ResultsTable, atomic_write, row_from_trial_dir
+from .spec import SweepSpec, base_dict, load_sweep, spec_from_dict, spec_to_dict
+
+__all__ = ["SweepResult", "run_sweep", "read_spec", "SPEC_FILE"]
+
+SPEC_FILE = "spec.yaml"
+# may change between sessions of one sweep: how it runs, not what it measures
+_MAY_CHANGE = ("budget", "resources", "description")
+
+
+@dataclass
+class SweepResult:
+    """What a sweep left: its folder, its table, the best `ok` row, and how many trials are unfinished."""
+
+    run_dir: Path
+    spec: SweepSpec
+    table: Any  # pandas.DataFrame, one row per finished trial
+    best: dict[str, Any] | None
+    counts: dict[str, int]
+    unfinished: int
+    wall_seconds: float
+
+
+def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike | None = None,
+              address: str | None = None, resume: bool = False, dry_run: bool = False,
+              progress: bool = True) -> SweepResult | SweepPlan:
+    """Run a sweep on Ray Tune and return its results; with `dry_run`, return its plan and run nothing.
+
+    `out_dir` defaults to `runs/<name>`. `address` joins an existing Ray cluster (`auto`, `HOST:PORT`);
+    without it a private local Ray instance is started (an already-initialised Ray is reused).
+    `resume` continues a sweep in `out_dir`: finished trials are kept, the others run.
+
+    Example:
+        >>> result = run_sweep("sweeps/lr_init.yaml")
+        >>> result.best["train.lr"], result.best["val_loss"]            # doctest: +SKIP
+        (0.008, 1.72)
+        >>> print(describe(run_sweep("sweeps/lr_init.yaml", dry_run=True)))   # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    spec = spec if isinstance(spec, SweepSpec) else load_sweep(spec)
+    if dry_run:
+        return plan_sweep(spec)
+    run_dir = Path(out_dir if out_dir is not None else Path("runs") / spec.name).resolve()
+    base = base_dict(spec)
+    resolved = _check_run_dir(run_dir, spec, base, resume=resume)
+    table = ResultsTable(run_dir, param_keys=spec.param_keys, metric=spec.metric.name,
+                         goal=spec.metric.goal).load()
+    _recover_rows(run_dir, table)
+    total, todo, remaining = _pending(spec, table)
+    show = Progress(spec.name, total=total, done=len(table.rows), param_keys=spec.param_keys,
+                    metric=spec.metric.name, goal=spec.metric.goal, enabled=progress)
+    for row in table.rows.values():
+        show.offer_best(row)
+    if remaining:
+        _warm_data(base)
+    from .ray_engine import check_resources, init_ray
+    ray_started = init_ray(address) if remaining else False  # before writing: a bad --address leaves nothing
+    try:
+        if remaining:
+            check_resources(spec)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / SPEC_FILE, lambda p: Path(p).write_text(yaml.safe_dump(resolved, sort_keys=False)))
+        table.write()  # from the start the folder holds a readable (maybe empty) table
+        if spec.method == "tpe":
+            _close_stale_study_trials(run_dir, spec, table)
+        if remaining:
+            _run_remaining(run_dir, spec, base, table, show, todo, remaining)
+    finally:
+        if ray_started:
+            import ray
+            ray.shutdown()
+    return SweepResult(run_dir=run_dir, spec=spec, table=table.frame(), best=table.best(), counts=table.counts(),
+                       unfinished=max(total - len(table.rows), 0), wall_seconds=time.perf_counter() - started)
+
+
+def read_spec(run_dir: str | os.PathLike) -> SweepSpec | None:
+    """The resolved spec a sweep folder was run with, or None if it has none."""
+    path = Path(run_dir) / SPEC_FILE
+    if not path.exists():
+        return None
+    data = yaml.safe_load(path.read_text())
+    data.pop("base_config", None)
+    return spec_from_dict(data, source=str(path))
+
+
+def _pending(spec: SweepSpec, table: ResultsTable) -> tuple[int, list | None, int]:
+    """(trials in the sweep, grid/random points still to run or None for tpe, how many remain)."""
+    if spec.method == "tpe":
+        total = spec.budget.num_trials
+        return total, None, max(total - len(table.rows), 0)
+    points = expand_points(spec)
+    todo = [p for p in points if p.trial_id not in table.rows]
+    return len(points), todo, len(todo)
+
+
+def _run_remaining(run_dir, spec, base, table, show, todo, remaining) -> None:
+    from .ray_engine import run_tune
+    from .trial import TrialContext
+    if show.enabled and table.rows:
+        print(f"[{spec.name}] resuming: {len(table.rows)} trials already finished, {remaining} to run",
+              flush=True, file=show.stream)
+    ctx = TrialContext(spec=spec, base=base, run_dir=str(run_dir))
+    run_tune(ctx, table=table, progress=show, points=todo, num_samples=remaining)
+
+
+def _check_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) -> dict[str, Any]:
+    """Refuse to mix two sweeps in one folder; on resume the spec must measure the same thing.
+    Returns the resolved spec to save as spec.yaml."""
+    saved_path = run_dir / SPEC_FILE
+    current = {**spec_to_dict(spec), "base_config": base}
+    if saved_path.exists():
+        if not resume:
+            raise WindtunnelError(f"{run_dir} already holds sweep {spec.name!r}; pass --resume to continue "
+                                  f"it, or --out to start a new one elsewhere")
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+        changed = [k for k in sorted(set(saved) | set(current))
+                   if k not in _MAY_CHANGE and saved.get(k) != current.get(k)]
+        if changed:
+            raise WindtunnelError(f"{spec.source}: {changed[0]}: differs from {saved_path} (the sweep being "
+                                  f"resumed); only {', '.join(_MAY_CHANGE)} may change on --resume")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise WindtunnelError(f"{run_dir} exists and is not a sweep folder (no {SPEC_FILE}); choose another --out")
+    return current
+
+
+def _recover_rows(run_dir: Path, table: ResultsTable) -> None:
+    """Rows of trials that finished after the last table write; folders of unfinished trials go."""
+    trials = run_dir / "trials"
+    if not trials.is_dir():
+        return
+    for tdir in sorted(trials.iterdir()):
+        if tdir.name in table.rows or not tdir.is_dir():
+            continue
+        row = row_from_trial_dir(tdir)
+        if row is not None:
+            table.add(row, write=False)
+        elif not (tdir / SUMMARY_FILE).exists():
+            shutil.rmtree(tdir)  # half-trained: it runs again (grid) or is replaced (tpe)
+
+
+def _close_stale_study_trials(run_dir: Path, spec: SweepSpec, table: ResultsTable) -> None:
+    from .study import close_stale_trials, open_study
+    finished = {int(tid[1:]): row for tid, row in table.rows.items()}
+    close_stale_trials(open_study(run_dir, spec), finished)
+
+
+def _warm_data(base: dict) -> None:
+    """Prepare the embedded corpus once here, not in every trial at once."""
+    from ..data import open_data
+    open_data(path=base["data"]["path"], max_bytes=base["data"]["embedded_bytes"])

@@ -1,0 +1,312 @@
+"""The sweep spec: a YAML file a W&B-sweeps user can read, loaded into dataclasses and checked.
+
+    name: lr_init
+    base: ../proxies/xs.yaml           # run config; parameters are dotted keys into it
+    set: {train.steps: 300}            # fixed overrides
+    method: grid                       # grid | random | tpe
+    metric: {name: val_loss, goal: minimize}
+    parameters:
+      train.lr: {values: [0.001, 0.003, 0.01]}
+      model.init_std: {distribution: log_uniform, min: 0.01, max: 0.2}   # random / tpe only
+    seeds: [0]
+    budget: {num_trials: 16, max_concurrent: 2, time_budget_s: null}
+    early_terminate: {type: asha, grace_period: 50, reduction_factor: 3}
+    resources: {cpu: 1, gpu: 0}
+
+Every rule a spec can break raises `ConfigError(spec file, key, what was expected)` before anything
+is written. No torch and no Ray here: checking a spec is instant.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from ..config import config_to_dict, load_config
+from ..errors import ConfigError
+from .params import DISTRIBUTIONS, Param, integer, is_number, parse_parameters, spec_value
+
+__all__ = ["Param", "Metric", "Budget", "EarlyTerminate", "Resources", "SweepSpec", "load_sweep",
+           "spec_from_dict", "spec_to_dict", "base_dict", "max_steps", "METHODS", "DISTRIBUTIONS"]
+
+METHODS = ("grid", "random", "tpe")
+_TOP_KEYS = ("name", "description", "base", "set", "method", "metric", "parameters", "seeds", "budget",
+             "early_terminate", "resources", "search_seed")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: Literal["val_loss", "train_loss"] = "val_loss"
+    """What trials are ranked by: final held-out loss (default) or final training loss."""
+    goal: Literal["minimize", "maximize"] = "minimize"
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.goal == "minimize" else "max"
+
+
+@dataclass(frozen=True)
+class Budget:
+    num_trials: int | None = None
+    """grid: null (every point x seed) or exactly that count; random/tpe: configurations to try."""
+    max_concurrent: int | None = None
+    """Trials running at once; null lets the cluster's free resources decide."""
+    time_budget_s: float | None = None
+    """Stop the sweep after this many seconds; unfinished trials are left for --resume."""
+
+
+@dataclass(frozen=True)
+class EarlyTerminate:
+    type: Literal["asha"] = "asha"
+    grace_period: int = 50
+    """Optimizer steps before a trial can be stopped (the first ASHA rung)."""
+    reduction_factor: float = 3.0
+    """Each rung keeps the best 1/reduction_factor of the trials that reach it."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    """CPUs per trial (fractions allowed); torch gets max(1, floor(cpu)) threads."""
+    gpu: float = 0.0
+    """GPUs per trial (fractions let trials share one)."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A checked sweep. `base` is absolute; `set` and `parameters` values are checked per key."""
+
+    name: str
+    base: str
+    method: Literal["grid", "random", "tpe"]
+    parameters: dict[str, Param]
+    set: dict[str, Any] = field(default_factory=dict)
+    metric: Metric = field(default_factory=Metric)
+    seeds: tuple[int, ...] = (0,)
+    budget: Budget = field(default_factory=Budget)
+    early_terminate: EarlyTerminate | None = None
+    resources: Resources = field(default_factory=Resources)
+    search_seed: int = 0
+    """Seed of the random / TPE sampler: the same spec draws the same random points."""
+    description: str = ""
+    source: str | None = field(default=None, compare=False)
+
+    @property
+    def param_keys(self) -> list[str]:
+        return list(self.parameters)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and check a sweep spec YAML; relative paths are taken relative to the spec file.
+
+    Example:
+        >>> spec = load_sweep("sweeps/lr_init.yaml")
+        >>> spec.method, spec.param_keys
+        ('grid', ['train.lr', 'model.init_std'])
+    """
+    source = str(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(source, "(file)", "no such file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(source, "(yaml)", f"not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, "(top level)", f"expected a mapping with name/base/method/parameters, "
+                          f"got {type(data).__name__}")
+    data.setdefault("name", Path(path).stem)
+    return spec_from_dict(data, source=source, root=Path(path).resolve().parent)
+
+
+def spec_from_dict(data: Mapping[str, Any], *, source: str | None = None, root: str | Path = ".") -> SweepSpec:
+    """Build and check a `SweepSpec` from plain data; `root` anchors relative paths.
+
+    Example:
+        >>> spec_from_dict({"name": "t", "base": "proxies/xs.yaml", "method": "grid",
+        ...                 "parameters": {"train.lr": {"values": [0.01, 0.03]}}}).seeds
+        (0,)
+    """
+    unknown = [k for k in data if k not in _TOP_KEYS]
+    if unknown:
+        raise ConfigError(source, str(unknown[0]), f"unknown key; expected one of {', '.join(_TOP_KEYS)}")
+    root = Path(root)
+    name = _name(data.get("name"), source)
+    method = data.get("method")
+    if method not in METHODS:
+        raise ConfigError(source, "method", f"expected one of {', '.join(METHODS)}, got {method!r}")
+    base = _base(data.get("base"), source, root)
+    fixed = _fixed(data.get("set"), source, root)
+    params = parse_parameters(data.get("parameters"), method, source, root)
+    both = sorted(set(fixed) & set(params))
+    if both:
+        raise ConfigError(source, f"set.{both[0]}", "is also a swept parameter; keep it in one place")
+    seeds = _seeds(data.get("seeds", [0]), source)
+    spec = SweepSpec(
+        name=name, base=base, method=method, parameters=params, set=fixed,
+        metric=_section(Metric, data.get("metric"), source, "metric"),
+        seeds=seeds,
+        budget=_section(Budget, data.get("budget"), source, "budget"),
+        early_terminate=_section(EarlyTerminate, data["early_terminate"], source, "early_terminate")
+        if data.get("early_terminate") is not None else None,
+        resources=_section(Resources, data.get("resources"), source, "resources"),
+        search_seed=integer(data.get("search_seed", 0), source, "search_seed"),
+        description=str(data.get("description") or ""),
+        source=source,
+    )
+    _check_spec(spec)
+    return spec
+
+
+def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
+    """Plain data of a spec (what `spec.yaml` in the run folder holds); `spec_from_dict` reads it back."""
+    def plain(obj) -> dict:
+        return dict(vars(obj))
+
+    params = {}
+    for key, p in spec.parameters.items():
+        if p.values is not None:
+            entry = {"values": list(p.values)}
+        else:
+            entry = {"distribution": p.distribution, "min": p.min, "max": p.max}
+            if p.step is not None:
+                entry["step"] = p.step
+        params[key] = entry
+    out = {"name": spec.name, "description": spec.description, "base": spec.base, "set": dict(spec.set),
+           "method": spec.method, "metric": plain(spec.metric), "parameters": params,
+           "seeds": list(spec.seeds), "budget": plain(spec.budget),
+           "early_terminate": plain(spec.early_terminate) if spec.early_terminate else None,
+           "resources": plain(spec.resources), "search_seed": spec.search_seed}
+    return out
+
+
+# --- parts ---------------------------------------------------------------------------------------
+
+
+def _name(value: Any, source) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ConfigError(source, "name", f"expected a folder-safe name (letters, digits, _ . -), got {value!r}")
+    return value
+
+
+def _base(value: Any, source, root: Path) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(source, "base", f"expected the path of a run config YAML, got {value!r}")
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else (root / path).resolve()
+    if not path.is_file():
+        raise ConfigError(source, "base", f"no such file {value!r} (looked for {path})")
+    return str(path)
+
+
+def _fixed(value: Any, source, root: Path) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, "set", f"expected a mapping of dotted keys to values, got {value!r}")
+    return {str(k): spec_value(str(k), v, source, f"set.{k}", root) for k, v in value.items()}
+
+
+def _seeds(value: Any, source) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(source, "seeds", f"expected a non-empty list of integers, got {value!r}")
+    seeds = tuple(integer(s, source, f"seeds[{i}]") for i, s in enumerate(value))
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(source, "seeds", f"has duplicates: {list(seeds)}")
+    return seeds
+
+
+def _section(cls, raw: Any, source, name: str):
+    """A small dataclass section from a mapping, each field checked by its annotation."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, name, f"expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, v in raw.items():
+        if key not in hints:
+            raise ConfigError(source, f"{name}.{key}", f"unknown key; expected one of {', '.join(hints)}")
+        values[key] = _typed(v, hints[key], source, f"{name}.{key}")
+    return cls(**values)
+
+
+def _typed(v: Any, hint: Any, source, key: str) -> Any:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Literal:
+        if v not in args:
+            raise ConfigError(source, key, f"expected one of {', '.join(map(str, args))}, got {v!r}")
+        return v
+    optional = type(None) in args
+    if v is None:
+        if optional:
+            return None
+        raise ConfigError(source, key, "must not be null")
+    inner = next((a for a in args if a is not type(None)), hint) if args else hint
+    if inner is int:
+        return integer(v, source, key, positive=True)
+    if not is_number(v):
+        raise ConfigError(source, key, f"expected a finite number, got {v!r}")
+    return float(v)
+
+
+def _check_spec(spec: SweepSpec) -> None:
+    """Rules across sections; the base config must load with the fixed overrides."""
+    src = spec.source
+    try:
+        load_config(spec.base)
+    except ConfigError as e:
+        raise ConfigError(src, "base", str(e)) from None
+    try:
+        base = load_config(spec.base, overrides=spec.set)
+    except ConfigError as e:
+        raise ConfigError(src, f"set.{e.key}" if e.key in spec.set else "set",
+                          f"{e.message} (base {spec.base} with the fixed overrides)") from None
+    b, r = spec.budget, spec.resources
+    if spec.method == "grid":
+        points = math.prod(len(p.values) for p in spec.parameters.values()) * len(spec.seeds)
+        if b.num_trials is not None and b.num_trials != points:
+            raise ConfigError(src, "budget.num_trials", f"the grid has {points} trials "
+                              f"({_grid_shape(spec)} x {len(spec.seeds)} seeds); set it to {points} or null")
+    elif b.num_trials is None:
+        raise ConfigError(src, "budget.num_trials", f"method {spec.method} needs a number of trials")
+    if spec.method == "tpe" and len(spec.seeds) != 1:
+        raise ConfigError(src, "seeds", f"method tpe proposes each configuration once, so it takes one "
+                          f"seed, got {list(spec.seeds)}")
+    if r.cpu <= 0 or r.gpu < 0:
+        raise ConfigError(src, "resources", f"expected cpu > 0 and gpu >= 0, got cpu={r.cpu}, gpu={r.gpu}")
+    if b.time_budget_s is not None and b.time_budget_s <= 0:
+        raise ConfigError(src, "budget.time_budget_s", f"must be > 0 or null, got {b.time_budget_s}")
+    et = spec.early_terminate
+    if et is not None:
+        if et.reduction_factor <= 1:
+            raise ConfigError(src, "early_terminate.reduction_factor", f"must be > 1, got {et.reduction_factor}")
+        steps = max_steps(spec, base.train.steps)
+        if et.grace_period >= steps:
+            raise ConfigError(src, "early_terminate.grace_period", f"must be < train.steps={steps} "
+                              f"(ASHA could never stop a trial), got {et.grace_period}")
+
+
+def _grid_shape(spec: SweepSpec) -> str:
+    return " x ".join(str(len(p.values)) for p in spec.parameters.values())
+
+
+def max_steps(spec: SweepSpec, base_steps: int) -> int:
+    p = spec.parameters.get("train.steps")
+    if p is None:
+        return base_steps
+    return int(max(p.values) if p.values is not None else p.max)
+
+
+def base_dict(spec: SweepSpec) -> dict[str, Any]:
+    """The base run config with the spec's fixed overrides, as plain data with absolute paths."""
+    return config_to_dict(load_config(spec.base, overrides=spec.set))

@@ -1,0 +1,126 @@
+"""The Optuna side of TPE sweeps: a study in SQLite under the run folder, and Ray Tune's `OptunaSearch`
+pointed at it.
+
+The study (`runs/<name>/study.db`, study name = sweep name) records every TPE trial, so
+`optuna-dashboard sqlite:///runs/<name>/study.db` shows it, and a resumed sweep continues it: trials
+the killed sweep left RUNNING are closed first (COMPLETE when their folder shows they finished, else
+FAIL), and only the rest of the budget is asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .spec import Param, SweepSpec
+from .trial import TRIAL_NUMBER_KEY
+
+__all__ = ["STUDY_FILE", "storage_url", "open_study", "close_stale_trials", "optuna_space", "make_searcher"]
+
+STUDY_FILE = "study.db"
+
+
+def storage_url(run_dir: str | Path) -> str:
+    """The SQLAlchemy URL of a sweep's study, e.g. for `optuna-dashboard`."""
+    return f"sqlite:///{(Path(run_dir) / STUDY_FILE).resolve()}"
+
+
+def open_study(run_dir: str | Path, spec: SweepSpec):
+    """Create the sweep's study, or load it when it exists (resume).
+
+    Example:
+        >>> study = open_study("runs/mup_space", load_sweep("sweeps/mup_space.yaml"))
+        >>> len(study.trials)                                             # doctest: +SKIP
+        42
+    """
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say the same
+    direction = "minimize" if spec.metric.goal == "minimize" else "maximize"
+    return optuna.create_study(storage=storage_url(run_dir), study_name=spec.name, direction=direction,
+                               load_if_exists=True)
+
+
+def close_stale_trials(study, finished: dict[int, dict[str, Any]]) -> int:
+    """Close trials a killed sweep left RUNNING; `finished` maps trial number -> its results row.
+
+    Returns how many were closed. A trial whose row exists gets its value (or FAIL for error rows,
+    PRUNED for pruned ones); one without a row is FAIL, and the resumed sweep asks for a new trial.
+    """
+    from optuna.trial import TrialState
+    closed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        row = finished.get(t.number)
+        value = None if row is None else float(row.get("val_loss", math.nan))
+        if row is None or row["status"] == "error" or math.isnan(value):
+            study.tell(t.number, state=TrialState.FAIL)
+        elif row["status"] == "pruned":
+            study.tell(t.number, state=TrialState.PRUNED)
+        else:
+            study.tell(t.number, value)
+        closed += 1
+    return closed
+
+
+def optuna_space(spec: SweepSpec) -> dict[str, Any]:
+    """Optuna distributions for the spec's parameters (values -> categorical)."""
+    return {key: _distribution(p) for key, p in spec.parameters.items()}
+
+
+def _distribution(p: Param):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    if p.values is not None:
+        return CategoricalDistribution(list(p.values))
+    if p.distribution == "int_uniform":
+        return IntDistribution(int(p.min), int(p.max), step=int(p.step or 1))
+    return FloatDistribution(float(p.min), float(p.max), log=p.distribution == "log_uniform",
+                             step=float(p.step) if p.step is not None else None)
+
+
+def make_searcher(run_dir: str | Path, spec: SweepSpec, *, pruned: set[str]):
+    """Ray Tune's OptunaSearch on the sweep's SQLite study, with a TPE sampler.
+
+    `pruned` is filled by the scheduler with the Tune ids of trials it stopped; those are told to
+    the study as PRUNED (their intermediate losses are already there), not as finished.
+    """
+    import optuna
+    from optuna.storages import RDBStorage
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _SweepOptunaSearch(OptunaSearch):
+        def suggest(self, trial_id: str):
+            config = super().suggest(trial_id)
+            if config is not None:  # the Optuna trial number names the trial (t0007 = trial 7)
+                config[TRIAL_NUMBER_KEY] = self._ot_trials[trial_id].number
+            return config
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if not result.get("final") and trial_id in self._ot_trials:
+                value = result.get(self.metric)
+                if value is not None and math.isfinite(value):
+                    self._ot_trials[trial_id].report(float(value), int(result.get("step", 0)))
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is None or trial_id in self._completed_trials:
+                return
+            result = result or {}
+            value = result.get(self.metric)
+            if result.get("final") and result.get("status") != "error" and value is not None \
+                    and not math.isnan(value):
+                self._ot_study.tell(ot_trial, float(value))
+            elif not error and trial_id in pruned:
+                # Tune hands the stopping result to on_trial_complete, not on_trial_result
+                if value is not None and math.isfinite(value) and "step" in result:
+                    ot_trial.report(float(value), int(result["step"]))
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            else:  # error, or stopped for another reason (time budget, interrupt)
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+
+    study = open_study(run_dir, spec)
+    # a fresh seed per session, so a resumed sweep does not replay the first session's random start
+    sampler = optuna.samplers.TPESampler(seed=spec.search_seed + len(study.trials))
+    return _SweepOptunaSearch(space=optuna_space(spec), metric=spec.metric.name, mode=spec.metric.mode,
+                              sampler=sampler, study_name=spec.name, storage=RDBStorage(storage_url(run_dir)))
