@@ -1,7 +1,7 @@
 """Tokens/s and MFU of the 1.2B target on one CUDA GPU, measured with the training loop itself.
 
 For each attention backend (flash-attn when installed, then SDPA) it trains the target for a few
-steps through `windtunnel.train.train` (bf16 autocast, fused AdamW, torch.compile unless
+steps through `windtunnel.trainer.train` (bf16 autocast, fused AdamW, torch.compile unless
 --no-compile) and reads the speed of the steps after the warm-up from the run's metrics.csv.
 MFU = achieved FLOP/s / the device's dense bf16 peak (`windtunnel.estimate.PEAK_TFLOPS_BF16`, or
 WINDTUNNEL_PEAK_TFLOPS), both measured and known in this run; the goal is >= 50 % on H100/H200.
@@ -88,7 +88,7 @@ def measure(cfg, warmup: int) -> tuple[float, float | None]:
     import torch
 
     from windtunnel.metrics import read_metrics
-    from windtunnel.train import train
+    from windtunnel.trainer import train
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

@@ -1,6 +1,6 @@
 """Proxy training throughput on CPU: tokens/s and model FLOPs utilisation (MFU) per width.
 
-Times the real training loop (`windtunnel.train.train`: forward, backward, grad clip, AdamW step;
+Times the real training loop (`windtunnel.trainer.train`: forward, backward, grad clip, AdamW step;
 fp32) on the CPU proxy ladder's shape (proxies/xs.yaml: 2 layers, 4 heads, batch 16 x seq 128) at
 several widths. Achieved FLOP/s = tokens/s x `windtunnel.model.flops_per_token` (6N + causal
 attention); the ceiling is the fp32 matmul peak measured in the same process on the same threads
@@ -31,7 +31,7 @@ import torch
 
 from windtunnel.config import load_config
 from windtunnel.model import flops_per_token
-from windtunnel.train import train
+from windtunnel.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

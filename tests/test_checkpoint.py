@@ -16,7 +16,7 @@ from windtunnel.errors import WindtunnelError
 from windtunnel.metrics import read_metrics
 from windtunnel.optim import build_optimizer
 from windtunnel.parametrization import build_model
-from windtunnel.train import train
+from windtunnel.trainer import train
 
 from conftest import ROOT, TINY
 

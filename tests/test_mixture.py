@@ -13,8 +13,8 @@ from windtunnel.config import apply_overrides, config_from_dict, load_config, pa
 from windtunnel.data import write_prepared
 from windtunnel.errors import ConfigError
 from windtunnel.mixture import MixtureSampler, ValSet, build_samplers
-from windtunnel.prepare import prepare
-from windtunnel.train import make_schedule, train
+from windtunnel.preparation import prepare
+from windtunnel.trainer import make_schedule, train
 
 
 

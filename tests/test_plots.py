@@ -114,7 +114,7 @@ def test_bad_folders_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_width_sweep(tmp_path_factory):
     """A real sweep in miniature: 12 tiny trials through the training loop, in the results format."""
-    from windtunnel.train import train
+    from windtunnel.trainer import train
     run = tmp_path_factory.mktemp("sweeps") / "width_transfer"
     rows = []
     for p in ("mup", "sp"):

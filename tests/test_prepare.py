@@ -15,7 +15,7 @@ import pytest
 
 from windtunnel.cli import main
 from windtunnel.data import DataError, load_tokens
-from windtunnel.prepare import prepare, split_of
+from windtunnel.preparation import prepare, split_of
 from windtunnel.sources import TEXT_BLOCK, expand_sources
 from windtunnel.tokenizers import EOS_TOKEN, ByteLevelTokenizer, load_tokenizer, parse_tokenizer
 

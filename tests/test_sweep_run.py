@@ -49,6 +49,10 @@ def test_grid_sweep_records_ok_diverged_and_error_trials(tmp_path, capsys):
     csv = pd.read_csv(tmp_path / "run" / "results.csv", keep_default_na=False, na_values=[""])
     pd.testing.assert_series_equal(csv["val_loss"], df["val_loss"])
 
+    # the pictures are drawn when the sweep ends (issue 4)
+    assert result.plots and all(p.is_file() and p.parent == tmp_path / "run" / "plots" for p in result.plots)
+    assert any(p.name.startswith("heatmap_") and p.suffix == ".png" for p in result.plots)
+
     capsys.readouterr()
     assert main(["results", str(tmp_path / "run"), "--top", "2", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -135,3 +139,29 @@ def _wait_for_rows(csv, proc, *, at_least: int, timeout: float) -> int:
                 return rows
         time.sleep(0.2)
     pytest.fail("no finished trial within the timeout")
+
+
+def test_sweep_over_a_mixture_weight(tmp_path):
+    """A mixture weight is a sweepable key: data.mixture.<source> through the real sweep engine."""
+    import numpy as np
+
+    from windtunnel.data import write_prepared
+    rng = np.random.default_rng(0)
+    for name, alphabet in (("digits", b"0123456789 \n"), ("letters", b"abcdefghijklmnopqrstuvwxyz \n")):
+        tokens = np.frombuffer(alphabet, np.uint8)[rng.integers(0, len(alphabet), 30_000)]
+        write_prepared(tmp_path / name, tokens[:25_000], tokens[25_000:], vocab_size=256, tokenizer="byte",
+                       sources=name)
+    spec = write_spec(tmp_path / "mix.yaml", name="mix", parameters={
+        "data.mixture.letters": {"values": [0.0, 1.0]}}, budget={"max_concurrent": 2})
+    data = yaml.safe_load(spec.read_text())
+    data["set"].update({"data.sources": {"digits": "digits", "letters": "letters"},  # relative to the spec
+                        "data.mixture": {"digits": 1.0, "letters": 1.0},
+                        "data.val_mixture": {"digits": 1.0, "letters": 1.0}})
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run_sweep(spec, out_dir=tmp_path / "run", progress=False, plots=False)
+    df = read_results(tmp_path / "run")
+    assert list(df["data.mixture.letters"]) == [0.0, 1.0] and (df["status"] == "ok").all()
+    by = {w: json.loads((tmp_path / "run" / "trials" / t / "summary.json").read_text())["val_loss_by_source"]
+          for w, t in zip(df["data.mixture.letters"], df["trial_id"])}
+    assert by[0.0]["letters"] > by[1.0]["letters"]  # the trial that never saw letters knows them worst
+    assert result.best is not None

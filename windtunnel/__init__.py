@@ -22,15 +22,15 @@ _EXPORTS = {
     "write_base_shapes": "parametrization", "multipliers": "parametrization",
     "build_optimizer": "optim",
     "build_schedule": "schedule",
-    "train": "train",
+    "train": "trainer",
     "open_data": "data",
-    # transfer to a target and the full run (`windtunnel.transfer.transfer` is the entry point; the
-    # module and function share the name, so reach it as windtunnel.transfer.transfer)
-    "TransferPlan": "transfer", "format_plan": "transfer", "write_plan": "transfer", "launch": "transfer",
+    # transfer to a target and the full run
+    "transfer": "transfer_plan", "TransferPlan": "transfer_plan", "format_plan": "transfer_plan",
+    "write_plan": "transfer_plan", "launch": "transfer_plan",
     "load_target": "targets", "load_proxy": "proxy", "effective_hparams": "hparams",
     "count_params": "estimate", "memory_per_gpu": "estimate",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "latest_checkpoint": "checkpoint",
-    "prepare": "prepare",
+    "prepare": "preparation",
     "plot_sweep": "plots",
     "coord_check": "checks.coord", "plot_coord": "checks.coord",
     "fit_optimum": "checks.transfer", "transfer_check": "checks.transfer",

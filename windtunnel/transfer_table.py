@@ -16,10 +16,10 @@ from .config import RunConfig
 from .estimate import count_params, run_flops
 from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
 from .model import flops_per_token
-from .train import make_schedule
+from .trainer import make_schedule
 
 if TYPE_CHECKING:  # annotations only: transfer.py builds the plan and imports this module
-    from .transfer import TransferPlan
+    from .transfer_plan import TransferPlan
 
 __all__ = ["Row", "GiB", "plan_rows", "plan_warnings", "format_plan", "HORIZON_RATIO", "REFERENCE_GPU"]
 

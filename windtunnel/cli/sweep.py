@@ -25,19 +25,22 @@ def _add_sweep(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the expanded trials, their count and cost; run and write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
     p.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args) -> int:
     from ..sweep import describe, run_sweep
     out = run_sweep(args.spec, out_dir=args.out, address=args.address, resume=args.resume,
-                    dry_run=args.dry_run, progress=not args.quiet)
+                    dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots)
     if args.dry_run:
         print(describe(out))
         return 0
     counts = ", ".join(f"{n} {s}" for s, n in out.counts.items() if n)
     print(f"sweep {out.spec.name}: {sum(out.counts.values())} trials finished ({counts or 'none'}) "
           f"in {out.wall_seconds:.0f}s; table: {out.run_dir / 'results.csv'}")
+    if out.plots:
+        print(f"plots: {', '.join(str(p) for p in out.plots if p.suffix == '.png')}")
     if out.unfinished:
         print(f"{out.unfinished} trials unfinished; continue with: windtunnel sweep {args.spec} --resume"
               + (f" --out {args.out}" if args.out else ""))

@@ -42,7 +42,7 @@ def _add_train(sub) -> None:
 def _cmd_train(args) -> int:
     from ..config import load_config
     cfg = load_config(args.config, overrides=args.overrides)
-    from ..train import train
+    from ..trainer import train
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     summary = train(cfg, out_dir=out, progress=not args.quiet, resume=args.resume, decay_from=args.decay_from,
                     stop_after=args.stop_after, tensorboard=not args.no_tensorboard)

@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def _cmd_transfer(args) -> int:
-    from ..transfer import format_plan, launch, transfer, write_plan
+    from ..transfer_plan import format_plan, launch, transfer, write_plan
     if args.dry_run and args.launch:
         print("windtunnel: error: --dry-run and --launch exclude each other", file=sys.stderr)
         return 2

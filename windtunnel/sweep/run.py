@@ -44,16 +44,18 @@ class SweepResult:
     counts: dict[str, int]
     unfinished: int
     wall_seconds: float
+    plots: list[Path]
 
 
 def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike | None = None,
               address: str | None = None, resume: bool = False, dry_run: bool = False,
-              progress: bool = True) -> SweepResult | SweepPlan:
+              progress: bool = True, plots: bool = True) -> SweepResult | SweepPlan:
     """Run a sweep on Ray Tune and return its results; with `dry_run`, return its plan and run nothing.
 
     `out_dir` defaults to `runs/<name>`. `address` joins an existing Ray cluster (`auto`, `HOST:PORT`);
     without it a private local Ray instance is started (an already-initialised Ray is reused).
     `resume` continues a sweep in `out_dir`: finished trials are kept, the others run.
+    `plots` draws the sweep's pictures into `out_dir/plots` at the end (see `windtunnel.plot_sweep`).
 
     Example:
         >>> result = run_sweep("sweeps/lr_init.yaml")
@@ -94,8 +96,21 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         if ray_started:
             import ray
             ray.shutdown()
+    drawn = _draw(run_dir, show) if plots and table.rows else []
     return SweepResult(run_dir=run_dir, spec=spec, table=table.frame(), best=table.best(), counts=table.counts(),
-                       unfinished=max(total - len(table.rows), 0), wall_seconds=time.perf_counter() - started)
+                       unfinished=max(total - len(table.rows), 0), wall_seconds=time.perf_counter() - started,
+                       plots=drawn)
+
+
+def _draw(run_dir: Path, show: Progress) -> list[Path]:
+    """The sweep's pictures. The table is already safe on disk, so a plotting failure only warns."""
+    from ..plots import plot_sweep
+    try:
+        return plot_sweep(run_dir)
+    except Exception as e:  # noqa: BLE001 - never lose a finished sweep to a figure
+        print(f"[{run_dir.name}] warning: plots not drawn ({type(e).__name__}: {e}); "
+              f"retry with: windtunnel plot {run_dir}", file=show.stream, flush=True)
+        return []
 
 
 def read_spec(run_dir: str | os.PathLike) -> SweepSpec | None:

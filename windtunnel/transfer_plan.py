@@ -39,7 +39,7 @@ from .estimate import MemoryEstimate, count_params, memory_per_gpu
 from .hparams import RECIPE, get_value, minicpm_batch_tokens, proxy_hparams
 from .proxy import Proxy, load_proxy
 from .targets import Target, load_target
-from .train import make_schedule
+from .trainer import make_schedule
 from .transfer_table import Row, format_plan, plan_rows, plan_warnings
 
 __all__ = ["BatchPlan", "TransferPlan", "transfer", "write_plan", "format_plan", "launch", "check_launchable"]
@@ -212,7 +212,7 @@ def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int 
     cfg = load_config(config)
     check_launchable(cfg, nproc=nproc)
     if nproc == 1:
-        from .train import train
+        from .trainer import train
         return train(cfg, out_dir=run_dir, progress=progress, resume=resume, tensorboard=True)
     summary_path = Path(run_dir) / "summary.json"
     started = time.time()
