@@ -32,6 +32,7 @@ __all__ = [
     "parse_overrides",
     "apply_overrides",
     "check_value",
+    "check_section",
     "save_config",
 ]
 
@@ -415,6 +416,32 @@ def check_value(key: str, value: Any, *, source: str | None = None) -> Any:
     return _coerce(value, typing.get_args(mapping[0])[1], source, key)
 
 
+def check_section(cls, raw: Mapping[str, Any] | None, *, source: str | None, section: str):
+    """Build the dataclass `cls` from a mapping, each key checked against its field's type hint.
+
+    None gives the defaults. An unknown key, a wrong type or a value outside a `Literal` raises
+    `ConfigError(source, "section.key", ...)`; ints are accepted for floats and `1e-3` strings for
+    numbers. Rules on values and across fields (`> 0`, `<`) are the caller's: the run config and the
+    sweep spec each check theirs after this.
+
+    Example:
+        >>> check_section(TrainConfig, {"lr": "3e-3"}, source="c.yaml", section="train").lr
+        0.003
+    """
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, section, f"expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise ConfigError(source, f"{section}.{key}", f"unknown key{_suggest(key, names, listed=8)}")
+        values[key] = _coerce(value, hints[key], source, f"{section}.{key}")
+    return cls(**values)
+
+
 def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> RunConfig:
     """Build and check a `RunConfig` from nested plain data (what YAML gives).
 
@@ -426,12 +453,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> R
     if unknown:
         key = sorted(unknown)[0]
         raise ConfigError(source, key, f"unknown section{_suggest(key, _SECTIONS)}; expected model, train, data")
-    sections = {}
-    for name, cls in _SECTIONS.items():
-        raw = data.get(name) or {}
-        if not isinstance(raw, Mapping):
-            raise ConfigError(source, name, f"expected a mapping, got {type(raw).__name__}")
-        sections[name] = _build_section(cls, raw, source, name)
+    sections = {name: check_section(cls, data.get(name) or {}, source=source, section=name)
+                for name, cls in _SECTIONS.items()}
     cfg = RunConfig(**sections, source=source)
     cfg.check()
     return cfg
@@ -459,17 +482,6 @@ def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
 
 
 # --- internals --------------------------------------------------------------------------------
-
-
-def _build_section(cls, raw: Mapping[str, Any], source, section: str):
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    values = {}
-    for key, value in raw.items():
-        if key not in hints:
-            raise ConfigError(source, f"{section}.{key}", f"unknown key{_suggest(key, names)}")
-        values[key] = _coerce(value, hints[key], source, f"{section}.{key}")
-    return cls(**values)
 
 
 def _coerce(value: Any, hint: Any, source, key: str) -> Any:
@@ -563,9 +575,13 @@ def _resolve(path: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def _suggest(key: str, choices) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _suggest(key: str, choices, *, listed: int = 0) -> str:
+    """` (did you mean 'x'?)` for a close match; else the choices when there are at most `listed`."""
+    choices = list(choices)
+    close = difflib.get_close_matches(key, choices, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f"; expected one of {', '.join(choices)}" if 0 < len(choices) <= listed else ""
 
 
 def _one_line(e: Exception) -> str:

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import RunConfig, load_config
 from .errors import ConfigError, WindtunnelError
+from .sweep.results import SPEC_FILE, read_results, read_spec_data, results_file
 
 __all__ = ["Proxy", "load_proxy", "edge_messages"]
 
@@ -52,7 +51,7 @@ def load_proxy(path: str | os.PathLike) -> Proxy:
         return Proxy(source=str(path), config=cfg, val_loss=None, tokens=float(cfg.train.steps * cfg.tokens_per_step))
     if not path.is_dir():
         raise WindtunnelError(f"{path}: no such sweep folder, run folder or config file")
-    if _results_file(path) is not None:
+    if results_file(path) is not None:
         return _from_sweep(path)
     if (path / "config.yaml").is_file():
         return _from_run(path)
@@ -61,8 +60,7 @@ def load_proxy(path: str | os.PathLike) -> Proxy:
 
 
 def _from_sweep(folder: Path) -> Proxy:
-    results = _results_file(folder)
-    table = _read_table(results)
+    results, table = results_file(folder), read_results(folder)
     for column in ("trial_id", "status", "val_loss"):
         if column not in table.columns:
             raise ConfigError(str(results), column, "missing column; expected trial_id, status, val_loss, ...")
@@ -71,7 +69,7 @@ def _from_sweep(folder: Path) -> Proxy:
         raise WindtunnelError(f"{results}: no trial finished with status ok and a finite val_loss "
                               f"({len(table)} trials: {table['status'].value_counts().to_dict()})")
     row = ok.loc[ok["val_loss"].astype(float).idxmin()]
-    spec = _read_spec(folder / "spec.yaml")
+    spec = read_spec_data(folder)
     swept = {k: v for k, v in (spec.get("parameters") or {}).items() if isinstance(v, dict)}
     best = {k: _plain(row[k]) for k in swept if k in row.index}
     cfg = _trial_config(folder, str(row["trial_id"]), spec, best)
@@ -101,7 +99,7 @@ def _trial_config(folder: Path, trial_id: str, spec: dict, best: dict) -> RunCon
         return load_config(path)
     base = spec.get("base")
     if not base:
-        raise WindtunnelError(f"{path}: missing, and {folder / 'spec.yaml'} names no `base` config to rebuild it from")
+        raise WindtunnelError(f"{path}: missing, and {folder / SPEC_FILE} names no `base` config to rebuild it from")
     base_path = Path(base) if Path(base).is_absolute() or Path(base).exists() else folder / base
     return load_config(base_path, overrides={**(spec.get("set") or {}), **best})
 
@@ -132,35 +130,6 @@ def edge_messages(swept: dict[str, dict], best: dict[str, Any]) -> list[str]:
                 out.append(f"{key} = {value:g} is at the {side} end of its range [{spec['min']:g}, {spec['max']:g}]: "
                            "the optimum may lie beyond it")
     return out
-
-
-def _results_file(folder: Path) -> Path | None:
-    for name in ("results.parquet", "results.csv"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _read_table(path: Path):
-    import pandas as pd
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path, dtype={"trial_id": str, "status": str})
-    except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types for a bad file
-        raise WindtunnelError(f"{path}: unreadable results table ({' '.join(str(e).split())[:200]})") from None
-
-
-def _read_spec(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), "(yaml)", f"not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(str(path), "(top level)", "expected a mapping with base, set, parameters")
-    return spec
 
 
 def _plain(value: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import WindtunnelError
+from .sweep.results import SPEC_FILE, read_results, read_spec_data, results_file
 
 __all__ = ["RunResults", "load_run", "aggregate", "best_over", "with_parametrization", "is_log_spaced",
            "label_of", "SEED_KEYS", "WIDTH_KEY", "LR_KEY", "PARAM_KEY"]
@@ -78,7 +79,7 @@ class RunResults:
 
 
 def load_run(run_dir: str | Path) -> RunResults:
-    """Read `run_dir/results.parquet` (else `results.csv`) and `run_dir/spec.yaml`.
+    """Read `run_dir/results.parquet` (else `results.csv`) and `run_dir/spec.yaml`, and check them.
 
     Example:
         >>> res = load_run("runs/lr_init")
@@ -90,26 +91,20 @@ def load_run(run_dir: str | Path) -> RunResults:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise WindtunnelError(f"{run_dir}: no such run folder")
-    parquet, csv = run_dir / "results.parquet", run_dir / "results.csv"
-    if parquet.exists():
-        frame, table = pd.read_parquet(parquet), parquet
-    elif csv.exists():
-        frame, table = pd.read_csv(csv), csv
-    else:
-        raise WindtunnelError(f"{run_dir}: no results.parquet or results.csv (has the sweep written any trial?)")
+    frame, table = read_results(run_dir), results_file(run_dir)
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise WindtunnelError(f"{table}: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED)}")
     if frame.empty:
         raise WindtunnelError(f"{table}: no trials in the table")
-    spec = _read_spec(run_dir / "spec.yaml")
+    spec = _read_spec(run_dir)
     metric_cfg = spec.get("metric") or {}
     metric = metric_cfg.get("name", "val_loss") if isinstance(metric_cfg, dict) else "val_loss"
     goal = metric_cfg.get("goal", "minimize") if isinstance(metric_cfg, dict) else "minimize"
     if metric not in frame.columns:
         raise WindtunnelError(f"{table}: the spec's metric {metric!r} is not a column")
     if goal not in GOALS:
-        raise WindtunnelError(f"{run_dir / 'spec.yaml'}: metric.goal: expected minimize or maximize, got {goal!r}")
+        raise WindtunnelError(f"{run_dir / SPEC_FILE}: metric.goal: expected minimize or maximize, got {goal!r}")
     frame = frame.copy()
     frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
     bad = sorted(set(frame["status"].astype(str)) - set(STATUSES))
@@ -202,18 +197,10 @@ def label_of(key: str) -> str:
 # --- internals --------------------------------------------------------------------------------
 
 
-def _read_spec(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise WindtunnelError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(spec, dict):
-        raise WindtunnelError(f"{path}: expected a mapping, got {type(spec).__name__}")
-    params = spec.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise WindtunnelError(f"{path}: parameters: expected a mapping of dotted keys")
+def _read_spec(run_dir: Path) -> dict:
+    spec = read_spec_data(run_dir)
+    if not isinstance(spec.get("parameters") or {}, dict):
+        raise WindtunnelError(f"{run_dir / SPEC_FILE}: parameters: expected a mapping of dotted keys")
     return spec
 
 

@@ -1,4 +1,6 @@
 """The results table of a sweep: one row per finished trial, written atomically as trials finish.
+Also the one reader of a sweep folder's files (`read_results`, `read_spec_data`) that plots, checks
+and transfer share: no Ray, Optuna or torch here.
 
 Columns: `trial_id`, `status` (ok | diverged | pruned | error), `val_loss`, `tokens`, `seconds`, `seed`,
 one column per swept parameter named by its dotted key (`train.lr`), then `steps`, `train_loss`,
@@ -19,8 +21,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["STATUSES", "BASE_COLUMNS", "EXTRA_COLUMNS", "ResultsTable", "read_results", "best_row",
-           "sort_results", "row_from_trial_dir", "make_row", "write_json", "atomic_write"]
+import yaml
+
+from ..errors import ConfigError, WindtunnelError
+
+__all__ = ["STATUSES", "BASE_COLUMNS", "EXTRA_COLUMNS", "SPEC_FILE", "ResultsTable", "read_results",
+           "results_file", "read_spec_data", "best_row", "sort_results", "row_from_trial_dir", "make_row",
+           "write_json", "atomic_write"]
 
 STATUSES = ("ok", "diverged", "pruned", "error")
 BASE_COLUMNS = ["trial_id", "status", "val_loss", "tokens", "seconds", "seed"]
@@ -29,6 +36,7 @@ RESULTS_PARQUET = "results.parquet"
 RESULTS_CSV = "results.csv"
 TRIAL_FILE = "trial.json"
 SUMMARY_FILE = "summary.json"
+SPEC_FILE = "spec.yaml"
 
 
 class ResultsTable:
@@ -55,7 +63,7 @@ class ResultsTable:
 
     def load(self) -> "ResultsTable":
         """Read the rows already on disk (resume); a missing table is an empty one."""
-        if (self.run_dir / RESULTS_PARQUET).exists() or (self.run_dir / RESULTS_CSV).exists():
+        if results_file(self.run_dir) is not None:
             for row in read_results(self.run_dir).to_dict("records"):
                 self.rows[str(row["trial_id"])] = row
         return self
@@ -98,20 +106,61 @@ class ResultsTable:
 def read_results(run_dir: str | os.PathLike):
     """The results table of a sweep folder as a DataFrame (parquet, else CSV).
 
+    Both files read back alike: `trial_id` and `status` as strings, a diverged trial's `inf` as inf,
+    a missing number as NaN and a missing message as "" (the CSV holds both as an empty field).
+
     Example:
         >>> df = read_results("runs/lr_init")
         >>> df.loc[df.status == "ok", ["train.lr", "model.init_std", "val_loss"]]   # doctest: +SKIP
     """
+    path = results_file(run_dir)
+    if path is None:
+        raise WindtunnelError(f"{run_dir}: no {RESULTS_PARQUET} or {RESULTS_CSV}; is this a sweep folder "
+                              f"(runs/<name>) whose sweep has finished at least one trial?")
     import pandas as pd
-    from ..errors import WindtunnelError
-    run_dir = Path(run_dir)
-    parquet, csv = run_dir / RESULTS_PARQUET, run_dir / RESULTS_CSV
-    if parquet.exists():
-        return pd.read_parquet(parquet)
-    if csv.exists():
-        return pd.read_csv(csv, keep_default_na=False, na_values=[""])
-    raise WindtunnelError(f"{run_dir}: no {RESULTS_PARQUET} or {RESULTS_CSV}; is this a sweep folder "
-                          f"(runs/<name>) whose sweep has finished at least one trial?")
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        # only "" is missing: a message reading "NA" or "None" stays text; "inf" parses as inf
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"trial_id": str, "status": str})
+    except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types for a bad file
+        raise WindtunnelError(f"{path}: unreadable results table ({' '.join(str(e).split())[:200]})") from None
+    if "message" in df.columns:
+        df["message"] = df["message"].fillna("").astype(str)
+    return df
+
+
+def results_file(run_dir: str | os.PathLike) -> Path | None:
+    """The table a sweep folder holds: `results.parquet`, else `results.csv`; None when it has neither."""
+    for name in (RESULTS_PARQUET, RESULTS_CSV):
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
+def read_spec_data(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A sweep folder's `spec.yaml` as plain data, unchecked; {} when the folder has none.
+
+    Plots, checks and transfer read it so (a hand-written folder's spec need only be a mapping);
+    `windtunnel.sweep.read_spec` builds the checked `SweepSpec` from it.
+
+    Example:
+        >>> read_spec_data("runs/lr_init")["metric"]                # doctest: +SKIP
+        {'name': 'val_loss', 'goal': 'minimize'}
+    """
+    path = Path(run_dir) / SPEC_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "(yaml)", f"not valid YAML: {' '.join(str(e).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "(top level)", f"expected a mapping with name, base, set, method, "
+                          f"parameters, got {type(data).__name__}")
+    return data
 
 
 def sort_results(df, *, metric: str = "val_loss", goal: str = "minimize"):

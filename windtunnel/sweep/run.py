@@ -23,12 +23,11 @@ import yaml
 from ..errors import WindtunnelError
 from .plan import SweepPlan, expand_points, plan_sweep
 from .progress import Progress
-from .results import SUMMARY_FILE, ResultsTable, atomic_write, row_from_trial_dir
+from .results import SPEC_FILE, SUMMARY_FILE, ResultsTable, atomic_write, read_spec_data, row_from_trial_dir
 from .spec import SweepSpec, base_dict, load_sweep, spec_from_dict, spec_to_dict
 
 __all__ = ["SweepResult", "run_sweep", "read_spec", "SPEC_FILE"]
 
-SPEC_FILE = "spec.yaml"
 # may change between sessions of one sweep: how it runs, not what it measures
 _MAY_CHANGE = ("budget", "resources", "description")
 
@@ -116,9 +115,9 @@ def _draw(run_dir: Path, show: Progress) -> list[Path]:
 def read_spec(run_dir: str | os.PathLike) -> SweepSpec | None:
     """The resolved spec a sweep folder was run with, or None if it has none."""
     path = Path(run_dir) / SPEC_FILE
-    if not path.exists():
+    if not path.is_file():
         return None
-    data = yaml.safe_load(path.read_text())
+    data = read_spec_data(run_dir)
     data.pop("base_config", None)
     return spec_from_dict(data, source=str(path))
 
@@ -152,7 +151,7 @@ def _check_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) 
         if not resume:
             raise WindtunnelError(f"{run_dir} already holds sweep {spec.name!r}; pass --resume to continue "
                                   f"it, or --out to start a new one elsewhere")
-        saved = yaml.safe_load(saved_path.read_text()) or {}
+        saved = read_spec_data(run_dir)
         changed = [k for k in sorted(set(saved) | set(current))
                    if k not in _MAY_CHANGE and saved.get(k) != current.get(k)]
         if changed:

@@ -19,18 +19,18 @@ is written. No torch and no Ray here: checking a spec is instant.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
 
-from ..config import config_to_dict, load_config
+from ..config import check_section, config_to_dict, load_config
 from ..errors import ConfigError
-from .params import DISTRIBUTIONS, Param, integer, is_number, parse_parameters, spec_value
+from .params import DISTRIBUTIONS, Param, integer, parse_parameters, spec_value
 
 __all__ = ["Param", "Metric", "Budget", "EarlyTerminate", "Resources", "SweepSpec", "load_sweep",
            "spec_from_dict", "spec_to_dict", "base_dict", "max_steps", "METHODS", "DISTRIBUTIONS"]
@@ -226,37 +226,13 @@ def _seeds(value: Any, source) -> tuple[int, ...]:
 
 
 def _section(cls, raw: Any, source, name: str):
-    """A small dataclass section from a mapping, each field checked by its annotation."""
-    if raw is None:
-        return cls()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(source, name, f"expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, v in raw.items():
-        if key not in hints:
-            raise ConfigError(source, f"{name}.{key}", f"unknown key; expected one of {', '.join(hints)}")
-        values[key] = _typed(v, hints[key], source, f"{name}.{key}")
-    return cls(**values)
-
-
-def _typed(v: Any, hint: Any, source, key: str) -> Any:
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is Literal:
-        if v not in args:
-            raise ConfigError(source, key, f"expected one of {', '.join(map(str, args))}, got {v!r}")
-        return v
-    optional = type(None) in args
-    if v is None:
-        if optional:
-            return None
-        raise ConfigError(source, key, "must not be null")
-    inner = next((a for a in args if a is not type(None)), hint) if args else hint
-    if inner is int:
-        return integer(v, source, key, positive=True)
-    if not is_number(v):
-        raise ConfigError(source, key, f"expected a finite number, got {v!r}")
-    return float(v)
+    """A small dataclass section, typed by config's checker; a sweep's counts and steps are > 0 too."""
+    section = check_section(cls, raw, source=source, section=name)
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if type(value) is int and value <= 0:  # int fields only: check_section gives floats as float
+            raise ConfigError(source, f"{name}.{f.name}", f"must be > 0, got {value}")
+    return section
 
 
 def _check_spec(spec: SweepSpec) -> None:
