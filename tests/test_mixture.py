@@ -166,7 +166,7 @@ def _mix_cfg(two_sources, tiny, extra=()):
 def test_sweep_over_a_mixture_weight_trains_and_records(two_sources, tiny, tmp_path):
     results = {}
     for w in (0.0, 1.0):  # what a sweep does per trial: set the key, train
-        cfg = _mix_cfg(two_sources, tiny, [f"data.mixture.letters={w}", "train.steps=30", "train.eval_every=15",
+        cfg = _mix_cfg(two_sources, tiny, [f"data.mixture.letters={w}", "train.steps=80", "train.eval_every=40",
                                      "train.lr=0.03"])
         out = tmp_path / f"w{w}"
         summary = train(cfg, out_dir=out)

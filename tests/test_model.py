@@ -46,3 +46,15 @@ def test_param_counts(xs):
     norms = (2 * 2 + 1) * 64                       # two per block and the final one
     assert model.num_params(non_embedding=True) == 2 * (64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 160) + norms
     assert model.num_params() == model.num_params(non_embedding=True) + 256 * 64  # readout is tied
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    """Rotary embedding: <rope(q, t), rope(k, s)> is a function of t - s alone, and norms are kept."""
+    from windtunnel.model import apply_rope, rope_tables
+    rope = rope_tables(8, 16, 10000.0)
+    q, k = torch.randn(8), torch.randn(8)
+    at = lambda v, t: apply_rope(v.expand(1, 16, 1, 8).contiguous(), rope)[0, t, 0]  # noqa: E731
+    assert torch.dot(at(q, 5), at(k, 2)).item() == pytest.approx(torch.dot(at(q, 13), at(k, 10)).item(), rel=1e-5)
+    assert torch.dot(at(q, 5), at(k, 2)).item() != pytest.approx(torch.dot(at(q, 5), at(k, 4)).item(), rel=1e-3)
+    assert at(q, 7).norm().item() == pytest.approx(q.norm().item(), rel=1e-5)
+    torch.testing.assert_close(at(q, 0), q)  # position 0 is not rotated
