@@ -1,4 +1,5 @@
-"""Tests for windtunnel.data: embedded corpus, prepared folders, memmaps and batch sampling."""
+"""Tests for windtunnel.corpus, windtunnel.data and windtunnel.batches: embedded corpus, prepared
+folders, memmaps and batch sampling."""
 
 from __future__ import annotations
 
@@ -16,20 +17,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from windtunnel import corpus as wc  # noqa: E402
 from windtunnel import data as wd  # noqa: E402
+from windtunnel.batches import BatchSampler, eval_batches  # noqa: E402
+from windtunnel.corpus import corpus_files, embedded_corpus  # noqa: E402
 from windtunnel.data import (  # noqa: E402
-    BatchSampler,
-    ByteTokenizer,
     DataError,
     TokenData,
-    corpus_files,
     dtype_for_vocab,
-    embedded_corpus,
-    eval_batches,
     load_tokens,
     open_data,
     write_prepared,
 )
+from windtunnel.tokenizers import ByteTokenizer  # noqa: E402
 
 SMALL = 300_000
 
@@ -106,7 +106,7 @@ def test_split_by_file_crc_and_disjoint():
 def test_default_budget_split_is_about_five_percent():
     files = corpus_files()
     n_val = sum(f.split == "val" for f in files)
-    assert sum(f.nbytes for f in files) <= wd.DEFAULT_MAX_BYTES
+    assert sum(f.nbytes for f in files) <= wc.DEFAULT_MAX_BYTES
     assert 0.01 < n_val / len(files) < 0.15
 
 
@@ -131,7 +131,7 @@ def test_unigram_entropy(data):
 
 def test_cache_reused_and_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("WINDTUNNEL_CACHE", str(tmp_path / "envcache"))
-    assert wd.cache_root() == tmp_path / "envcache"
+    assert wc.cache_root() == tmp_path / "envcache"
     first = embedded_corpus(max_bytes=SMALL)
     assert first.parent == tmp_path / "envcache"
     stamp = (first / "train.bin").stat().st_mtime_ns
@@ -178,7 +178,8 @@ def test_race_loser_uses_winner_folder(tmp_path, monkeypatch):
 
 _CHILD = """
 import sys
-from windtunnel.data import embedded_corpus, load_tokens
+from windtunnel.corpus import embedded_corpus
+from windtunnel.data import load_tokens
 folder = embedded_corpus(max_bytes=int(sys.argv[2]), cache_dir=sys.argv[1])
 print(load_tokens(folder).meta["sha256"]["train.bin"])
 """
@@ -199,7 +200,7 @@ def test_concurrent_processes(tmp_path):
 
 
 def test_import_does_not_pull_in_torch():
-    code = "import sys, windtunnel, windtunnel.data; print('torch' in sys.modules)"
+    code = "import sys, windtunnel, windtunnel.data, windtunnel.corpus, windtunnel.batches; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

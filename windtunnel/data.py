@@ -1,4 +1,4 @@
-"""Token data: the embedded default corpus, the byte tokenizer, memory-mapped token arrays and batches.
+"""Prepared token data: the folder format, writing it atomically, and opening it as memmaps.
 
 A *prepared data folder* holds three files:
 
@@ -8,18 +8,15 @@ A *prepared data folder* holds three files:
     raw little-endian token ids, no header: ``uint8`` when ``vocab_size <= 256``,
     ``uint16`` when ``<= 65536``, else ``uint32``.
 
-The default corpus needs no network and no user files: it is the Python standard library's own
-``.py`` sources (byte-level, vocab 256), prepared once into ``$WINDTUNNEL_CACHE`` (default
-``~/.cache/windtunnel``) and then opened read-only with ``np.memmap`` by any number of processes.
-
-Batches are a pure function of ``(seed, step)``, so a resumed run or a repeated sweep trial sees
-exactly the same data.
+Folders are written once (to a temporary folder, then renamed) and then opened read-only with
+``np.memmap`` by any number of processes. Where the tokens come from is elsewhere: the embedded
+stdlib corpus in :mod:`windtunnel.corpus`, user text in :mod:`windtunnel.preparation`; batches
+are cut from the arrays by :mod:`windtunnel.batches`.
 
 Example:
     >>> data = open_data(path=None)                       # doctest: +SKIP
-    >>> sampler = BatchSampler(data.train, batch_size=8, seq_len=256, seed=0)  # doctest: +SKIP
-    >>> x, y = sampler.batch(step=0)                      # doctest: +SKIP
-    >>> val = eval_batches(data.val, batch_size=8, seq_len=256, n_batches=4)  # doctest: +SKIP
+    >>> data.vocab_size, data.train.dtype                 # doctest: +SKIP
+    (256, dtype('uint8'))
 """
 
 from __future__ import annotations
@@ -27,52 +24,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
-import sys
-import sysconfig
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from windtunnel.errors import WindtunnelError
 
-if TYPE_CHECKING:  # torch is imported lazily where tensors are built
-    import torch
-
 __all__ = [
-    "DEFAULT_MAX_BYTES",
-    "VAL_PERCENT",
-    "BatchSampler",
-    "ByteTokenizer",
-    "CorpusFile",
     "DataError",
     "TokenData",
-    "cache_root",
-    "corpus_files",
     "dtype_for_vocab",
-    "embedded_corpus",
-    "eval_batches",
     "load_tokens",
     "open_data",
     "write_prepared",
 ]
 
-DEFAULT_MAX_BYTES = 8_000_000
-"""Default byte budget of the embedded corpus (train + val)."""
-
-VAL_PERCENT = 5
-"""A corpus file goes to validation when ``zlib.crc32(relative_path) % 100 < VAL_PERCENT``."""
-
 META_FILE, TRAIN_FILE, VAL_FILE = "meta.json", "train.bin", "val.bin"
 
-_EXCLUDED_DIRS = frozenset(
-    {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
-)
 _DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
 
@@ -83,40 +55,6 @@ class DataError(WindtunnelError, ValueError):
         >>> str(DataError("/data/train.bin: expected 100 bytes, found 40"))
         '/data/train.bin: expected 100 bytes, found 40'
     """
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenizer
-# --------------------------------------------------------------------------------------------
-
-
-class ByteTokenizer:
-    """Byte-level tokenizer: vocab 256, token id = byte value (UTF-8 for text).
-
-    Example:
-        >>> tok = ByteTokenizer()
-        >>> tok.encode("hi").tolist()
-        [104, 105]
-        >>> tok.decode([104, 105])
-        'hi'
-    """
-
-    name = "byte"
-    vocab_size = 256
-
-    def encode(self, text: str | bytes) -> np.ndarray:
-        """Encode text (as UTF-8) or raw bytes to a ``uint8`` array of token ids."""
-        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        return np.frombuffer(data, dtype=np.uint8).copy()
-
-    def decode(self, ids: Any) -> str:
-        """Decode token ids (list, array or tensor) back to text; invalid UTF-8 becomes U+FFFD."""
-        if hasattr(ids, "detach"):  # torch tensor
-            ids = ids.detach().cpu().numpy()
-        arr = np.asarray(ids).reshape(-1)
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise ValueError(f"byte token ids must be in [0, 255], got range [{arr.min()}, {arr.max()}]")
-        return arr.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
 
 def dtype_for_vocab(vocab_size: int) -> str:
@@ -135,151 +73,6 @@ def dtype_for_vocab(vocab_size: int) -> str:
     if vocab_size <= 1 << 32:
         return "uint32"
     raise ValueError(f"vocab_size {vocab_size} does not fit in uint32")
-
-
-# --------------------------------------------------------------------------------------------
-# Embedded corpus
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CorpusFile:
-    """One stdlib source file in the embedded corpus: its relative path, bytes used and split."""
-
-    relpath: str  # POSIX-style path relative to the stdlib root
-    nbytes: int  # bytes taken from the file (the last file may be cut to fit the budget)
-    split: str  # "train" or "val"
-
-
-def _stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def _split_of(relpath: str) -> str:
-    return "val" if zlib.crc32(relpath.encode("utf-8")) % 100 < VAL_PERCENT else "train"
-
-
-def _stdlib_sources(root: Path) -> list[tuple[str, Path]]:
-    """All stdlib ``.py`` files outside excluded dirs, sorted by POSIX relative path."""
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in _EXCLUDED_DIRS]
-        for name in filenames:
-            if not name.endswith(".py"):
-                continue
-            full = Path(dirpath) / name
-            if full.is_file():
-                found.append((full.relative_to(root).as_posix(), full))
-    found.sort(key=lambda item: item[0])
-    return found
-
-
-def corpus_files(max_bytes: int = DEFAULT_MAX_BYTES) -> list[CorpusFile]:
-    """The files of the embedded corpus, in order, with their split; files are read until the budget.
-
-    The file that crosses ``max_bytes`` is cut so the corpus holds exactly ``max_bytes`` bytes
-    (or the whole eligible stdlib when it is smaller).
-
-    Example:
-        >>> files = corpus_files(100_000)
-        >>> sum(f.nbytes for f in files)
-        100000
-        >>> files[0].relpath
-        '__future__.py'
-    """
-    _check_budget(max_bytes)
-    out: list[CorpusFile] = []
-    total = 0
-    for rel, full in _stdlib_sources(_stdlib_root()):
-        if total >= max_bytes:
-            break
-        n = min(full.stat().st_size, max_bytes - total)
-        out.append(CorpusFile(rel, n, _split_of(rel)))
-        total += n
-    return out
-
-
-def _read_corpus(max_bytes: int) -> tuple[bytes, bytes, int, int]:
-    root = _stdlib_root()
-    train, val = bytearray(), bytearray()
-    n_train_files = n_val_files = 0
-    total = 0
-    for rel, full in _stdlib_sources(root):
-        if total >= max_bytes:
-            break
-        data = full.read_bytes()[: max_bytes - total]
-        total += len(data)
-        if _split_of(rel) == "val":
-            val += data
-            n_val_files += 1
-        else:
-            train += data
-            n_train_files += 1
-    return bytes(train), bytes(val), n_train_files, n_val_files
-
-
-def cache_root() -> Path:
-    """The cache directory: ``$WINDTUNNEL_CACHE`` if set, else ``~/.cache/windtunnel``.
-
-    Example:
-        >>> cache_root()                                      # doctest: +SKIP
-        PosixPath('/home/me/.cache/windtunnel')
-    """
-    env = os.environ.get("WINDTUNNEL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "windtunnel"
-
-
-def embedded_corpus(*, max_bytes: int = DEFAULT_MAX_BYTES, cache_dir: str | Path | None = None) -> Path:
-    """Prepare (once) and return the folder holding the embedded stdlib corpus.
-
-    The folder is ``<cache>/embedded-py{major}{minor}-{max_bytes}``. It is built in a temporary
-    folder beside the target and renamed into place, so a crash never leaves a half-written cache;
-    when several processes race, the losers discard their copy and use the winner's.
-
-    Example:
-        >>> folder = embedded_corpus(max_bytes=300_000)       # doctest: +SKIP
-        >>> load_tokens(folder).meta["train_tokens"]          # doctest: +SKIP
-        286021
-    """
-    _check_budget(max_bytes)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
-    target = root / f"embedded-py{sys.version_info.major}{sys.version_info.minor}-{max_bytes}"
-    if target.exists():
-        if not (target / META_FILE).is_file():
-            raise DataError(
-                f"{target / META_FILE}: missing; {target} is not a prepared data folder "
-                "(delete it and it will be rebuilt)"
-            )
-        return target
-
-    train, val, n_train_files, n_val_files = _read_corpus(max_bytes)
-    if not train or not val:
-        raise DataError(
-            f"{_stdlib_root()}: max_bytes={max_bytes} gives {len(train)} train and {len(val)} val bytes; "
-            "expected both splits non-empty (use a larger max_bytes)"
-        )
-    tok = ByteTokenizer()
-    return write_prepared(
-        target,
-        np.frombuffer(train, dtype=np.uint8),
-        np.frombuffer(val, dtype=np.uint8),
-        vocab_size=tok.vocab_size,
-        tokenizer=tok.name,
-        sources="python-stdlib",
-        extra={
-            "python_version": platform.python_version(),
-            "max_bytes": max_bytes,
-            "train_files": n_train_files,
-            "val_files": n_val_files,
-            "val_rule": f"zlib.crc32(relative_path) % 100 < {VAL_PERCENT}",
-        },
-        exist_ok=True,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Writing and loading prepared folders
-# --------------------------------------------------------------------------------------------
 
 
 def _entropy_nats(tokens: np.ndarray, vocab_size: int) -> float:
@@ -319,6 +112,7 @@ def write_prepared(
 
     Example:
         >>> import tempfile
+        >>> from windtunnel.tokenizers import ByteTokenizer
         >>> tok = ByteTokenizer()
         >>> d = write_prepared(Path(tempfile.mkdtemp()) / "tiny", tok.encode("hello world"),
         ...                    tok.encode("hi there"), vocab_size=256, tokenizer="byte", sources="demo")
@@ -381,7 +175,7 @@ class TokenData:
     re-opens the memmaps instead of copying the tokens.
 
     Example:
-        >>> data = load_tokens(embedded_corpus())             # doctest: +SKIP
+        >>> data = load_tokens("data/web")                   # doctest: +SKIP
         >>> data.vocab_size, data.train.dtype                 # doctest: +SKIP
         (256, dtype('uint8'))
     """
@@ -404,11 +198,6 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def _check_budget(max_bytes: Any) -> None:
-    if not _is_int(max_bytes) or max_bytes < 1:
-        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-
-
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -426,7 +215,7 @@ def load_tokens(path: str | Path, *, verify: bool = False) -> TokenData:
     processes can open the data cheaply).
 
     Example:
-        >>> data = load_tokens(embedded_corpus(max_bytes=300_000))  # doctest: +SKIP
+        >>> data = load_tokens("data/web")                   # doctest: +SKIP
         >>> len(data.train) == data.meta["train_tokens"]            # doctest: +SKIP
         True
     """
@@ -484,12 +273,13 @@ def load_tokens(path: str | Path, *, verify: bool = False) -> TokenData:
 def open_data(
     *,
     path: str | Path | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> TokenData:
     """Open a prepared data folder, or the embedded stdlib corpus when ``path`` is None.
 
-    ``max_bytes`` and ``cache_dir`` apply only to the embedded corpus.
+    ``max_bytes`` (None: ``windtunnel.corpus.DEFAULT_MAX_BYTES``) and ``cache_dir`` apply only to
+    the embedded corpus.
 
     Example:
         >>> data = open_data(path=None)                       # doctest: +SKIP
@@ -497,101 +287,8 @@ def open_data(
         'python-stdlib'
     """
     if path is None:
-        path = embedded_corpus(max_bytes=max_bytes, cache_dir=cache_dir)
+        from windtunnel.corpus import DEFAULT_MAX_BYTES, embedded_corpus  # corpus imports this module
+
+        budget = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+        path = embedded_corpus(max_bytes=budget, cache_dir=cache_dir)
     return load_tokens(path)
-
-
-# --------------------------------------------------------------------------------------------
-# Batches
-# --------------------------------------------------------------------------------------------
-
-
-def _check_pos_int(name: str, value: Any) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_tokens(tokens: Any, seq_len: int, what: str) -> np.ndarray:
-    if not isinstance(tokens, np.ndarray):
-        tokens = np.asarray(tokens)
-    if tokens.ndim != 1:
-        raise DataError(f"{what}: expected a 1-D token array, got shape {tokens.shape}")
-    if tokens.shape[0] < seq_len + 1:
-        raise DataError(
-            f"{_describe(tokens, what)}: has {tokens.shape[0]} tokens; expected at least seq_len+1 = {seq_len + 1}"
-        )
-    return tokens
-
-
-def _describe(tokens: np.ndarray, what: str) -> str:
-    filename = getattr(tokens, "filename", None)
-    return str(filename) if filename else what
-
-
-def _windows(tokens: np.ndarray, offsets: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch
-
-    buf = np.empty((len(offsets), seq_len + 1), dtype=np.int64)
-    for i, off in enumerate(offsets):
-        buf[i] = tokens[off : off + seq_len + 1]
-    t = torch.from_numpy(buf)
-    return t[:, :-1].contiguous(), t[:, 1:].contiguous()
-
-
-class BatchSampler:
-    """Random training windows where ``batch(step)`` is a pure function of ``(seed, step)``.
-
-    Offsets come from ``np.random.default_rng([seed, step])``, so resuming at any step, or rerunning
-    a sweep trial, reproduces the same batches with no sampler state to save.
-
-    Example:
-        >>> s = BatchSampler(np.arange(1000) % 256, batch_size=4, seq_len=16, seed=0)  # doctest: +SKIP
-        >>> x, y = s.batch(0)                                 # doctest: +SKIP
-        >>> x.shape, bool((x[:, 1:] == y[:, :-1]).all())      # doctest: +SKIP
-        (torch.Size([4, 16]), True)
-    """
-
-    def __init__(self, tokens: np.ndarray, *, batch_size: int, seq_len: int, seed: int):
-        self.batch_size = _check_pos_int("batch_size", batch_size)
-        self.seq_len = _check_pos_int("seq_len", seq_len)
-        if not _is_int(seed) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
-        self.tokens = _check_tokens(tokens, self.seq_len, "train tokens")
-
-    def offsets(self, step: int) -> np.ndarray:
-        """Start offsets of the ``batch_size`` windows for ``step``."""
-        if not _is_int(step) or step < 0:
-            raise ValueError(f"step must be a non-negative integer, got {step!r}")
-        rng = np.random.default_rng([self.seed, int(step)])
-        return rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size, dtype=np.int64)
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x, y)`` int64 tensors of shape ``(batch_size, seq_len)``; ``y`` is ``x`` shifted left by one."""
-        return _windows(self.tokens, self.offsets(step), self.seq_len)
-
-
-def eval_batches(
-    tokens: np.ndarray, *, batch_size: int, seq_len: int, n_batches: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Fixed evaluation batches: ``n_batches * batch_size`` windows at evenly spaced offsets (no RNG).
-
-    The first window starts at 0 and the last ends at the array's end. Raises :class:`DataError`
-    when the array is shorter than ``seq_len + 1``.
-
-    Example:
-        >>> batches = eval_batches(np.arange(1000) % 256, batch_size=2, seq_len=8, n_batches=3)  # doctest: +SKIP
-        >>> len(batches), batches[0][0].shape                 # doctest: +SKIP
-        (3, torch.Size([2, 8]))
-    """
-    batch_size = _check_pos_int("batch_size", batch_size)
-    seq_len = _check_pos_int("seq_len", seq_len)
-    n_batches = _check_pos_int("n_batches", n_batches)
-    tokens = _check_tokens(tokens, seq_len, "val tokens")
-    k = n_batches * batch_size
-    last = len(tokens) - seq_len - 1
-    offsets = (np.arange(k, dtype=np.int64) * last) // max(k - 1, 1)
-    return [
-        _windows(tokens, offsets[i * batch_size : (i + 1) * batch_size], seq_len) for i in range(n_batches)
-    ]

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
+from windtunnel.batches import BatchSampler, eval_batches
 from windtunnel.config import RunConfig
-from windtunnel.data import BatchSampler, DataError, TokenData, eval_batches, load_tokens, open_data
+from windtunnel.data import DataError, TokenData, load_tokens, open_data
 from windtunnel.errors import ConfigError
 
 if TYPE_CHECKING:

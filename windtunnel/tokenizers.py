@@ -25,13 +25,14 @@ from typing import Any, Iterable, Protocol
 
 import numpy as np
 
-from windtunnel.data import ByteTokenizer, DataError
+from windtunnel.data import DataError
 
 __all__ = [
     "EOS_TOKEN",
     "TOKENIZER_FILE",
     "BPE_MIN_VOCAB",
     "Tokenizer",
+    "ByteTokenizer",
     "ByteLevelTokenizer",
     "HFTokenizer",
     "parse_tokenizer",
@@ -57,6 +58,35 @@ class Tokenizer(Protocol):
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]: ...
     def decode(self, ids: Any) -> str: ...
     def save(self, folder: Path) -> str | None: ...
+
+
+class ByteTokenizer:
+    """Byte-level tokenizer: vocab 256, token id = byte value (UTF-8 for text).
+
+    Example:
+        >>> tok = ByteTokenizer()
+        >>> tok.encode("hi").tolist()
+        [104, 105]
+        >>> tok.decode([104, 105])
+        'hi'
+    """
+
+    name = "byte"
+    vocab_size = 256
+
+    def encode(self, text: str | bytes) -> np.ndarray:
+        """Encode text (as UTF-8) or raw bytes to a ``uint8`` array of token ids."""
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        return np.frombuffer(data, dtype=np.uint8).copy()
+
+    def decode(self, ids: Any) -> str:
+        """Decode token ids (list, array or tensor) back to text; invalid UTF-8 becomes U+FFFD."""
+        if hasattr(ids, "detach"):  # torch tensor
+            ids = ids.detach().cpu().numpy()
+        arr = np.asarray(ids).reshape(-1)
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(f"byte token ids must be in [0, 255], got range [{arr.min()}, {arr.max()}]")
+        return arr.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
 
 class ByteLevelTokenizer(ByteTokenizer):

@@ -23,9 +23,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .batches import BatchSampler
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore, save_checkpoint
 from .config import RunConfig, config_to_dict, save_config
-from .data import BatchSampler, TokenData
+from .data import TokenData
 from .distributed import DistContext, init_distributed, resolve_device
 from .errors import ConfigError, WindtunnelError
 from .estimate import peak_flops

@@ -217,7 +217,7 @@ def _at_width(config: RunConfig, width: int, parametrization: str, lr: float) ->
 
 
 def _fixed_batch(config: RunConfig):
-    from ..data import BatchSampler
+    from ..batches import BatchSampler
     from ..trainer import load_run_data
 
     data = load_run_data(config)
