@@ -1,18 +1,16 @@
 """The run config: one dataclass per section (`model`, `train`, `data`), loaded from YAML and checked.
 
 Every rule a user can break raises `ConfigError` naming the file, the dotted key, the rule and the bad
-value. Nothing is clamped: a bad value in a sweep must fail loudly, not train something else.
+value. Nothing is clamped: a bad value in a sweep must fail loudly, not train something else. Field
+types are checked from the type hints by `windtunnel.typecheck`; the value rules are here.
 No torch here, so the CLI can parse and validate configs without paying for the import.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
 import tempfile
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -20,20 +18,13 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from .errors import ConfigError
+from .typecheck import (check_key, check_non_negative, check_positive, check_section, parse_overrides, set_keys,
+                        suggest)
 
 __all__ = [
-    "ModelConfig",
-    "TrainConfig",
-    "DataConfig",
-    "RunConfig",
-    "load_config",
-    "config_from_dict",
-    "config_to_dict",
-    "parse_overrides",
-    "apply_overrides",
-    "check_value",
-    "check_section",
-    "save_config",
+    "ModelConfig", "TrainConfig", "DataConfig", "RunConfig",
+    "load_config", "config_from_dict", "config_to_dict", "save_config",
+    "parse_overrides", "apply_overrides", "check_value", "check_section",
 ]
 
 
@@ -99,7 +90,7 @@ class ModelConfig:
         return self.d_model / self.dim_model_base
 
     def check(self, source: str | None) -> None:
-        _positive(self, source, "model", ("d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len",
+        check_positive(self, source, "model", ("d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len",
                                          "dim_model_base", "ffn_mult", "init_std", "norm_eps",
                                          "rope_theta", "scale_emb", "scale_depth"))
         if self.n_kv_heads is not None and self.n_kv_heads <= 0:
@@ -182,9 +173,9 @@ class TrainConfig:
     """How many of the newest checkpoints to keep."""
 
     def check(self, source: str | None) -> None:
-        _positive(self, source, "train", ("steps", "batch_size", "seq_len", "grad_accum", "lr", "eps",
+        check_positive(self, source, "train", ("steps", "batch_size", "seq_len", "grad_accum", "lr", "eps",
                                          "eval_every", "eval_batches", "log_every", "diverge_factor"))
-        _non_negative(self, source, "train", ("weight_decay", "warmup_steps", "checkpoint_every",
+        check_non_negative(self, source, "train", ("weight_decay", "warmup_steps", "checkpoint_every",
                                              "keep_checkpoints"))
         for i, beta in enumerate(self.betas):
             if not 0.0 <= beta < 1.0:
@@ -223,7 +214,7 @@ class DataConfig:
     mixture weights, or each trial is scored on a different target."""
 
     def check(self, source: str | None) -> None:
-        _positive(self, source, "data", ("embedded_bytes",))
+        check_positive(self, source, "data", ("embedded_bytes",))
         if self.sources is None:
             for name in _WEIGHT_KEYS:
                 if getattr(self, name) is not None:
@@ -251,7 +242,7 @@ class DataConfig:
             return
         for key, w in weights.items():
             if key not in self.sources:
-                raise ConfigError(source, f"data.{name}.{key}", f"unknown source{_suggest(key, self.sources)}; "
+                raise ConfigError(source, f"data.{name}.{key}", f"unknown source{suggest(key, self.sources)}; "
                                   f"data.sources has {', '.join(self.sources)}")
             if w < 0:
                 raise ConfigError(source, f"data.{name}.{key}", f"must be >= 0, got {w}")
@@ -340,26 +331,6 @@ def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Seque
     return config_from_dict(apply_overrides(data, overrides, source=source), source=source)
 
 
-def parse_overrides(items: Sequence[str], *, source: str = "--set") -> dict[str, Any]:
-    """Parse `key.path=value` strings; values are YAML scalars or lists (`0.01`, `true`, `[0.9, 0.95]`).
-
-    Example:
-        >>> parse_overrides(["train.lr=3e-3", "model.parametrization=sp"])
-        {'train.lr': 0.003, 'model.parametrization': 'sp'}
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(source, item, "expected KEY=VALUE, for example model.d_model=128")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        out[key.strip()] = _maybe_number(value)
-    return out
-
-
 def apply_overrides(data: dict, overrides: Mapping[str, Any], *, source: str | None) -> dict:
     """Return a copy of a nested config dict with dotted keys set; the input is not changed.
 
@@ -371,22 +342,7 @@ def apply_overrides(data: dict, overrides: Mapping[str, Any], *, source: str | N
         ...                 source=None)
         {'data': {'mixture': {'web': 1, 'code': 0.3}}}
     """
-    data = dict(data)
-    for key, value in overrides.items():
-        parts = key.split(".")
-        if parts[0] not in _SECTIONS or len(parts) < 2 or not all(parts):
-            raise ConfigError(source, key, f"unknown key{_suggest(parts[0], _SECTIONS)}; keys look like "
-                              f"{'/'.join(_SECTIONS)}.<field>")
-        node = data
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is not None and not isinstance(child, dict):
-                raise ConfigError(source, ".".join(parts[: depth + 1]),
-                                  f"expected a mapping to set {key} in, got {child!r}")
-            node[part] = child = dict(child or {})  # copied: the caller's dict stays as it was
-            node = child
-        node[parts[-1]] = value
-    return data
+    return set_keys(data, overrides, sections=list(_SECTIONS), source=source)
 
 
 def check_value(key: str, value: Any, *, source: str | None = None) -> Any:
@@ -399,47 +355,7 @@ def check_value(key: str, value: Any, *, source: str | None = None) -> Any:
         >>> check_value("train.lr", "1e-3")
         0.001
     """
-    section, _, name = key.partition(".")
-    cls = _SECTIONS.get(section)
-    if cls is None or not name:
-        raise ConfigError(source, key, f"unknown key{_suggest(section, _SECTIONS)}; keys look like "
-                          f"{'/'.join(_SECTIONS)}.<field>")
-    hints = typing.get_type_hints(cls)
-    name, _, inner = name.partition(".")  # data.mixture.web: field `mixture`, entry `web`
-    if name not in hints:
-        raise ConfigError(source, key, f"unknown key{_suggest(name, list(hints))}")
-    if not inner:
-        return _coerce(value, hints[name], source, key)
-    mapping = [a for a in (typing.get_args(hints[name]) or (hints[name],)) if typing.get_origin(a) is dict]
-    if not mapping or "." in inner:
-        raise ConfigError(source, key, f"{section}.{name} is not a mapping; set it as a whole")
-    return _coerce(value, typing.get_args(mapping[0])[1], source, key)
-
-
-def check_section(cls, raw: Mapping[str, Any] | None, *, source: str | None, section: str):
-    """Build the dataclass `cls` from a mapping, each key checked against its field's type hint.
-
-    None gives the defaults. An unknown key, a wrong type or a value outside a `Literal` raises
-    `ConfigError(source, "section.key", ...)`; ints are accepted for floats and `1e-3` strings for
-    numbers. Rules on values and across fields (`> 0`, `<`) are the caller's: the run config and the
-    sweep spec each check theirs after this.
-
-    Example:
-        >>> check_section(TrainConfig, {"lr": "3e-3"}, source="c.yaml", section="train").lr
-        0.003
-    """
-    if raw is None:
-        return cls()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(source, section, f"expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    values = {}
-    for key, value in raw.items():
-        if key not in hints:
-            raise ConfigError(source, f"{section}.{key}", f"unknown key{_suggest(key, names, listed=8)}")
-        values[key] = _coerce(value, hints[key], source, f"{section}.{key}")
-    return cls(**values)
+    return check_key(_SECTIONS, key, value, source=source)
 
 
 def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> RunConfig:
@@ -452,7 +368,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str | None = None) -> R
     unknown = set(data) - set(_SECTIONS)
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(source, key, f"unknown section{_suggest(key, _SECTIONS)}; expected model, train, data")
+        raise ConfigError(source, key, f"unknown section{suggest(key, _SECTIONS)}; expected model, train, data")
     sections = {name: check_section(cls, data.get(name) or {}, source=source, section=name)
                 for name, cls in _SECTIONS.items()}
     cfg = RunConfig(**sections, source=source)
@@ -484,82 +400,6 @@ def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
 # --- internals --------------------------------------------------------------------------------
 
 
-def _coerce(value: Any, hint: Any, source, key: str) -> Any:
-    """Check `value` against a type hint; ints are accepted for floats, '1e-3' strings for numbers."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, source, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(source, key, f"expected one of {', '.join(map(str, args))}, got {value!r}")
-        return value
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(source, key, f"expected a mapping of names to values, got {value!r}")
-        out = {}
-        for name, item in value.items():
-            if not isinstance(name, str):
-                raise ConfigError(source, f"{key}.{name}", f"expected a name (string) as key, got {name!r}")
-            out[name] = _coerce(item, args[1], source, f"{key}.{name}")
-        return out
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(source, key, f"expected a list of {len(args)} numbers, got {value!r}")
-        return tuple(_coerce(v, a, source, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    value = _maybe_number(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(source, key, f"expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # 1e6 in YAML is a float; an integral float is an int the user meant
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(source, key, f"expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise ConfigError(source, key, f"expected a finite number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(source, key, f"expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _maybe_number(value: Any) -> Any:
-    # YAML 1.1 reads `1e-3` (no dot) as a string; users mean the number.
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return number if math.isfinite(number) else value
-    return value
-
-
-def _positive(obj, source, section: str, names: Sequence[str]) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value <= 0:
-            raise ConfigError(source, f"{section}.{name}", f"must be > 0, got {value}")
-
-
-def _non_negative(obj, source, section: str, names: Sequence[str]) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value < 0:
-            raise ConfigError(source, f"{section}.{name}", f"must be >= 0, got {value}")
-
-
 def _resolve_paths(data: dict, base: Path) -> None:
     for section, key in _PATH_KEYS:
         sub = data.get(section)
@@ -573,15 +413,6 @@ def _resolve_paths(data: dict, base: Path) -> None:
 def _resolve(path: str, base: Path) -> str:
     p = Path(os.path.expanduser(path))
     return str(p if p.is_absolute() else (base / p).resolve())
-
-
-def _suggest(key: str, choices, *, listed: int = 0) -> str:
-    """` (did you mean 'x'?)` for a close match; else the choices when there are at most `listed`."""
-    choices = list(choices)
-    close = difflib.get_close_matches(key, choices, n=1)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    return f"; expected one of {', '.join(choices)}" if 0 < len(choices) <= listed else ""
 
 
 def _one_line(e: Exception) -> str:
