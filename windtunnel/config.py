@@ -18,7 +18,7 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from .errors import ConfigError
-from .typecheck import (check_key, check_non_negative, check_positive, check_section, parse_overrides, set_keys,
+from .typecheck import (check_key, read_yaml_mapping, check_non_negative, check_positive, check_section, parse_overrides, set_keys,
                         suggest)
 
 __all__ = [
@@ -309,17 +309,7 @@ def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Seque
         2.0
     """
     source = str(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(source, "(file)", "no such file") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(source, "(yaml)", f"not valid YAML: {_one_line(e)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, "(top level)", f"expected a mapping with model/train/data, got {type(data).__name__}")
+    data = read_yaml_mapping(path, expected="model/train/data")
     _resolve_paths(data, Path(path).resolve().parent)
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides, source="--set")
@@ -414,6 +404,3 @@ def _resolve(path: str, base: Path) -> str:
     p = Path(os.path.expanduser(path))
     return str(p if p.is_absolute() else (base / p).resolve())
 
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())

@@ -40,6 +40,29 @@ __all__ = [
 ]
 
 
+def read_yaml_mapping(path, *, expected: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping ({} for an empty file); a missing file, bad YAML or another
+    top-level type is a ConfigError naming the file. `expected` says what the mapping should hold.
+
+    Example:
+        >>> read_yaml_mapping("proxies/xs.yaml", expected="model/train/data")["model"]["d_model"]
+        64
+    """
+    source = str(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(source, "(file)", "no such file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(source, "(yaml)", f"not valid YAML: {' '.join(str(e).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "(top level)", f"expected a mapping with {expected}, got {type(data).__name__}")
+    return data
+
+
 def check_section(cls, raw: Mapping[str, Any] | None, *, source: str | None, section: str):
     """Build the dataclass `cls` from a mapping, each key checked against its field's type hint.
 

@@ -21,9 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
-from ..errors import ConfigError, WindtunnelError
+from ..errors import WindtunnelError
+from ..typecheck import read_yaml_mapping
 
 __all__ = ["STATUSES", "BASE_COLUMNS", "EXTRA_COLUMNS", "SPEC_FILE", "ResultsTable", "read_results",
            "results_file", "read_spec_data", "best_row", "sort_results", "row_from_trial_dir", "make_row",
@@ -151,16 +150,7 @@ def read_spec_data(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / SPEC_FILE
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), "(yaml)", f"not valid YAML: {' '.join(str(e).split())}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(str(path), "(top level)", f"expected a mapping with name, base, set, method, "
-                          f"parameters, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, expected="name, base, set, method, parameters")
 
 
 def sort_results(df, *, metric: str = "val_loss", goal: str = "minimize"):

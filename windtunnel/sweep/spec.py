@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
-
 from ..config import check_section, config_to_dict, load_config
+from ..typecheck import read_yaml_mapping
 from ..errors import ConfigError
 from .params import DISTRIBUTIONS, Param, integer, parse_parameters, spec_value
 
@@ -112,16 +111,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         ('grid', ['train.lr', 'model.init_std'])
     """
     source = str(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(source, "(file)", "no such file") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(source, "(yaml)", f"not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(source, "(top level)", f"expected a mapping with name/base/method/parameters, "
-                          f"got {type(data).__name__}")
+    data = read_yaml_mapping(path, expected="name/base/method/parameters")
     data.setdefault("name", Path(path).stem)
     return spec_from_dict(data, source=source, root=Path(path).resolve().parent)
 
