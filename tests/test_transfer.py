@@ -192,7 +192,7 @@ def test_cli_refuses_a_1p2b_launch_without_a_gpu(sweep, tmp_path, monkeypatch, c
     assert main(["transfer", "--target", "1.2b", "--from", str(sweep), "--launch"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no CUDA device" in err[0] and "1.25B-parameter" in err[0]
-    assert not (tmp_path / "runs" / "1.2b").exists()  # nothing started
+    assert not (tmp_path / "runs").exists()  # nothing started and nothing written, not even the config
 
 
 def test_cli_launches_a_tiny_target_on_cpu(sweep, tmp_path, capsys):

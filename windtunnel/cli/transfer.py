@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def _cmd_transfer(args) -> int:
-    from ..transfer_plan import format_plan, launch, transfer, write_plan
+    from ..transfer_plan import check_launchable, format_plan, launch, transfer, write_plan
     if args.dry_run and args.launch:
         print("windtunnel: error: --dry-run and --launch exclude each other", file=sys.stderr)
         return 2
@@ -53,6 +53,8 @@ def _cmd_transfer(args) -> int:
         from ..config import config_to_dict
         print(f"\n# dry run: would write {out}\n" + yaml.safe_dump(config_to_dict(plan.config), sort_keys=False))
         return 0
+    if args.launch:  # refuse before writing: a launch this machine cannot run leaves nothing behind
+        check_launchable(plan.config, nproc=args.nproc)
     path = write_plan(plan, out)
     print(f"\nwrote {path}")
     if not args.launch:
