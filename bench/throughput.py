@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import statistics
 import tempfile
@@ -84,17 +85,18 @@ def step_seconds(args, d_model: int):
 
 
 def measure(args, d_model: int) -> dict:
-    best = None
+    """Best tokens/s and best peak over `args.rounds` rounds, each taken on its own: a round that
+    caught another job's burst lowers one side only, and best-of discards it."""
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    peak, seconds = 0.0, math.inf
     for _ in range(args.rounds):
-        clock = time.perf_counter if args.clock == "wall" else time.process_time
-        peak = matmul_peak(clock=clock)
-        seconds, cfg = step_seconds(args, d_model)
-        peak = max(peak, matmul_peak(clock=clock))  # before and after the run: the better is the ceiling
-        tokens_per_s = cfg.tokens_per_step / seconds
-        flops = tokens_per_s * flops_per_token(cfg.model, cfg.train.seq_len)
-        row = {"d_model": d_model, "tokens_per_s": tokens_per_s, "flops": flops, "peak": peak, "mfu": flops / peak}
-        best = row if best is None or row["mfu"] > best["mfu"] else best
-    return best
+        peak = max(peak, matmul_peak(clock=clock))
+        step, cfg = step_seconds(args, d_model)
+        seconds = min(seconds, step)
+        peak = max(peak, matmul_peak(clock=clock))
+    tokens_per_s = cfg.tokens_per_step / seconds
+    flops = tokens_per_s * flops_per_token(cfg.model, cfg.train.seq_len)
+    return {"d_model": d_model, "tokens_per_s": tokens_per_s, "flops": flops, "peak": peak, "mfu": flops / peak}
 
 
 def main() -> None:
