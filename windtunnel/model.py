@@ -52,8 +52,10 @@ def rope_tables(d_head: int, max_seq_len: int, theta: float) -> torch.Tensor:
     """Rotations e^(i t f) per position t and frequency f as (T, d_head/2, 2) real pairs.
 
     Kept real, not complex, so DDP and `.to()` treat the buffer like any other."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
-    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)  # (T, d_head/2)
+    # computed on the CPU whatever the default device: arange on the meta device (base shapes) goes
+    # through torch's reference implementation and imports torch._dynamo (~1 s per process)
+    inv_freq = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64, device="cpu") / d_head)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64, device="cpu"), inv_freq)  # (T, d_head/2)
     return torch.stack((angles.cos(), angles.sin()), dim=-1).float()
 
 
@@ -151,11 +153,14 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, mults: Multipliers):
         super().__init__()
         self.cfg, self.mults = cfg, mults
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # _weight skips torch's default init (init_weights sets every tensor); on the meta device, where
+        # base shapes are computed, normal_ would import torch._dynamo (~1 s per process)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model, _weight=torch.empty(cfg.vocab_size, cfg.d_model))
         self.blocks = nn.ModuleList(Block(cfg, mults) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, gain=cfg.norm_gain)
         self.readout = TiedReadout(self.embed.weight, mults.width_mult)
-        self.register_buffer("rope", rope_tables(cfg.d_head, cfg.max_seq_len, cfg.rope_theta), persistent=False)
+        rope = rope_tables(cfg.d_head, cfg.max_seq_len, cfg.rope_theta).to(self.embed.weight.device)
+        self.register_buffer("rope", rope, persistent=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
