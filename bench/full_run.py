@@ -1,9 +1,9 @@
 """Tokens/s and MFU of the 1.2B target on one CUDA GPU, measured with the training loop itself.
 
 For each attention backend (flash-attn when installed, then SDPA) it trains the target for a few
-steps through `windtunnel.trainer.train` (bf16 autocast, fused AdamW, torch.compile unless
+steps through `windtunnel.training.loop.train` (bf16 autocast, fused AdamW, torch.compile unless
 --no-compile) and reads the speed of the steps after the warm-up from the run's metrics.csv.
-MFU = achieved FLOP/s / the device's dense bf16 peak (`windtunnel.estimate.PEAK_TFLOPS_BF16`, or
+MFU = achieved FLOP/s / the device's dense bf16 peak (`windtunnel.model.accounting.PEAK_TFLOPS_BF16`, or
 WINDTUNNEL_PEAK_TFLOPS), both measured and known in this run; the goal is >= 50 % on H100/H200.
 It also prints the peak memory next to the estimate `windtunnel transfer` shows.
 
@@ -32,8 +32,8 @@ def main() -> int:
         print("bench/full_run.py: no CUDA device here; it measures the 1.2B model on a GPU (try --smoke on CPU)",
               file=sys.stderr)
         return 2
-    from windtunnel.estimate import count_params, memory_per_gpu, peak_flops
-    from windtunnel.model import flash_attn_available, flops_per_token
+    from windtunnel.model.accounting import count_params, memory_per_gpu, peak_flops
+    from windtunnel.model.transformer import flash_attn_available, flops_per_token
 
     device = "cpu" if args.smoke else "cuda"
     peak = peak_flops(device)
@@ -69,7 +69,7 @@ def main() -> int:
 
 
 def bench_config(args, backend: str, device: str):
-    from windtunnel.targets import load_target
+    from windtunnel.target.presets import load_target
     target = load_target("cpu" if args.smoke else args.target)
     overrides = {"model.attention": backend, "model.activation_checkpointing": args.activation_checkpointing,
                  "train.schedule": "constant", "train.warmup_steps": 1, "train.log_every": 1,
@@ -87,8 +87,8 @@ def measure(cfg, warmup: int) -> tuple[float, float | None]:
     """(tokens/s over the steps after `warmup`, peak GiB allocated) of a short real training run."""
     import torch
 
-    from windtunnel.metrics import read_metrics
-    from windtunnel.trainer import train
+    from windtunnel.training.metrics import read_metrics
+    from windtunnel.training.loop import train
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

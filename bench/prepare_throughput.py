@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from windtunnel.preparation import prepare  # noqa: E402
+from windtunnel.data.preparation import prepare  # noqa: E402
 
 _IDENT = re.compile(r"\b(self|value|name|result|data|path|line|key|items?|args|kwargs|obj|text)\b")
 

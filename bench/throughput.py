@@ -1,8 +1,8 @@
 """Proxy training throughput on CPU: tokens/s and model FLOPs utilisation (MFU) per width.
 
-Times the real training loop (`windtunnel.trainer.train`: forward, backward, grad clip, AdamW step;
+Times the real training loop (`windtunnel.training.loop.train`: forward, backward, grad clip, AdamW step;
 fp32) on the CPU proxy ladder's shape (proxies/xs.yaml: 2 layers, 4 heads, batch 16 x seq 128) at
-several widths. Achieved FLOP/s = tokens/s x `windtunnel.model.flops_per_token` (6N + causal
+several widths. Achieved FLOP/s = tokens/s x `windtunnel.model.transformer.flops_per_token` (6N + causal
 attention); the ceiling is the fp32 matmul peak measured in the same process on the same threads
 (best of several large square `torch.matmul`), re-measured beside every width so that both sides of
 the ratio see the same machine. Step time is the median step of the timed window; each width is
@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from windtunnel.config import load_config
-from windtunnel.model import flops_per_token
-from windtunnel.trainer import train
+from windtunnel.model.transformer import flops_per_token
+from windtunnel.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Transfer fidelity: does the optimal lr hold across widths under μP, and move under SP?
 
-A scaled-down `width_transfer` sweep run directly through `windtunnel.trainer.train` (no sweep
+A scaled-down `width_transfer` sweep run directly through `windtunnel.training.loop.train` (no sweep
 engine): widths 64..512 (8x), lr 2^-12..2^-4, μP and SP, on the embedded corpus. The run folder is
 written in the sweep's results format, so `windtunnel check transfer` and `windtunnel plot` read it.
 
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
             f"train.warmup_steps={max(1, args.steps // 10)}", f"train.eval_every={args.steps}",
             f"train.eval_batches={args.eval_batches}", "train.log_every=10", "train.threads=1"]
     from windtunnel.config import load_config
-    from windtunnel.trainer import load_run_data
+    from windtunnel.training.loop import load_run_data
     load_run_data(load_config(args.config, overrides=base))  # prepare the corpus once, not per worker
     print(f"{len(trials)} trials: widths {args.widths}, lr 2^{min(args.lrs)}..2^{max(args.lrs)}, "
           f"{args.steps} steps x {args.batch_size * args.seq_len} tokens, {args.workers} workers", flush=True)
@@ -84,7 +84,7 @@ def run_trial(config: str, base: list[str], trial: dict, out_dir: str) -> dict:
     import torch
     torch.set_num_threads(1)
     from windtunnel.config import load_config
-    from windtunnel.trainer import train
+    from windtunnel.training.loop import train
 
     keys = {k: v for k, v in trial.items() if k != "trial_id"}
     cfg = load_config(config, overrides=base + [f"{k}={v}" for k, v in keys.items()])
@@ -118,8 +118,8 @@ def write_run(out: Path, rows: list[dict], args, base: list[str]) -> None:
 
 
 def report(out: Path, minutes: float) -> int:
-    from windtunnel.checks.transfer import transfer_check
-    from windtunnel.plots import plot_sweep
+    from windtunnel.analysis.transfer_check import transfer_check
+    from windtunnel.analysis.plots import plot_sweep
 
     rep = transfer_check(out)
     print(rep.table())

@@ -12,7 +12,7 @@ import pytest
 
 from windtunnel.cli import main
 from windtunnel.config import load_config
-from windtunnel.parametrization import build_model
+from windtunnel.model.parametrization import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

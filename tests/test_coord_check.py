@@ -8,12 +8,12 @@ import math
 import pytest
 from conftest import ROOT, TINY
 
-import windtunnel.optim
-from windtunnel.checks.coord import coord_check, plot_coord
+import windtunnel.training.optim
+from windtunnel.analysis.coord_check import coord_check, plot_coord
 from windtunnel.cli import main
 from windtunnel.config import load_config
 from windtunnel.errors import ConfigError
-from windtunnel.parametrization import param_groups
+from windtunnel.model.parametrization import param_groups
 
 WIDTHS = [64, 128, 256, 512]  # 8x; narrower than 64 (d_head 8-16) attention alone moves ~2x
 SHAPE = ["model.n_heads=4", "model.n_kv_heads=2", "model.dim_model_base=64", "train.batch_size=8"]
@@ -69,7 +69,7 @@ def test_broken_mup_without_lr_scaling_fails_naming_layers(cfg, monkeypatch):
             g["lr"] = g["peak_lr"] = run_cfg.train.lr
         return groups
 
-    monkeypatch.setattr(windtunnel.optim, "param_groups", flat_lr)
+    monkeypatch.setattr(windtunnel.training.optim, "param_groups", flat_lr)
     broken = coord_check(cfg, widths=WIDTHS, steps=4, lr=0.01, seed=0, parametrizations=["mup"])
     assert broken.passed is False
     named = {o.layer: o for o in broken.offenders["mup"]}

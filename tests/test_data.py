@@ -1,4 +1,4 @@
-"""Tests for windtunnel.corpus, windtunnel.data and windtunnel.batches: embedded corpus, prepared
+"""Tests for windtunnel.data.corpus, windtunnel.data.prepared and windtunnel.data.sampling: embedded corpus, prepared
 folders, memmaps and batch sampling."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from windtunnel import corpus as wc  # noqa: E402
-from windtunnel import data as wd  # noqa: E402
-from windtunnel.batches import BatchSampler, eval_batches  # noqa: E402
-from windtunnel.corpus import corpus_files, embedded_corpus  # noqa: E402
-from windtunnel.data import (  # noqa: E402
+from windtunnel.data import corpus as wc  # noqa: E402
+from windtunnel.data import prepared as wd  # noqa: E402
+from windtunnel.data.sampling import BatchSampler, eval_batches  # noqa: E402
+from windtunnel.data.corpus import corpus_files, embedded_corpus  # noqa: E402
+from windtunnel.data.prepared import (  # noqa: E402
     DataError,
     TokenData,
     dtype_for_vocab,
@@ -29,7 +29,7 @@ from windtunnel.data import (  # noqa: E402
     open_data,
     write_prepared,
 )
-from windtunnel.tokenizers import ByteTokenizer  # noqa: E402
+from windtunnel.data.tokenizers import ByteTokenizer  # noqa: E402
 
 SMALL = 300_000
 
@@ -178,8 +178,8 @@ def test_race_loser_uses_winner_folder(tmp_path, monkeypatch):
 
 _CHILD = """
 import sys
-from windtunnel.corpus import embedded_corpus
-from windtunnel.data import load_tokens
+from windtunnel.data.corpus import embedded_corpus
+from windtunnel.data.prepared import load_tokens
 folder = embedded_corpus(max_bytes=int(sys.argv[2]), cache_dir=sys.argv[1])
 print(load_tokens(folder).meta["sha256"]["train.bin"])
 """
@@ -200,7 +200,7 @@ def test_concurrent_processes(tmp_path):
 
 
 def test_import_does_not_pull_in_torch():
-    code = "import sys, windtunnel, windtunnel.data, windtunnel.corpus, windtunnel.batches; print('torch' in sys.modules)"
+    code = "import sys, windtunnel, windtunnel.data.prepared, windtunnel.data.corpus, windtunnel.data.sampling; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from windtunnel.config import apply_overrides, config_from_dict, load_config, parse_overrides
-from windtunnel.data import write_prepared
+from windtunnel.data.prepared import write_prepared
 from windtunnel.errors import ConfigError
-from windtunnel.mixture import MixtureSampler, ValSet, build_samplers
-from windtunnel.preparation import prepare
-from windtunnel.trainer import make_schedule, train
+from windtunnel.data.mixture import MixtureSampler, ValSet, build_samplers
+from windtunnel.data.preparation import prepare
+from windtunnel.training.loop import make_schedule, train
 
 
 

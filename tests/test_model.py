@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from windtunnel.config import load_config
-from windtunnel.model import flops_per_token
-from windtunnel.parametrization import build_model
+from windtunnel.model.transformer import flops_per_token
+from windtunnel.model.parametrization import build_model
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_param_counts(xs):
 
 def test_rope_scores_depend_only_on_relative_position():
     """Rotary embedding: <rope(q, t), rope(k, s)> is a function of t - s alone, and norms are kept."""
-    from windtunnel.model import apply_rope, rope_tables
+    from windtunnel.model.transformer import apply_rope, rope_tables
     rope = rope_tables(8, 16, 10000.0)
     q, k = torch.randn(8), torch.randn(8)
     at = lambda v, t: apply_rope(v.expand(1, 16, 1, 8).contiguous(), rope)[0, t, 0]  # noqa: E731

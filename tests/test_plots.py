@@ -13,8 +13,8 @@ from runfolders import write_run
 from windtunnel.cli import main
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
-from windtunnel.plots import plot_sweep
-from windtunnel.results_table import aggregate, best_over, load_run
+from windtunnel.analysis.plots import plot_sweep
+from windtunnel.analysis.runs import aggregate, best_over, load_run
 
 LRS = [2.0**e for e in range(-10, -3)]
 INITS = [0.02, 0.05, 0.1]
@@ -114,7 +114,7 @@ def test_bad_folders_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_width_sweep(tmp_path_factory):
     """A real sweep in miniature: 12 tiny trials through the training loop, in the results format."""
-    from windtunnel.trainer import train
+    from windtunnel.training.loop import train
     run = tmp_path_factory.mktemp("sweeps") / "width_transfer"
     rows = []
     for p in ("mup", "sp"):

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from windtunnel.cli import main
-from windtunnel.data import DataError, load_tokens
-from windtunnel.preparation import prepare, split_of
-from windtunnel.sources import TEXT_BLOCK, expand_sources
-from windtunnel.tokenizers import EOS_TOKEN, ByteLevelTokenizer, load_tokenizer, parse_tokenizer
+from windtunnel.data.prepared import DataError, load_tokens
+from windtunnel.data.preparation import prepare, split_of
+from windtunnel.data.sources import TEXT_BLOCK, expand_sources
+from windtunnel.data.tokenizers import EOS_TOKEN, ByteLevelTokenizer, load_tokenizer, parse_tokenizer
 
 WORDS = ("the wind tunnel measures a small model before the large one is trained ; "
          "Größe déjà vu naïve 東京 😀 λx. x + 1 \t tab").split(" ")

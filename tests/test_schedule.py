@@ -1,12 +1,12 @@
-"""Pinned values and error messages for windtunnel.schedule (pure Python, fast)."""
+"""Pinned values and error messages for windtunnel.training.schedule (pure Python, fast)."""
 import doctest
 import math
 import re
 
 import pytest
 
-from windtunnel import schedule as schedule_module
-from windtunnel.schedule import DECAY_SHAPES, Schedule, build_schedule, lr_multipliers
+from windtunnel.training import schedule as schedule_module
+from windtunnel.training.schedule import DECAY_SHAPES, Schedule, build_schedule, lr_multipliers
 
 # total 100, warmup 10, decay 20: decay starts at T = 80, k = step - 80.
 BASE = dict(kind="wsd", total_steps=100, warmup_steps=10, decay_steps=20)

@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-import windtunnel.mixture as mixture_mod
-import windtunnel.trainer as train_mod
+import windtunnel.data.mixture as mixture_mod
+import windtunnel.training.loop as train_mod
 from windtunnel.config import load_config
-from windtunnel.data import open_data, write_prepared
+from windtunnel.data.prepared import open_data, write_prepared
 from windtunnel.errors import ConfigError
-from windtunnel.trainer import METRIC_FIELDS, train
+from windtunnel.training.loop import METRIC_FIELDS, train
 
 SUMMARY_KEYS = {"status", "val_loss", "train_loss", "steps", "tokens", "seconds", "tokens_per_s", "params",
                 "non_embedding_params", "flops_per_token", "width_mult", "device", "attention", "mfu",

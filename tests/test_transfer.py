@@ -12,12 +12,12 @@ import yaml
 from windtunnel.cli import main
 from windtunnel.config import load_config, save_config
 from windtunnel.errors import ConfigError, WindtunnelError
-from windtunnel.estimate import count_params, memory_per_gpu, mfu, peak_flops
-from windtunnel.hparams import effective_hparams, minicpm_batch_tokens
-from windtunnel.parametrization import build_model, param_roles
-from windtunnel.proxy import edge_messages, load_proxy
-from windtunnel.targets import load_target
-from windtunnel.transfer_plan import transfer
+from windtunnel.model.accounting import count_params, memory_per_gpu, mfu, peak_flops
+from windtunnel.target.hparams import effective_hparams, minicpm_batch_tokens
+from windtunnel.model.parametrization import build_model, param_roles
+from windtunnel.target.proxy import edge_messages, load_proxy
+from windtunnel.target.presets import load_target
+from windtunnel.target.plan import transfer
 
 from conftest import ROOT, TINY
 
@@ -222,7 +222,7 @@ def test_proxy_from_spec_when_the_trial_config_is_missing_and_from_a_run_folder(
     (sweep / "trials" / "0003" / "config.yaml").unlink()
     proxy = load_proxy(sweep)  # rebuilt from spec.yaml: base + set + the row's swept values
     assert proxy.config.train.lr == 0.016 and proxy.config.model.d_model == 32 and proxy.val_loss == 2.9
-    from windtunnel.trainer import train
+    from windtunnel.training.loop import train
     summary = train(load_config(ROOT / "proxies" / "xs.yaml", overrides=TINY), out_dir=tmp_path / "run")
     run = load_proxy(tmp_path / "run")
     assert run.val_loss == summary["val_loss"] and run.tokens == summary["tokens"] and run.best == {}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
 
-from windtunnel.checks.transfer import fit_optimum, transfer_check
+from windtunnel.analysis.transfer_check import fit_optimum, transfer_check
 from windtunnel.cli import main
 from windtunnel.errors import WindtunnelError
 

@@ -48,7 +48,7 @@ def _add_prepare(sub) -> None:
 
 
 def _cmd_prepare(args) -> int:
-    from ..preparation import prepare
+    from ..data.preparation import prepare
 
     started = time.perf_counter()
     data = prepare(args.sources, out=args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,

@@ -32,7 +32,7 @@ def _add_plot(sub) -> None:
 
 
 def _cmd_plot(args) -> int:
-    from ..plots import plot_sweep
+    from ..analysis.plots import plot_sweep
     for path in plot_sweep(args.run, out_dir=args.out, formats=_formats(args.formats)):
         print(path)
     return 0
@@ -57,7 +57,7 @@ def _add_coord(sub) -> None:
 
 
 def _cmd_coord(args) -> int:
-    from ..checks.coord import coord_check, plot_coord
+    from ..analysis.coord_check import coord_check, plot_coord
     from ..config import load_config
     cfg = load_config(args.config, overrides=args.overrides)
     result = coord_check(cfg, widths=args.widths, steps=args.steps, lr=args.lr, seed=args.seed,
@@ -87,7 +87,7 @@ def _add_transfer(sub) -> None:
 
 
 def _cmd_transfer(args) -> int:
-    from ..checks.transfer import transfer_check
+    from ..analysis.transfer_check import transfer_check
     report = transfer_check(args.run, neighbors=args.neighbors, max_drift=args.max_drift)
     print(report.table())
     print(f"wrote {Path(args.run) / 'transfer_check.json'}", file=sys.stderr)

@@ -42,7 +42,7 @@ def _add_train(sub) -> None:
 def _cmd_train(args) -> int:
     from ..config import load_config
     cfg = load_config(args.config, overrides=args.overrides)
-    from ..trainer import train
+    from ..training.loop import train
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     summary = train(cfg, out_dir=out, progress=not args.quiet, resume=args.resume, decay_from=args.decay_from,
                     stop_after=args.stop_after, tensorboard=not args.no_tensorboard)
@@ -66,7 +66,7 @@ def _add_shapes(sub) -> None:
 def _cmd_shapes(args) -> int:
     from ..config import load_config
     cfg = load_config(args.config, overrides=args.overrides)
-    from ..parametrization import write_base_shapes
+    from ..model.parametrization import write_base_shapes
     default = Path("proxies/shapes") / f"{Path(args.config).stem}_base{cfg.model.dim_model_base}.bsh"
     path = write_base_shapes(cfg.model, args.out or cfg.model.base_shapes or default)
     print(f"wrote {path} (base width {cfg.model.dim_model_base}, {cfg.model.n_layers} layers)")

@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def _cmd_transfer(args) -> int:
-    from ..transfer_plan import check_launchable, format_plan, launch, transfer, write_plan
+    from ..target.plan import check_launchable, format_plan, launch, transfer, write_plan
     if args.dry_run and args.launch:
         print("windtunnel: error: --dry-run and --launch exclude each other", file=sys.stderr)
         return 2

@@ -103,7 +103,7 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
 
 def _draw(run_dir: Path, show: Progress) -> list[Path]:
     """The sweep's pictures. The table is already safe on disk, so a plotting failure only warns."""
-    from ..plots import plot_sweep
+    from ..analysis.plots import plot_sweep
     try:
         return plot_sweep(run_dir)
     except Exception as e:  # noqa: BLE001 - never lose a finished sweep to a figure
@@ -185,5 +185,5 @@ def _close_stale_study_trials(run_dir: Path, spec: SweepSpec, table: ResultsTabl
 
 def _warm_data(base: dict) -> None:
     """Prepare the embedded corpus once here, not in every trial at once."""
-    from ..data import open_data
+    from ..data.prepared import open_data
     open_data(path=base["data"]["path"], max_bytes=base["data"]["embedded_bytes"])

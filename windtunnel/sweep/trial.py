@@ -64,9 +64,9 @@ def execute_trial(ctx: TrialContext, point: TrialPoint, *,
     try:
         cfg = trial_config(ctx.spec, point, base=ctx.base, trial_dir=tdir)
         if cfg.model.base_shapes == str(tdir / SHAPES_FILE):
-            from ..parametrization import write_base_shapes
+            from ..model.parametrization import write_base_shapes
             write_base_shapes(cfg.model, tdir / SHAPES_FILE)
-        from ..trainer import train
+        from ..training.loop import train
         return train(cfg, out_dir=tdir, on_eval=_reporter(report, cfg.train.steps))
     except Exception as e:  # noqa: BLE001 - a broken trial is recorded, the sweep goes on
         message = f"{e.key}: {e.message}" if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import WindtunnelError
+from ..errors import WindtunnelError
 
 __all__ = ["CHECKPOINT_DIR", "save_checkpoint", "load_checkpoint", "restore", "list_checkpoints",
            "latest_checkpoint", "prune_checkpoints", "checkpoint_step"]

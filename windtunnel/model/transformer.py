@@ -1,6 +1,6 @@
 """The decoder, and nothing but modules: Llama-style, pre-RMSNorm, SwiGLU, RoPE, GQA, tied embeddings.
 
-The muP multipliers arrive as plain numbers (`Multipliers`) computed by `windtunnel.parametrization`;
+The muP multipliers arrive as plain numbers (`Multipliers`) computed by `windtunnel.model.parametrization`;
 this file never decides a scale, so a reader can audit the parametrization in one place.
 """
 
@@ -14,7 +14,7 @@ from mup import MuSharedReadout
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import ModelConfig
+from ..config import ModelConfig
 
 __all__ = ["Multipliers", "Transformer", "RMSNorm", "TiedReadout", "flash_attn_available"]
 

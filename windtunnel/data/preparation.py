@@ -29,9 +29,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from windtunnel.data import META_FILE, TRAIN_FILE, VAL_FILE, DataError, TokenData, dtype_for_vocab, load_tokens
-from windtunnel.sources import TEXT_BLOCK, Piece, SourceFile, expand_sources, iter_pieces
-from windtunnel.tokenizers import HFTokenizer, parse_tokenizer, train_bpe
+from .prepared import META_FILE, TRAIN_FILE, VAL_FILE, DataError, TokenData, dtype_for_vocab, load_tokens
+from .sources import TEXT_BLOCK, Piece, SourceFile, expand_sources, iter_pieces
+from .tokenizers import HFTokenizer, parse_tokenizer, train_bpe
 
 __all__ = ["BATCH_CHARS", "DEFAULT_BPE_SAMPLE_BYTES", "prepare", "split_of"]
 
@@ -208,7 +208,7 @@ def _check_splits(stats: dict, files: list[SourceFile], out: Path, val_fraction:
 
 def _meta(stats: dict, files: list[SourceFile], tok, folder: Path, *, sources, val_fraction: float,
           text_field: str, bpe_sample_bytes: int) -> dict[str, Any]:
-    from windtunnel import __version__
+    from .. import __version__
 
     w = stats["writers"]
     tok_file = tok.save(folder)

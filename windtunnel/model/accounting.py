@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ModelConfig, RunConfig
-from .model import Transformer, flops_per_token
+from ..config import ModelConfig, RunConfig
+from .transformer import Transformer, flops_per_token
 from .parametrization import multipliers
 
 __all__ = ["ParamCount", "MemoryEstimate", "count_params", "memory_per_gpu", "run_flops",

@@ -24,9 +24,9 @@ import torch
 from mup import InfDim, InfShape, make_base_shapes, save_base_shapes, set_base_shapes
 from torch import nn
 
-from .config import ModelConfig, RunConfig
-from .errors import ConfigError
-from .model import Multipliers, RMSNorm, Transformer
+from ..config import ModelConfig, RunConfig
+from ..errors import ConfigError
+from .transformer import Multipliers, RMSNorm, Transformer
 
 __all__ = ["Role", "multipliers", "build_model", "param_roles", "param_groups", "base_shapes",
            "write_base_shapes", "init_weights"]

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Protocol
 
 import numpy as np
 
-from windtunnel.data import DataError
+from .prepared import DataError
 
 __all__ = [
     "EOS_TOKEN",

@@ -32,15 +32,15 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .config import RunConfig, config_to_dict, load_config, parse_overrides
-from .errors import ConfigError, WindtunnelError
-from .distributed import torchrun_command
-from .estimate import MemoryEstimate, count_params, memory_per_gpu
+from ..config import RunConfig, config_to_dict, load_config, parse_overrides
+from ..errors import ConfigError, WindtunnelError
+from ..training.distributed import torchrun_command
+from ..model.accounting import MemoryEstimate, count_params, memory_per_gpu
 from .hparams import RECIPE, get_value, minicpm_batch_tokens, proxy_hparams
 from .proxy import Proxy, load_proxy
-from .targets import Target, load_target
-from .trainer import make_schedule
-from .transfer_table import Row, format_plan, plan_rows, plan_warnings
+from .presets import Target, load_target
+from ..training.loop import make_schedule
+from .table import Row, format_plan, plan_rows, plan_warnings
 
 __all__ = ["BatchPlan", "TransferPlan", "transfer", "write_plan", "format_plan", "launch", "check_launchable"]
 
@@ -212,7 +212,7 @@ def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int 
     cfg = load_config(config)
     check_launchable(cfg, nproc=nproc)
     if nproc == 1:
-        from .trainer import train
+        from ..training.loop import train
         return train(cfg, out_dir=run_dir, progress=progress, resume=resume, tensorboard=True)
     summary_path = Path(run_dir) / "summary.json"
     started = time.time()

@@ -5,7 +5,7 @@ trial sees exactly the same data with no sampler state to save. Evaluation batch
 spaced offsets, no RNG at all.
 
 Example:
-    >>> from windtunnel.data import open_data
+    >>> from windtunnel.data.prepared import open_data
     >>> data = open_data(path=None)                       # doctest: +SKIP
     >>> sampler = BatchSampler(data.train, batch_size=8, seq_len=256, seed=0)  # doctest: +SKIP
     >>> x, y = sampler.batch(step=0)                      # doctest: +SKIP
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from windtunnel.data import DataError, _is_int
+from .prepared import DataError, _is_int
 
 if TYPE_CHECKING:  # torch is imported lazily where tensors are built
     import torch

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from windtunnel.batches import BatchSampler, eval_batches
-from windtunnel.config import RunConfig
-from windtunnel.data import DataError, TokenData, load_tokens, open_data
-from windtunnel.errors import ConfigError
+from .sampling import BatchSampler, eval_batches
+from ..config import RunConfig
+from .prepared import DataError, TokenData, load_tokens, open_data
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-    from windtunnel.schedule import Schedule
+    from ..training.schedule import Schedule
 
 __all__ = ["MixtureSampler", "ValSet", "build_samplers", "load_run_sources"]
 

@@ -12,14 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config import RunConfig
-from .estimate import count_params, run_flops
+from ..config import RunConfig
+from ..model.accounting import count_params, run_flops
 from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
-from .model import flops_per_token
-from .trainer import make_schedule
+from ..model.transformer import flops_per_token
+from ..training.loop import make_schedule
 
 if TYPE_CHECKING:  # annotations only: transfer.py builds the plan and imports this module
-    from .transfer_plan import TransferPlan
+    from .plan import TransferPlan
 
 __all__ = ["Row", "GiB", "plan_rows", "plan_warnings", "format_plan", "HORIZON_RATIO", "REFERENCE_GPU"]
 

@@ -10,8 +10,8 @@ A *prepared data folder* holds three files:
 
 Folders are written once (to a temporary folder, then renamed) and then opened read-only with
 ``np.memmap`` by any number of processes. Where the tokens come from is elsewhere: the embedded
-stdlib corpus in :mod:`windtunnel.corpus`, user text in :mod:`windtunnel.preparation`; batches
-are cut from the arrays by :mod:`windtunnel.batches`.
+stdlib corpus in :mod:`windtunnel.data.corpus`, user text in :mod:`windtunnel.data.preparation`; batches
+are cut from the arrays by :mod:`windtunnel.data.sampling`.
 
 Example:
     >>> data = open_data(path=None)                       # doctest: +SKIP
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from windtunnel.errors import WindtunnelError
+from ..errors import WindtunnelError
 
 __all__ = [
     "DataError",
@@ -112,7 +112,7 @@ def write_prepared(
 
     Example:
         >>> import tempfile
-        >>> from windtunnel.tokenizers import ByteTokenizer
+        >>> from windtunnel.data.tokenizers import ByteTokenizer
         >>> tok = ByteTokenizer()
         >>> d = write_prepared(Path(tempfile.mkdtemp()) / "tiny", tok.encode("hello world"),
         ...                    tok.encode("hi there"), vocab_size=256, tokenizer="byte", sources="demo")
@@ -278,7 +278,7 @@ def open_data(
 ) -> TokenData:
     """Open a prepared data folder, or the embedded stdlib corpus when ``path`` is None.
 
-    ``max_bytes`` (None: ``windtunnel.corpus.DEFAULT_MAX_BYTES``) and ``cache_dir`` apply only to
+    ``max_bytes`` (None: ``windtunnel.data.corpus.DEFAULT_MAX_BYTES``) and ``cache_dir`` apply only to
     the embedded corpus.
 
     Example:
@@ -287,7 +287,7 @@ def open_data(
         'python-stdlib'
     """
     if path is None:
-        from windtunnel.corpus import DEFAULT_MAX_BYTES, embedded_corpus  # corpus imports this module
+        from .corpus import DEFAULT_MAX_BYTES, embedded_corpus  # corpus imports this module
 
         budget = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
         path = embedded_corpus(max_bytes=budget, cache_dir=cache_dir)

@@ -136,7 +136,7 @@ def _rewrite(path: Path, rows: list[dict], fields: list[str]) -> Path:
 
 
 def _mfu(flops_per_token: float, rate: float, peak: float | None, n_devices: int) -> float | None:
-    from .estimate import mfu
+    from ..model.accounting import mfu
     return mfu(flops_per_token=flops_per_token, tokens_per_s=rate, peak=peak, n_devices=n_devices)
 
 

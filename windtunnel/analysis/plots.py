@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import WindtunnelError
+from ..errors import WindtunnelError
 from .figures import FORMATS, colormap, figure_grid, fmt_value, save_figure
-from .results_table import (LR_KEY, PARAM_KEY, WIDTH_KEY, RunResults, aggregate, best_over, label_of,
+from .runs import (LR_KEY, PARAM_KEY, WIDTH_KEY, RunResults, aggregate, best_over, label_of,
                             load_run, with_parametrization)
 
 __all__ = ["plot_sweep"]
@@ -219,7 +219,7 @@ def _loss_curve(res, key, facet, out: Path, formats) -> list[Path]:
 
 
 def _mutransfer(res: RunResults, out: Path, formats) -> list[Path]:
-    from .checks.transfer import transfer_check
+    from .transfer_check import transfer_check
 
     report = transfer_check(res.run_dir, write=False)
     curves = best_over(with_parametrization(res), [PARAM_KEY, WIDTH_KEY, LR_KEY])

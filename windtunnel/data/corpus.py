@@ -3,7 +3,7 @@
 It needs no network and no user files. Files are taken in sorted order until a byte budget, each
 goes to train or val by a hash of its relative path, and the result is prepared once into
 ``$WINDTUNNEL_CACHE`` (default ``~/.cache/windtunnel``) as an ordinary prepared data folder (see
-:mod:`windtunnel.data`), which any number of processes then open read-only.
+:mod:`windtunnel.data.prepared`), which any number of processes then open read-only.
 
 Example:
     >>> folder = embedded_corpus(max_bytes=300_000)       # doctest: +SKIP
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from windtunnel.data import META_FILE, DataError, _is_int, write_prepared
-from windtunnel.tokenizers import ByteTokenizer
+from .prepared import META_FILE, DataError, _is_int, write_prepared
+from .tokenizers import ByteTokenizer
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

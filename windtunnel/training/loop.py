@@ -1,11 +1,11 @@
 """The one training loop: proxies in a sweep and the full run call the same `train`.
 
 It writes, under the run folder: `config.yaml` (the resolved config), `metrics.csv` (step, tokens,
-lr, loss, val_loss, seconds, tokens_per_s, mfu; see `windtunnel.metrics`), `summary.json`
+lr, loss, val_loss, seconds, tokens_per_s, mfu; see `windtunnel.training.metrics`), `summary.json`
 (val_loss, tokens, seconds, status) and, with `train.checkpoint_every > 0`, resumable checkpoints
-under `checkpoints/` (`windtunnel.checkpoint`).
+under `checkpoints/` (`windtunnel.training.checkpoint`).
 A NaN/inf or exploding loss ends the run as `status: diverged` with val_loss = inf, never a traceback.
-Started by torchrun, the same loop runs data-parallel (DDP; `windtunnel.distributed`), rank 0 writing.
+Started by torchrun, the same loop runs data-parallel (DDP; `windtunnel.training.distributed`), rank 0 writing.
 """
 
 from __future__ import annotations
@@ -23,18 +23,18 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .batches import BatchSampler
+from ..data.sampling import BatchSampler
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore, save_checkpoint
-from .config import RunConfig, config_to_dict, save_config
-from .data import TokenData
+from ..config import RunConfig, config_to_dict, save_config
+from ..data.prepared import TokenData
 from .distributed import DistContext, init_distributed, resolve_device
-from .errors import ConfigError, WindtunnelError
-from .estimate import peak_flops
+from ..errors import ConfigError, WindtunnelError
+from ..model.accounting import peak_flops
 from .metrics import METRIC_FIELDS, MetricsLog
-from .mixture import SINGLE, ValSet, build_samplers, load_run_sources
-from .model import flops_per_token
+from ..data.mixture import SINGLE, ValSet, build_samplers, load_run_sources
+from ..model.transformer import flops_per_token
 from .optim import build_optimizer, set_lr
-from .parametrization import build_model
+from ..model.parametrization import build_model
 from .schedule import Schedule, build_schedule
 
 __all__ = ["train", "make_schedule", "resolve_device", "load_run_data", "evaluate", "METRIC_FIELDS"]
@@ -240,7 +240,7 @@ def load_run_data(cfg: RunConfig) -> TokenData:
     """Open the run's token data (one source, not a mixture) and check it fits the model."""
     if cfg.data.sources is not None:
         raise ConfigError(cfg.source, "data.sources", "a mixture has several sources; use "
-                          "windtunnel.mixture.load_run_sources")
+                          "windtunnel.data.mixture.load_run_sources")
     return load_run_sources(cfg)[SINGLE]
 
 
@@ -357,7 +357,7 @@ def _diverged(loss: float, first_loss: float, cfg: RunConfig) -> bool:
 
 
 def _attention_backend(model, device, precision) -> str:
-    from .model import flash_attn_available
+    from ..model.transformer import flash_attn_available
     if model.cfg.attention == "sdpa" or device.type != "cuda" or precision != "bf16":
         return "sdpa"
     return "flash-attn" if flash_attn_available() else "sdpa"

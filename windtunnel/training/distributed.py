@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError, WindtunnelError
+from ..errors import ConfigError, WindtunnelError
 
 __all__ = ["DistContext", "init_distributed", "resolve_device", "torchrun_command", "under_torchrun"]
 

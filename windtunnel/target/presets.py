@@ -26,13 +26,13 @@ from typing import Any
 
 import yaml
 
-from .config import _resolve_paths, config_from_dict, RunConfig
-from .errors import ConfigError, WindtunnelError
+from ..config import _resolve_paths, config_from_dict, RunConfig
+from ..errors import ConfigError, WindtunnelError
 
 __all__ = ["Target", "load_target", "target_files", "TARGET_DIRS"]
 
 # searched in order: the working directory's presets, then the ones shipped beside the package
-TARGET_DIRS = (Path("transfer"), Path(__file__).resolve().parents[1] / "transfer")
+TARGET_DIRS = (Path("transfer"), Path(__file__).resolve().parents[2] / "transfer")
 _TRANSFER_KEYS = {"description", "tokens", "batch_tokens"}
 _COMPUTED = ("steps", "grad_accum")
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, load_config
-from .errors import ConfigError, WindtunnelError
-from .sweep.results import SPEC_FILE, read_results, read_spec_data, results_file
+from ..config import RunConfig, load_config
+from ..errors import ConfigError, WindtunnelError
+from ..sweep.results import SPEC_FILE, read_results, read_spec_data, results_file
 
 __all__ = ["Proxy", "load_proxy", "edge_messages"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from .errors import WindtunnelError
-from .sweep.results import SPEC_FILE, read_results, read_spec_data, results_file
+from ..errors import WindtunnelError
+from ..sweep.results import SPEC_FILE, read_results, read_spec_data, results_file
 
 __all__ = ["RunResults", "load_run", "aggregate", "best_over", "with_parametrization", "is_log_spaced",
            "label_of", "SEED_KEYS", "WIDTH_KEY", "LR_KEY", "PARAM_KEY"]

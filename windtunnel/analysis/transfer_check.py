@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import WindtunnelError
-from ..results_table import (LR_KEY, PARAM_KEY, WIDTH_KEY, RunResults, best_over, load_run,
+from .runs import (LR_KEY, PARAM_KEY, WIDTH_KEY, RunResults, best_over, load_run,
                              with_parametrization)
 
 __all__ = ["Optimum", "fit_optimum", "WidthOptimum", "ParamSummary", "TransferReport", "transfer_check"]

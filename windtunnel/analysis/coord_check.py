@@ -146,7 +146,7 @@ def plot_coord(result: CoordResult, out_dir: str | Path, *, formats: Sequence[st
         >>> plot_coord(result, "runs/coord_xs")
         [PosixPath('runs/coord_xs/coord_mup.png'), PosixPath('runs/coord_xs/coord_mup.svg'), ...]
     """
-    from ..figures import colormap, figure_grid, save_figure
+    from .figures import colormap, figure_grid, save_figure
 
     paths = []
     for p, by_layer in result.sizes.items():
@@ -217,8 +217,8 @@ def _at_width(config: RunConfig, width: int, parametrization: str, lr: float) ->
 
 
 def _fixed_batch(config: RunConfig):
-    from ..batches import BatchSampler
-    from ..trainer import load_run_data
+    from ..data.sampling import BatchSampler
+    from ..training.loop import load_run_data
 
     data = load_run_data(config)
     t = config.train
@@ -229,9 +229,9 @@ def _run_width(cfg: RunConfig, batch, steps: int, seed: int) -> tuple[dict[str, 
     """Train `steps` steps on `batch`; return mean |activation| per layer per step, and the losses."""
     import torch.nn.functional as F
 
-    from ..optim import build_optimizer
-    from ..parametrization import build_model
-    from ..trainer import resolve_device
+    from ..training.optim import build_optimizer
+    from ..model.parametrization import build_model
+    from ..training.loop import resolve_device
 
     device = resolve_device(cfg.train.device, cfg.source)
     model = build_model(cfg.model, seed=seed, device=device, source=cfg.source)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import RunConfig
-from .parametrization import Role, param_groups
+from ..config import RunConfig
+from ..model.parametrization import Role, param_groups
 
 __all__ = ["build_optimizer", "set_lr"]
 

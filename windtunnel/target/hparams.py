@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .config import RunConfig
-from .errors import WindtunnelError
-from .parametrization import multipliers
-from .trainer import make_schedule
+from ..config import RunConfig
+from ..errors import WindtunnelError
+from ..model.parametrization import multipliers
+from ..training.loop import make_schedule
 
 __all__ = ["CARRIED", "RECIPE", "get_value", "proxy_hparams", "effective_hparams", "minicpm_batch_tokens"]
 
@@ -59,8 +59,8 @@ def effective_hparams(cfg: RunConfig) -> dict[str, float]:
     """
     import torch
 
-    from .model import Transformer
-    from .parametrization import param_groups
+    from ..model.transformer import Transformer
+    from ..model.parametrization import param_groups
     mup = cfg.model.parametrization == "mup"
     with torch.device("meta"):
         model = Transformer(cfg.model, multipliers(cfg.model))

@@ -1,0 +1,1 @@
+"""Analysis of finished runs: the run-folder reader (`runs`), plots, coord check and transfer check."""
