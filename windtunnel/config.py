@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from .errors import ConfigError
+from .fileio import write_text
 from .typecheck import (check_key, read_yaml_mapping, check_non_negative, check_positive, check_section, parse_overrides, set_keys,
                         suggest)
 
@@ -379,12 +379,7 @@ def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML, atomically (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 # --- internals --------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ worker processes and notebooks alike. matplotlib is imported only when a figure 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence
+
+from ..fileio import atomic_write
 
 __all__ = ["figure_grid", "save_figure", "colormap", "fmt_value", "FORMATS"]
 
@@ -52,10 +53,8 @@ def save_figure(fig, base: str | Path, formats: Sequence[str] = FORMATS) -> list
     paths = []
     for fmt in formats:
         path = base.with_name(f"{base.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: searchable, editable
-            fig.savefig(tmp, format=fmt, dpi=130)
-        os.replace(tmp, path)
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=130))
         paths.append(path)
     return paths
 

@@ -1,16 +1,21 @@
-"""Read a sweep's run folder: the results table, the resolved spec, which keys were swept.
+"""The one reader of a sweep's run folder, and the one rule for "the best trial".
 
 A run folder (`runs/<name>/`) holds `results.parquet` (or `results.csv`) with one row per trial
 (`trial_id`, `status` ok|diverged|pruned|error, `val_loss`, `tokens`, `seconds`, `seed`, and one
-column per swept parameter named by its dotted key) and `spec.yaml` (the resolved sweep spec).
-Plots and checks read it through here, never through the sweep engine, so they work on any folder
-in that format (a bench writes one by hand).
+column per swept parameter named by its dotted key), `spec.yaml` (the resolved sweep spec) and
+`trials/<id>/` (config.yaml, trial.json, summary.json, metrics.csv). The sweep engine writes it
+(`windtunnel.sweep.results`); `results`, plots, checks and transfer read it only through here, so
+they work on any folder in this format (a bench writes one by hand). No Ray, Optuna or torch here.
+
+    >>> res = load_run("runs/lr_init")
+    >>> best_trial(res)["train.lr"]          # honours the spec's metric and goal  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +23,22 @@ from typing import Any
 import yaml
 
 from ..errors import WindtunnelError
-from ..sweep.results import SPEC_FILE, read_results, read_spec_data, results_file
+from ..typecheck import read_yaml_mapping
 
-__all__ = ["RunResults", "load_run", "aggregate", "best_over", "with_parametrization", "is_log_spaced",
-           "label_of", "SEED_KEYS", "WIDTH_KEY", "LR_KEY", "PARAM_KEY"]
+__all__ = ["RunResults", "load_run", "read_results", "results_file", "read_spec_data", "sort_results",
+           "best_row", "best_trial", "aggregate", "best_over", "with_parametrization", "is_log_spaced",
+           "label_of", "metric_of", "table_results", "STATUSES", "BASE_COLUMNS", "EXTRA_COLUMNS", "SPEC_FILE", "TRIAL_FILE",
+           "SUMMARY_FILE", "RESULTS_PARQUET", "RESULTS_CSV", "SEED_KEYS", "WIDTH_KEY", "LR_KEY", "PARAM_KEY"]
 
-REQUIRED = ("trial_id", "status", "val_loss")
+# --- the format -------------------------------------------------------------------------------
 STATUSES = ("ok", "diverged", "pruned", "error")
+"""A trial's outcome: finished (`ok`), loss blew up (`diverged`), stopped early by ASHA (`pruned`),
+or failed to run (`error`). A diverged trial's metric is inf, an error trial's NaN."""
+BASE_COLUMNS = ["trial_id", "status", "val_loss", "tokens", "seconds", "seed"]
+EXTRA_COLUMNS = ["steps", "train_loss", "n_params", "flops_per_token", "message"]
+RESULTS_PARQUET, RESULTS_CSV = "results.parquet", "results.csv"
+SPEC_FILE, TRIAL_FILE, SUMMARY_FILE = "spec.yaml", "trial.json", "summary.json"
+REQUIRED = ("trial_id", "status", "val_loss")
 GOALS = {"minimize": "min", "maximize": "max", "min": "min", "max": "max"}
 SEED_KEYS = ("seed", "train.seed")
 WIDTH_KEY, LR_KEY, PARAM_KEY = "model.d_model", "train.lr", "model.parametrization"
@@ -98,9 +112,7 @@ def load_run(run_dir: str | Path) -> RunResults:
     if frame.empty:
         raise WindtunnelError(f"{table}: no trials in the table")
     spec = _read_spec(run_dir)
-    metric_cfg = spec.get("metric") or {}
-    metric = metric_cfg.get("name", "val_loss") if isinstance(metric_cfg, dict) else "val_loss"
-    goal = metric_cfg.get("goal", "minimize") if isinstance(metric_cfg, dict) else "minimize"
+    metric, goal = metric_of(spec)
     if metric not in frame.columns:
         raise WindtunnelError(f"{table}: the spec's metric {metric!r} is not a column")
     if goal not in GOALS:
@@ -111,6 +123,137 @@ def load_run(run_dir: str | Path) -> RunResults:
     if bad:
         raise WindtunnelError(f"{table}: status: expected one of {', '.join(STATUSES)}, got {bad[0]!r}")
     return RunResults(run_dir=run_dir, frame=frame, spec=spec, params=_swept(frame, spec, table),
+                      metric=metric, goal=GOALS[goal])
+
+
+def read_results(run_dir: str | os.PathLike):
+    """The results table of a sweep folder as a DataFrame (parquet, else CSV), unchecked.
+
+    Both files read back alike: `trial_id` and `status` as strings, a diverged trial's `inf` as inf,
+    a missing number as NaN and a missing message as "" (the CSV holds both as an empty field).
+    `load_run` adds the checks and the spec; use this one for the bare table.
+
+    Example:
+        >>> df = read_results("runs/lr_init")
+        >>> df.loc[df.status == "ok", ["train.lr", "model.init_std", "val_loss"]]   # doctest: +SKIP
+    """
+    path = results_file(run_dir)
+    if path is None:
+        raise WindtunnelError(f"{run_dir}: no {RESULTS_PARQUET} or {RESULTS_CSV}; is this a sweep folder "
+                              f"(runs/<name>) whose sweep has finished at least one trial?")
+    import pandas as pd
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        # only "" is missing: a message reading "NA" or "None" stays text; "inf" parses as inf
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"trial_id": str, "status": str})
+    except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types for a bad file
+        raise WindtunnelError(f"{path}: unreadable results table ({' '.join(str(e).split())[:200]})") from None
+    if "message" in df.columns:
+        df["message"] = df["message"].fillna("").astype(str)
+    return df
+
+
+def results_file(run_dir: str | os.PathLike) -> Path | None:
+    """The table a sweep folder holds: `results.parquet`, else `results.csv`; None when it has neither.
+
+    Example:
+        >>> results_file("runs/lr_init")            # doctest: +SKIP
+        PosixPath('runs/lr_init/results.parquet')
+    """
+    for name in (RESULTS_PARQUET, RESULTS_CSV):
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
+def read_spec_data(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A sweep folder's `spec.yaml` as plain data, unchecked; {} when the folder has none.
+
+    Example:
+        >>> read_spec_data("runs/lr_init")["metric"]                # doctest: +SKIP
+        {'name': 'val_loss', 'goal': 'minimize'}
+    """
+    path = Path(run_dir) / SPEC_FILE
+    if not path.is_file():
+        return {}
+    return read_yaml_mapping(path, expected="name, base, set, method, parameters")
+
+
+def metric_of(spec: dict) -> tuple[str, str]:
+    """(metric, goal) a spec names, as written (`minimize`/`maximize`); `val_loss`, `minimize` by default.
+
+    Example:
+        >>> metric_of({"metric": {"name": "train_loss", "goal": "minimize"}})
+        ('train_loss', 'minimize')
+    """
+    cfg = spec.get("metric") or {}
+    if not isinstance(cfg, dict):
+        return "val_loss", "minimize"
+    return str(cfg.get("name", "val_loss")), str(cfg.get("goal", "minimize"))
+
+
+def sort_results(df, *, metric: str = "val_loss", goal: str = "minimize"):
+    """Finished (ok) trials best first, then the rest (diverged, pruned, error) in id order.
+
+    Example:
+        >>> sort_results(read_results("runs/lr_init")).head(3)     # doctest: +SKIP
+    """
+    import pandas as pd
+    ok = df[df["status"] == "ok"].sort_values(metric, ascending=GOALS[goal] == "min", kind="stable")
+    rest = df[df["status"] != "ok"].sort_values("trial_id", kind="stable")
+    return pd.concat([ok, rest]).reset_index(drop=True)
+
+
+def best_row(df, *, metric: str = "val_loss", goal: str = "minimize") -> dict[str, Any] | None:
+    """The best single `ok` row (finite metric) of a bare table as a dict, or None when none finished ok.
+
+    Example:
+        >>> best_row(read_results("runs/lr_init"))["trial_id"]     # doctest: +SKIP
+        't0014'
+    """
+    ok = df[(df["status"] == "ok") & df[metric].map(_finite)]
+    if ok.empty:
+        return None
+    return sort_results(ok, metric=metric, goal=goal).iloc[0].to_dict()
+
+
+def best_trial(res: RunResults) -> dict[str, Any] | None:
+    """THE best trial of a run, by the spec's metric and goal: the configuration whose mean over its
+    seeds is best (a cell with a failed seed ranks by the seeds that finished; see `aggregate`), and of
+    that configuration its best seed's row. None when no trial finished ok.
+
+    The row gains `mean_<metric>` and `n_seeds_ok` / `n_seeds` so a caller can say how sure it is.
+
+    Example:
+        >>> row = best_trial(load_run("runs/lr_init"))
+        >>> row["trial_id"], row["train.lr"], row["mean_val_loss"]           # doctest: +SKIP
+        ('t0014', 0.008, 1.712)
+    """
+    cells = aggregate(res, res.params)
+    cells = cells[cells["loss"].map(_finite)]
+    if cells.empty:
+        return None
+    cell = cells.loc[(res.sign() * cells["loss"]).idxmin()]
+    frame = res.frame
+    mask = (frame["status"] == "ok") & frame[res.metric].map(_finite)
+    for key in res.params:
+        mask &= (frame[key] == cell[key]) | (frame[key].isna() & _isna(cell[key]))
+    row = best_row(frame[mask], metric=res.metric, goal="minimize" if res.goal == "min" else "maximize")
+    if row is None:
+        return None
+    row.update({f"mean_{res.metric}": float(cell["loss"]), "n_seeds_ok": int(cell["n_ok"]), "n_seeds": int(cell["n"])})
+    return row
+
+
+def table_results(frame, *, params: list[str], metric: str = "val_loss", goal: str = "minimize",
+                  run_dir: str | os.PathLike = ".") -> RunResults:
+    """A `RunResults` over an in-memory table (a sweep's running table): same rules as `load_run`.
+
+    Example:
+        >>> best_trial(table_results(df, params=["train.lr"]))     # doctest: +SKIP
+    """
+    return RunResults(run_dir=Path(run_dir), frame=frame, params=[k for k in params if k not in SEED_KEYS],
                       metric=metric, goal=GOALS[goal])
 
 
@@ -220,6 +363,13 @@ def _trial_parametrization(run_dir: Path) -> str | None:
             return None
         return (data.get("model") or {}).get("parametrization")
     return None
+
+
+def _isna(x) -> bool:
+    try:
+        return x is None or (isinstance(x, float) and math.isnan(x)) or type(x).__name__ == "NAType"
+    except TypeError:
+        return False
 
 
 def _finite(x) -> bool:

@@ -8,9 +8,7 @@ width give the verdict; SP, the control, is expected to drift about one log2 uni
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import WindtunnelError
+from ..fileio import write_json
 from .runs import (LR_KEY, PARAM_KEY, WIDTH_KEY, RunResults, best_over, load_run,
                              with_parametrization)
 
@@ -188,7 +187,7 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 1, max_drift: float 
         notes.append(_contrast(summaries["mup"], summaries["sp"]))
     report = TransferReport(res.run_dir, rows, summaries, verdict, max_drift, neighbors, notes)
     if write:
-        _write_json(res.run_dir / "transfer_check.json", report.to_dict())
+        write_json(res.run_dir / "transfer_check.json", report.to_dict(), strict=True)
     return report
 
 
@@ -267,26 +266,3 @@ def _contrast(mup: ParamSummary, sp: ParamSummary) -> str:
     return f"SP drifts {sp.drift:.2f} log2 units, muP {mup.drift:.2f} (SP/muP = {ratio:.1f}x)"
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_finite_or_null(payload), indent=2, default=_jsonable, allow_nan=False))
-    os.replace(tmp, path)
-
-
-def _finite_or_null(x):
-    """inf/NaN become null: strict JSON readers (jq, browsers) reject Infinity."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite_or_null(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite_or_null(v) for v in x]
-    return x
-
-
-def _jsonable(x):
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

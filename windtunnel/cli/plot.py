@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 from .train import add_set_option
+from ..fileio import write_json
 
 
 def register(sub) -> None:
@@ -64,10 +63,7 @@ def _cmd_coord(args) -> int:
                          parametrizations=[p for p in args.parametrizations.split(",") if p],
                          tolerance=args.tolerance)
     out = Path(args.out or Path("runs") / f"coord_{Path(args.config).stem}")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".coord_check.json.tmp"
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    os.replace(tmp, out / "coord_check.json")
+    write_json(out / "coord_check.json", result.to_dict())
     plots = plot_coord(result, out)
     print(result.summary())
     print(f"wrote {out / 'coord_check.json'} and {len(plots)} plot files in {out}", file=sys.stderr)

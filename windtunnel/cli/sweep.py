@@ -65,12 +65,11 @@ def _add_results(sub) -> None:
 
 def _cmd_results(args) -> int:
     from ..errors import WindtunnelError
-    from ..sweep import read_results, read_spec, sort_results
+    from ..analysis.runs import load_run, sort_results
     if args.top is not None and args.top <= 0:
         raise WindtunnelError(f"--top: expected a positive number of rows, got {args.top}")
-    spec = read_spec(args.run_dir)
-    metric, goal = (spec.metric.name, spec.metric.goal) if spec else ("val_loss", "minimize")
-    df = sort_results(read_results(args.run_dir), metric=metric, goal=goal)
+    res = load_run(args.run_dir)
+    df = sort_results(res.frame, metric=res.metric, goal=res.goal)
     if args.top is not None:
         df = df.head(args.top)
     if args.format == "csv":

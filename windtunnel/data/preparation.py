@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 from .prepared import META_FILE, TRAIN_FILE, VAL_FILE, DataError, TokenData, dtype_for_vocab, load_tokens
 from .sources import TEXT_BLOCK, Piece, SourceFile, expand_sources, iter_pieces
 from .tokenizers import HFTokenizer, parse_tokenizer, train_bpe
+from ..fileio import write_json
 
 __all__ = ["BATCH_CHARS", "DEFAULT_BPE_SAMPLE_BYTES", "prepare", "split_of"]
 
@@ -98,7 +98,7 @@ def prepare(sources: list[str], *, out: str | os.PathLike, tokenizer: str = "byt
         _check_splits(stats, files, out, val_fraction)
         meta = _meta(stats, files, tok, tmp, sources=sources, val_fraction=val_fraction,
                      text_field=text_field, bpe_sample_bytes=bpe_sample_bytes)
-        _write_json(tmp / META_FILE, meta)
+        write_json(tmp / META_FILE, meta)
         _move_into_place(tmp, out, overwrite=overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -283,14 +283,6 @@ def _move_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _bar(total: int, *, enabled: bool, desc: str):

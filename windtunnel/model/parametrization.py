@@ -26,6 +26,7 @@ from torch import nn
 
 from ..config import ModelConfig, RunConfig
 from ..errors import ConfigError
+from ..fileio import atomic_write
 from .transformer import Multipliers, RMSNorm, Transformer
 
 __all__ = ["Role", "multipliers", "build_model", "param_roles", "param_groups", "base_shapes",
@@ -167,12 +168,7 @@ def write_base_shapes(cfg: ModelConfig, path: str | os.PathLike) -> Path:
         >>> write_base_shapes(load_config("proxies/xs.yaml").model, "proxies/shapes/xs.bsh")
         PosixPath('proxies/shapes/xs.bsh')
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    _make_base_shapes(cfg, savefile=str(tmp))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: _make_base_shapes(cfg, savefile=tmp))
 
 
 def _make_base_shapes(cfg: ModelConfig, *, savefile: str | None) -> dict:

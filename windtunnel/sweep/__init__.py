@@ -12,9 +12,10 @@ Modules: `spec` (the YAML and its rules), `plan` (trials, configs, cost), `resul
 from __future__ import annotations
 
 from .plan import SweepPlan, TrialPoint, describe, plan_sweep
-from .results import ResultsTable, best_row, read_results, sort_results
+from ..analysis.runs import best_row, best_trial, read_results, sort_results
+from .results import ResultsTable
 from .run import SweepResult, read_spec, run_sweep
 from .spec import SweepSpec, load_sweep, spec_from_dict
 
 __all__ = ["SweepSpec", "load_sweep", "spec_from_dict", "SweepPlan", "TrialPoint", "plan_sweep", "describe",
-           "ResultsTable", "read_results", "best_row", "sort_results", "SweepResult", "run_sweep", "read_spec"]
+           "ResultsTable", "read_results", "best_row", "best_trial", "sort_results", "SweepResult", "run_sweep", "read_spec"]

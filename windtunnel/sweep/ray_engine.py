@@ -17,7 +17,9 @@ from typing import Any
 from ..errors import WindtunnelError
 from .plan import TrialPoint
 from .progress import Progress
-from .results import SUMMARY_FILE, ResultsTable, make_row, write_json
+from ..analysis.runs import SUMMARY_FILE
+from ..fileio import write_json
+from .results import ResultsTable, make_row
 from .trial import TrialContext, point_from_config, run_trial
 
 __all__ = ["init_ray", "check_resources", "run_tune"]

@@ -23,7 +23,9 @@ import yaml
 from ..errors import WindtunnelError
 from .plan import SweepPlan, expand_points, plan_sweep
 from .progress import Progress
-from .results import SPEC_FILE, SUMMARY_FILE, ResultsTable, atomic_write, read_spec_data, row_from_trial_dir
+from ..analysis.runs import SPEC_FILE, SUMMARY_FILE, read_spec_data
+from ..fileio import write_text
+from .results import ResultsTable, row_from_trial_dir
 from .spec import SweepSpec, base_dict, load_sweep, spec_from_dict, spec_to_dict
 
 __all__ = ["SweepResult", "run_sweep", "read_spec", "SPEC_FILE"]
@@ -85,7 +87,7 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         if remaining:
             check_resources(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / SPEC_FILE, lambda p: Path(p).write_text(yaml.safe_dump(resolved, sort_keys=False)))
+        write_text(run_dir / SPEC_FILE, yaml.safe_dump(resolved, sort_keys=False))
         table.write()  # from the start the folder holds a readable (maybe empty) table
         if spec.method == "tpe":
             _close_stale_study_trials(run_dir, spec, table)

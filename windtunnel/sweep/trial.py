@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from .plan import SHAPES_FILE, TrialPoint, trial_config, trial_id
-from .results import SUMMARY_FILE, TRIAL_FILE, write_json
+from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
+from ..fileio import write_json
 from .spec import SweepSpec
 
 __all__ = ["TrialContext", "run_trial", "execute_trial", "point_from_config", "final_metrics",

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import yaml
 
 from ..config import RunConfig, config_to_dict, load_config, parse_overrides
 from ..errors import ConfigError, WindtunnelError
+from ..fileio import write_text
 from ..training.distributed import torchrun_command
 from ..model.accounting import MemoryEstimate, count_params, memory_per_gpu
 from .hparams import RECIPE, get_value, minicpm_batch_tokens, proxy_hparams
@@ -191,12 +191,7 @@ def write_plan(plan: TransferPlan, path: str | os.PathLike) -> Path:
             f"# {plan.tokens:.4g} tokens = {plan.config.train.steps} steps x {plan.batch.tokens:,} tokens; "
             f"grad_accum counts micro-batches across all {plan.batch.nproc} GPU(s)"]
     text = "\n".join(head) + "\n" + yaml.safe_dump(config_to_dict(plan.config), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, text, mode=0o644)
 
 
 def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int = 1, resume: bool = False,

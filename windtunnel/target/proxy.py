@@ -3,8 +3,9 @@
 A sweep folder (`runs/<sweep>/`) holds `results.parquet` or `results.csv` (one row per trial:
 `trial_id`, `status`, `val_loss`, `tokens`, ..., one column per swept key such as `train.lr`),
 `spec.yaml` (`base`, `set`, `parameters`: each `{values: [...]}` or `{distribution, min, max}`) and
-`trials/<trial_id>/config.yaml`, the trial's resolved config. The best trial is the `ok` one with the
-lowest val_loss; its own config.yaml carries every HP it trained with.
+`trials/<trial_id>/config.yaml`, the trial's resolved config. The best trial is the one
+`windtunnel.analysis.runs.best_trial` names (the spec's metric and goal, seeds averaged) — the same
+winner `sweep` and `results` report; its own config.yaml carries every HP it trained with.
 
 Example:
     >>> proxy = load_proxy("runs/lr-grid")
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, load_config
-from ..errors import ConfigError, WindtunnelError
-from ..sweep.results import SPEC_FILE, read_results, read_spec_data, results_file
+from ..errors import WindtunnelError
+from ..analysis.runs import SPEC_FILE, best_trial, load_run, results_file
 
 __all__ = ["Proxy", "load_proxy", "edge_messages"]
 
@@ -60,23 +61,20 @@ def load_proxy(path: str | os.PathLike) -> Proxy:
 
 
 def _from_sweep(folder: Path) -> Proxy:
-    results, table = results_file(folder), read_results(folder)
-    for column in ("trial_id", "status", "val_loss"):
-        if column not in table.columns:
-            raise ConfigError(str(results), column, "missing column; expected trial_id, status, val_loss, ...")
-    ok = table[(table["status"] == "ok") & table["val_loss"].map(lambda v: _finite(v))]
-    if ok.empty:
-        raise WindtunnelError(f"{results}: no trial finished with status ok and a finite val_loss "
+    res = load_run(folder)
+    table = res.frame
+    row = best_trial(res)
+    if row is None:
+        raise WindtunnelError(f"{results_file(folder)}: no trial finished with status ok and a finite {res.metric} "
                               f"({len(table)} trials: {table['status'].value_counts().to_dict()})")
-    row = ok.loc[ok["val_loss"].astype(float).idxmin()]
-    spec = read_spec_data(folder)
-    swept = {k: v for k, v in (spec.get("parameters") or {}).items() if isinstance(v, dict)}
-    best = {k: _plain(row[k]) for k in swept if k in row.index}
-    cfg = _trial_config(folder, str(row["trial_id"]), spec, best)
-    tokens = float(row["tokens"]) if "tokens" in row.index and _finite(row["tokens"]) else \
-        float(cfg.train.steps * cfg.tokens_per_step)
-    return Proxy(source=f"{folder} (best of {len(ok)} ok trials of {len(table)}: trial {row['trial_id']})",
-                 config=cfg, val_loss=float(row["val_loss"]), tokens=tokens, swept=swept, best=best,
+    n_ok = int((table["status"] == "ok").sum())
+    swept = {k: v for k, v in (res.spec.get("parameters") or {}).items() if isinstance(v, dict)}
+    best = {k: _plain(row[k]) for k in swept if k in row}
+    cfg = _trial_config(folder, str(row["trial_id"]), res.spec, best)
+    tokens = float(row["tokens"]) if _finite(row.get("tokens")) else float(cfg.train.steps * cfg.tokens_per_step)
+    val = row.get("val_loss")
+    return Proxy(source=f"{folder} (best of {n_ok} ok trials of {len(table)}: trial {row['trial_id']})",
+                 config=cfg, val_loss=float(val) if _finite(val) else None, tokens=tokens, swept=swept, best=best,
                  edges=edge_messages(swept, best))
 
 

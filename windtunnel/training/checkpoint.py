@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import WindtunnelError
+from ..fileio import atomic_write
 
 __all__ = ["CHECKPOINT_DIR", "save_checkpoint", "load_checkpoint", "restore", "list_checkpoints",
            "latest_checkpoint", "prune_checkpoints", "checkpoint_step"]
@@ -54,17 +55,12 @@ def save_checkpoint(run_dir: str | os.PathLike, *, step: int, model: nn.Module,
         "state": dict(state or {}),
         "config": config_yaml,
     }
-    tmp = folder / f".{path.name}.tmp{os.getpid()}"
-    try:
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+            os.fsync(f.fileno())  # the rename must not outrun the bytes on a crash
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:

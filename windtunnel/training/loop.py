@@ -11,7 +11,6 @@ Started by torchrun, the same loop runs data-parallel (DDP; `windtunnel.training
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -29,6 +28,7 @@ from ..config import RunConfig, config_to_dict, save_config
 from ..data.prepared import TokenData
 from .distributed import DistContext, init_distributed, resolve_device
 from ..errors import ConfigError, WindtunnelError
+from ..fileio import write_json
 from ..model.accounting import peak_flops
 from .metrics import METRIC_FIELDS, MetricsLog
 from ..data.mixture import SINGLE, ValSet, build_samplers, load_run_sources
@@ -115,7 +115,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, *, progress, on_eval, re
         log.close()
     summary = {**_summary(cfg, model, ctx, state, result, log), **val_set.summary()}
     if ctx.is_main:
-        _write_json(out / "summary.json", summary)
+        write_json(out / "summary.json", summary)
     return summary
 
 
@@ -363,7 +363,3 @@ def _attention_backend(model, device, precision) -> str:
     return "flash-attn" if flash_attn_available() else "sdpa"
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..fileio import atomic_write
+
 __all__ = ["METRIC_FIELDS", "MetricsLog", "read_metrics"]
 
 METRIC_FIELDS = ["step", "tokens", "lr", "loss", "val_loss", "seconds", "tokens_per_s", "mfu"]
@@ -126,13 +128,12 @@ def _rows_up_to(path: Path, step: int) -> list[dict]:
 
 def _rewrite(path: Path, rows: list[dict], fields: list[str]) -> Path:
     """Start the CSV with a header and `rows`, atomically; returns the path to append to."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    return atomic_write(path, write)
 
 
 def _mfu(flops_per_token: float, rate: float, peak: float | None, n_devices: int) -> float | None:

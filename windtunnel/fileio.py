@@ -1,0 +1,89 @@
+"""Writing files so that a reader never sees half of one: every file windtunnel writes goes through here.
+
+A killed sweep, a crashed run or a full disk leaves either the old file or the new one, never a torn
+mix: the content goes to a temp file beside the target, is flushed, and is renamed into place.
+
+    >>> write_json("runs/x/summary.json", {"status": "ok", "val_loss": 1.93})
+    >>> write_text("runs/x/config.yaml", "model: {}\\n")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["atomic_write", "write_text", "write_json", "jsonable"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, mode: int | None = None) -> Path:
+    """Call `write(temp_path)` beside `path`, then rename the temp file into place.
+
+    The parent folder is created when missing; `mode` (e.g. 0o644) is applied before the rename.
+    On any error the temp file is removed and `path` is untouched.
+
+    Example:
+        >>> atomic_write("runs/x/table.csv", lambda tmp: df.to_csv(tmp, index=False))   # doctest: +SKIP
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str, *, mode: int | None = None) -> Path:
+    """Write `text` (UTF-8) to `path` atomically.
+
+    Example:
+        >>> write_text("runs/x/notes.txt", "hello\\n")   # doctest: +SKIP
+    """
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), mode=mode)
+
+
+def write_json(path: str | os.PathLike, payload: Any, *, strict: bool = False) -> Path:
+    """Write `payload` as indented JSON atomically; numpy/torch scalars become plain numbers.
+
+    With `strict=True`, inf and NaN are written as null (strict JSON readers such as jq reject
+    `Infinity`); otherwise as `Infinity` / `NaN`, which Python's json reads back.
+
+    Example:
+        >>> write_json("runs/x/check.json", {"drift": float("inf")}, strict=True)   # doctest: +SKIP
+    """
+    data = _finite_or_null(payload) if strict else payload
+    text = json.dumps(data, indent=2, default=jsonable, allow_nan=not strict)
+    return write_text(path, text)
+
+
+def jsonable(x: Any) -> Any:
+    """A plain value for json: `.item()` of numpy/torch scalars, `.tolist()` of arrays, else `str`."""
+    if hasattr(x, "item") and getattr(x, "ndim", 0) == 0:
+        return x.item()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return str(x)
+
+
+def _finite_or_null(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_null(v) for v in x]
+    if hasattr(x, "item") and getattr(x, "ndim", 0) == 0:
+        return _finite_or_null(x.item())
+    return x
