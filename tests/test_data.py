@@ -20,15 +20,9 @@ torch = pytest.importorskip("torch")
 from windtunnel.data import corpus as wc  # noqa: E402
 from windtunnel.data import prepared as wd  # noqa: E402
 from windtunnel.data.sampling import BatchSampler, eval_batches  # noqa: E402
-from windtunnel.data.corpus import corpus_files, embedded_corpus  # noqa: E402
-from windtunnel.data.prepared import (  # noqa: E402
-    DataError,
-    TokenData,
-    dtype_for_vocab,
-    load_tokens,
-    open_data,
-    write_prepared,
-)
+from windtunnel.data.corpus import corpus_files, embedded_corpus, open_data  # noqa: E402
+from windtunnel.data.prepared import TokenData, dtype_for_vocab, load_tokens, write_prepared  # noqa: E402
+from windtunnel.errors import DataError  # noqa: E402
 from windtunnel.data.tokenizers import ByteTokenizer  # noqa: E402
 
 SMALL = 300_000

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from windtunnel.cli import main
-from windtunnel.data.prepared import DataError, load_tokens
+from windtunnel.data.prepared import load_tokens
+from windtunnel.errors import DataError
 from windtunnel.data.preparation import prepare, split_of
 from windtunnel.data.sources import TEXT_BLOCK, expand_sources
 from windtunnel.data.tokenizers import EOS_TOKEN, ByteLevelTokenizer, load_tokenizer, parse_tokenizer

@@ -14,7 +14,8 @@ import yaml
 import windtunnel.data.mixture as mixture_mod
 import windtunnel.training.loop as train_mod
 from windtunnel.config import load_config
-from windtunnel.data.prepared import open_data, write_prepared
+from windtunnel.data.corpus import open_data
+from windtunnel.data.prepared import write_prepared
 from windtunnel.errors import ConfigError
 from windtunnel.training.loop import METRIC_FIELDS, train
 

@@ -17,13 +17,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_config": "config", "config_from_dict": "config", "RunConfig": "config",
     "ModelConfig": "config", "TrainConfig": "config", "DataConfig": "config", "save_config": "config",
-    "ConfigError": "errors", "WindtunnelError": "errors",
+    "ConfigError": "errors", "DataError": "errors", "WindtunnelError": "errors",
     "build_model": "model.parametrization", "param_groups": "model.parametrization",
     "write_base_shapes": "model.parametrization", "multipliers": "model.parametrization",
     "build_optimizer": "training.optim",
     "build_schedule": "training.schedule",
     "train": "training.loop",
-    "open_data": "data.prepared",
+    "open_data": "data.corpus",
     # transfer to a target and the full run
     "transfer": "target.plan", "TransferPlan": "target.plan", "format_plan": "target.plan",
     "write_plan": "target.plan", "launch": "target.plan",

@@ -24,7 +24,7 @@ from .typecheck import (check_key, read_yaml_mapping, check_non_negative, check_
 __all__ = [
     "ModelConfig", "TrainConfig", "DataConfig", "RunConfig",
     "load_config", "config_from_dict", "config_to_dict", "save_config",
-    "parse_overrides", "apply_overrides", "check_value", "check_section",
+    "parse_overrides", "apply_overrides", "check_value", "check_section", "resolve_paths",
 ]
 
 
@@ -310,7 +310,7 @@ def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Seque
     """
     source = str(path)
     data = read_yaml_mapping(path, expected="model/train/data")
-    _resolve_paths(data, Path(path).resolve().parent)
+    resolve_paths(data, Path(path).resolve().parent)
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides, source="--set")
     overrides = dict(overrides)
@@ -385,7 +385,15 @@ def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
 # --- internals --------------------------------------------------------------------------------
 
 
-def _resolve_paths(data: dict, base: Path) -> None:
+def resolve_paths(data: dict, base: Path) -> None:
+    """Make the path-valued keys of raw config data (e.g. `data.path`) absolute against `base`, the
+    folder of the file they were read from, so a config means the same from any working directory.
+
+    Example:
+        >>> raw = {"data": {"path": "../data/web"}}
+        >>> resolve_paths(raw, Path("/work/proxies")); raw["data"]["path"]     # doctest: +SKIP
+        '/work/data/web'
+    """
     for section, key in _PATH_KEYS:
         sub = data.get(section)
         if isinstance(sub, dict) and isinstance(sub.get(key), str):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "WindtunnelError"]
+__all__ = ["ConfigError", "DataError", "WindtunnelError"]
 
 
 class WindtunnelError(Exception):
@@ -21,3 +21,12 @@ class ConfigError(WindtunnelError, ValueError):
         self.source, self.key, self.message = source, key, message
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {message}")
+
+
+class DataError(WindtunnelError, ValueError):
+    """Token data is missing, corrupt or unusable. The message names the file and what was expected.
+
+    Example:
+        >>> str(DataError("/data/train.bin: expected 100 bytes, found 40"))
+        '/data/train.bin: expected 100 bytes, found 40'
+    """

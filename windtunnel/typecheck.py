@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 import types
 import typing
 from typing import Any, Literal, Mapping, Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "suggest",
     "check_positive",
     "check_non_negative",
+    "is_int",
 ]
 
 
@@ -271,3 +273,13 @@ def check_non_negative(obj, source: str | None, section: str, names: Sequence[st
         value = getattr(obj, name)
         if value < 0:
             raise ConfigError(source, f"{section}.{name}", f"must be >= 0, got {value}")
+
+
+def is_int(x: Any) -> bool:
+    """A Python or numpy integer, not a bool (`True` is an int to Python, never a count to us).
+
+    Example:
+        >>> is_int(3), is_int(True), is_int(3.0)
+        (True, False, False)
+    """
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)  # numpy ints are Integral

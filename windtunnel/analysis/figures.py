@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..fileio import atomic_write
+from ..formatting import fmt_number
 
 __all__ = ["figure_grid", "save_figure", "colormap", "fmt_value", "FORMATS"]
 
@@ -73,7 +74,7 @@ def fmt_value(value, *, log: bool = False) -> str:
     v = float(value)
     if v.is_integer() and abs(v) < 1e6:
         return str(int(v))
-    text = f"{v:.3g}"
+    text = fmt_number(v, digits=3)
     if log and v > 0:
         e = math.log2(v)
         if abs(e * 2 - round(e * 2)) < 1e-9:

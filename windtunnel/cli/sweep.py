@@ -6,6 +6,8 @@ import json
 import math
 import sys
 
+from ..formatting import fmt_loss, fmt_params
+
 
 def register(sub) -> None:
     _add_sweep(sub)
@@ -47,9 +49,12 @@ def _cmd_sweep(args) -> int:
     if out.best is None:
         print("no trial finished ok")
         return 1
-    metric = out.spec.metric.name
-    params = " ".join(f"{k}={_fmt(out.best[k])}" for k in out.spec.param_keys)
-    print(f"best: {out.best['trial_id']} {metric}={out.best[metric]:.4f}  {params}  seed={out.best['seed']}")
+    metric, best = out.spec.metric.name, out.best
+    params = fmt_params({k: best[k] for k in out.spec.param_keys})
+    seeds = ""
+    if best.get("n_seeds", 1) > 1:  # the winner is the best configuration by its mean over seeds
+        seeds = f" (mean {fmt_loss(best[f'mean_{metric}'])} over {best['n_seeds_ok']}/{best['n_seeds']} seeds ok)"
+    print(f"best: {best['trial_id']} {metric}={fmt_loss(best[metric])}{seeds}  {params}  seed={best['seed']}")
     return 0
 
 
@@ -97,6 +102,3 @@ def _json_value(v):
         return None
     return v
 
-
-def _fmt(v) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .prepared import META_FILE, DataError, _is_int, write_prepared
+from ..errors import DataError
+from ..typecheck import is_int
+from .prepared import META_FILE, TokenData, load_tokens, write_prepared
 from .tokenizers import ByteTokenizer
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "cache_root",
     "corpus_files",
     "embedded_corpus",
+    "open_data",
 ]
 
 DEFAULT_MAX_BYTES = 8_000_000
@@ -182,6 +185,27 @@ def embedded_corpus(*, max_bytes: int = DEFAULT_MAX_BYTES, cache_dir: str | Path
     )
 
 def _check_budget(max_bytes: Any) -> None:
-    if not _is_int(max_bytes) or max_bytes < 1:
+    if not is_int(max_bytes) or max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
 
+
+def open_data(
+    *,
+    path: str | Path | None = None,
+    max_bytes: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> TokenData:
+    """Open a prepared data folder, or the embedded stdlib corpus when ``path`` is None.
+
+    ``max_bytes`` (None: ``windtunnel.data.corpus.DEFAULT_MAX_BYTES``) and ``cache_dir`` apply only to
+    the embedded corpus.
+
+    Example:
+        >>> data = open_data(path=None)                       # doctest: +SKIP
+        >>> data.meta["sources"]                              # doctest: +SKIP
+        'python-stdlib'
+    """
+    if path is None:
+        budget = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+        path = embedded_corpus(max_bytes=budget, cache_dir=cache_dir)
+    return load_tokens(path)

@@ -24,7 +24,9 @@ import numpy as np
 
 from .sampling import BatchSampler, eval_batches
 from ..config import RunConfig
-from .prepared import DataError, TokenData, load_tokens, open_data
+from ..errors import DataError
+from .corpus import open_data
+from .prepared import TokenData, load_tokens
 from ..errors import ConfigError
 
 if TYPE_CHECKING:

@@ -28,7 +28,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .prepared import META_FILE, TRAIN_FILE, VAL_FILE, DataError, TokenData, dtype_for_vocab, load_tokens
+from ..errors import DataError
+from .prepared import META_FILE, TRAIN_FILE, VAL_FILE, TokenData, dtype_for_vocab, load_tokens
 from .sources import TEXT_BLOCK, Piece, SourceFile, expand_sources, iter_pieces
 from .tokenizers import HFTokenizer, parse_tokenizer, train_bpe
 from ..fileio import write_json

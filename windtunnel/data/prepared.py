@@ -32,29 +32,20 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import WindtunnelError
+from ..errors import DataError
+from ..typecheck import is_int
 
 __all__ = [
     "DataError",
     "TokenData",
     "dtype_for_vocab",
     "load_tokens",
-    "open_data",
     "write_prepared",
 ]
 
 META_FILE, TRAIN_FILE, VAL_FILE = "meta.json", "train.bin", "val.bin"
 
 _DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
-
-
-class DataError(WindtunnelError, ValueError):
-    """Token data is missing, corrupt or unusable. The message names the file and what was expected.
-
-    Example:
-        >>> str(DataError("/data/train.bin: expected 100 bytes, found 40"))
-        '/data/train.bin: expected 100 bytes, found 40'
-    """
 
 
 def dtype_for_vocab(vocab_size: int) -> str:
@@ -64,7 +55,7 @@ def dtype_for_vocab(vocab_size: int) -> str:
         >>> dtype_for_vocab(256), dtype_for_vocab(50257), dtype_for_vocab(100_000)
         ('uint8', 'uint16', 'uint32')
     """
-    if not _is_int(vocab_size) or vocab_size < 1:
+    if not is_int(vocab_size) or vocab_size < 1:
         raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
     if vocab_size <= 1 << 8:
         return "uint8"
@@ -194,10 +185,6 @@ class TokenData:
         return (load_tokens, (self.path,))
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -233,7 +220,7 @@ def load_tokens(path: str | Path, *, verify: bool = False) -> TokenData:
         raise DataError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
 
     vocab = meta.get("vocab_size")
-    if not _is_int(vocab) or vocab < 1:
+    if not is_int(vocab) or vocab < 1:
         raise DataError(f"{meta_path}: vocab_size: expected a positive integer, got {vocab!r}")
     dtype_name = meta.get("dtype")
     if dtype_name not in _DTYPES:
@@ -245,7 +232,7 @@ def load_tokens(path: str | Path, *, verify: bool = False) -> TokenData:
     arrays = {}
     for key, name in (("train_tokens", TRAIN_FILE), ("val_tokens", VAL_FILE)):
         n = meta.get(key)
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise DataError(f"{meta_path}: {key}: expected a positive integer, got {n!r}")
         bin_path = folder / name
         if not bin_path.is_file():
@@ -268,27 +255,3 @@ def load_tokens(path: str | Path, *, verify: bool = False) -> TokenData:
             raise DataError(f"{bin_path}: token id {int(arrays[name].max())} >= vocab_size {vocab}")
 
     return TokenData(path=folder, meta=meta, train=arrays[TRAIN_FILE], val=arrays[VAL_FILE])
-
-
-def open_data(
-    *,
-    path: str | Path | None = None,
-    max_bytes: int | None = None,
-    cache_dir: str | Path | None = None,
-) -> TokenData:
-    """Open a prepared data folder, or the embedded stdlib corpus when ``path`` is None.
-
-    ``max_bytes`` (None: ``windtunnel.data.corpus.DEFAULT_MAX_BYTES``) and ``cache_dir`` apply only to
-    the embedded corpus.
-
-    Example:
-        >>> data = open_data(path=None)                       # doctest: +SKIP
-        >>> data.meta["sources"]                              # doctest: +SKIP
-        'python-stdlib'
-    """
-    if path is None:
-        from .corpus import DEFAULT_MAX_BYTES, embedded_corpus  # corpus imports this module
-
-        budget = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-        path = embedded_corpus(max_bytes=budget, cache_dir=cache_dir)
-    return load_tokens(path)

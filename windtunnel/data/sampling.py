@@ -5,7 +5,7 @@ trial sees exactly the same data with no sampler state to save. Evaluation batch
 spaced offsets, no RNG at all.
 
 Example:
-    >>> from windtunnel.data.prepared import open_data
+    >>> from windtunnel.data.corpus import open_data
     >>> data = open_data(path=None)                       # doctest: +SKIP
     >>> sampler = BatchSampler(data.train, batch_size=8, seq_len=256, seed=0)  # doctest: +SKIP
     >>> x, y = sampler.batch(step=0)                      # doctest: +SKIP
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .prepared import DataError, _is_int
+from ..errors import DataError
+from ..typecheck import is_int
 
 if TYPE_CHECKING:  # torch is imported lazily where tensors are built
     import torch
@@ -27,7 +28,7 @@ __all__ = ["BatchSampler", "eval_batches"]
 
 
 def _check_pos_int(name: str, value: Any) -> int:
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -75,14 +76,14 @@ class BatchSampler:
     def __init__(self, tokens: np.ndarray, *, batch_size: int, seq_len: int, seed: int):
         self.batch_size = _check_pos_int("batch_size", batch_size)
         self.seq_len = _check_pos_int("seq_len", seq_len)
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)
         self.tokens = _check_tokens(tokens, self.seq_len, "train tokens")
 
     def offsets(self, step: int) -> np.ndarray:
         """Start offsets of the ``batch_size`` windows for ``step``."""
-        if not _is_int(step) or step < 0:
+        if not is_int(step) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
         rng = np.random.default_rng([self.seed, int(step)])
         return rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size, dtype=np.int64)

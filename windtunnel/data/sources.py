@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .prepared import DataError
+from ..errors import DataError
 
 __all__ = ["TEXT_BLOCK", "Piece", "SourceFile", "expand_sources", "iter_pieces", "source_kind"]
 

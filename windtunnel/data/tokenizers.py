@@ -25,7 +25,7 @@ from typing import Any, Iterable, Protocol
 
 import numpy as np
 
-from .prepared import DataError
+from ..errors import DataError
 
 __all__ = [
     "EOS_TOKEN",

@@ -30,7 +30,7 @@ from ..fileio import atomic_write
 from .transformer import Multipliers, RMSNorm, Transformer
 
 __all__ = ["Role", "multipliers", "build_model", "param_roles", "param_groups", "base_shapes",
-           "write_base_shapes", "init_weights"]
+           "write_base_shapes", "init_weights", "unwrap"]
 
 Role = Literal["embedding", "hidden", "vector"]
 
@@ -124,7 +124,7 @@ def param_groups(model: nn.Module, cfg: RunConfig, *, roles: dict[str, Role] | N
         >>> {g["role"]: g["lr"] for g in groups}   # hidden lr = lr / m
         {'embedding': 0.01, 'hidden': 0.005, 'vector': 0.01}
     """
-    roles = roles or param_roles(_unwrap(model))
+    roles = roles or param_roles(unwrap(model))
     m = cfg.model.width_mult if cfg.model.parametrization == "mup" else 1.0
     lr = cfg.train.lr
     lr_by_role = {"embedding": lr, "hidden": lr / m, "vector": lr}
@@ -220,7 +220,13 @@ def _check_readout_mult(model: Transformer, cfg: ModelConfig, source: str | None
                           f"model.dim_model_base={cfg.dim_model_base}; remake it with `windtunnel shapes`")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP (`.module`) and `torch.compile` (`._orig_mod`) wrappers.
+
+    Example:
+        >>> unwrap(torch.compile(model)) is model     # doctest: +SKIP
+        True
+    """
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or model._orig_mod
     return model

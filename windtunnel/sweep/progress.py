@@ -7,19 +7,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["Progress", "format_params", "format_loss"]
+from ..formatting import fmt_loss, fmt_params
 
-
-def format_params(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
-
-
-def format_loss(x: Any) -> str:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return "-"
-    return "nan" if math.isnan(x) else ("inf" if math.isinf(x) else f"{x:.4f}")
+__all__ = ["Progress"]
 
 
 class Progress:
@@ -48,13 +38,13 @@ class Progress:
 
     def trial_started(self, tid: str, params: dict[str, Any]) -> None:
         self.running.add(tid)
-        self._say(f"{tid} started  {format_params(params)}")
+        self._say(f"{tid} started  {fmt_params(params)}")
 
     def trial_finished(self, row: dict[str, Any]) -> None:
         self.running.discard(row["trial_id"])
         self.done += 1
         self.offer_best(row)
-        what = f"{row['status']:<8} {self.metric} {format_loss(row.get(self.metric))}"
+        what = f"{row['status']:<8} {self.metric} {fmt_loss(row.get(self.metric))}"
         if row.get("seconds"):
             what += f" in {float(row['seconds']):.1f}s"
         if row.get("message"):
@@ -71,12 +61,9 @@ class Progress:
         left = max(self.total - self.done - len(self.running), 0)
         best = ""
         if self.best is not None:
-            best = f" | best {format_loss(self.best[self.metric])} ({self.best['trial_id']}: " \
-                   f"{format_params({k: self.best.get(k) for k in self.param_keys})})"
+            best = f" | best {fmt_loss(self.best[self.metric])} ({self.best['trial_id']}: " \
+                   f"{fmt_params({k: self.best.get(k) for k in self.param_keys})})"
         elapsed = time.perf_counter() - self.started
         print(f"[{self.name} {elapsed:6.0f}s] {event} | {self.done}/{self.total} done, {len(self.running)} "
               f"running, {left} left{best}", file=self.stream, flush=True)
 
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

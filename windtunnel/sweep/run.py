@@ -187,5 +187,5 @@ def _close_stale_study_trials(run_dir: Path, spec: SweepSpec, table: ResultsTabl
 
 def _warm_data(base: dict) -> None:
     """Prepare the embedded corpus once here, not in every trial at once."""
-    from ..data.prepared import open_data
+    from ..data.corpus import open_data
     open_data(path=base["data"]["path"], max_bytes=base["data"]["embedded_bytes"])

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..config import _resolve_paths, config_from_dict, RunConfig
+from ..config import RunConfig, config_from_dict, resolve_paths
 from ..errors import ConfigError, WindtunnelError
 
 __all__ = ["Target", "load_target", "target_files", "TARGET_DIRS"]
@@ -93,7 +93,7 @@ def load_target(target: str | os.PathLike) -> Target:
     if not isinstance(raw, dict) or not isinstance(raw.get("transfer"), dict):
         raise ConfigError(source, "transfer", "a target needs a `transfer:` section with tokens and batch_tokens")
     spec = raw.pop("transfer")
-    _resolve_paths(raw, path.resolve().parent)
+    resolve_paths(raw, path.resolve().parent)
     sections = {name: dict(raw.get(name) or {}) for name in ("model", "train", "data")}
     for key in _COMPUTED:
         if key in sections["train"]:

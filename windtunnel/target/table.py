@@ -8,11 +8,11 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import RunConfig
+from ..formatting import fmt_number
 from ..model.accounting import count_params, run_flops
 from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
 from ..model.transformer import flops_per_token
@@ -210,23 +210,7 @@ def format_plan(plan: TransferPlan) -> str:
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
     if isinstance(value, GiB):
         return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
-    if isinstance(value, (bool, str)):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) < 1e7 else _si(value)
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.4g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
-    return str(value)
+    return fmt_number(value)
 
-
-def _si(value: int) -> str:
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
-        if abs(value) >= scale:
-            return f"{value / scale:.4g}{suffix}"
-    return f"{value:,}"

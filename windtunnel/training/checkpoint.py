@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import WindtunnelError
+from ..model.parametrization import unwrap
 from ..fileio import atomic_write
 
 __all__ = ["CHECKPOINT_DIR", "save_checkpoint", "load_checkpoint", "restore", "list_checkpoints",
@@ -49,7 +50,7 @@ def save_checkpoint(run_dir: str | os.PathLike, *, step: int, model: nn.Module,
     payload = {
         "format": FORMAT,
         "step": int(step),
-        "model": _unwrap(model).state_dict(),
+        "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": _rng_state(),
         "state": dict(state or {}),
@@ -84,7 +85,7 @@ def restore(ckpt: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Op
     The model keeps its mup `infshape`s (states are copied into the existing parameters).
     """
     try:
-        _unwrap(model).load_state_dict(ckpt["model"])
+        unwrap(model).load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise WindtunnelError(f"{source}: does not fit this model ({' '.join(str(e).split())[:300]}); "
                               "was it written with a different model shape?") from None
@@ -160,9 +161,3 @@ def _to_lists(x):
 
 def _to_tuples(x):
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model

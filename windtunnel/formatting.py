@@ -1,0 +1,67 @@
+"""How windtunnel writes a number for a person: one formatter, so a value reads the same in the
+progress lines, the results table, the transfer plan and a plot's labels.
+
+    >>> fmt_number(0.0078125), fmt_number(1_251_755_520), fmt_number(None), fmt_loss(float("inf"))
+    ('0.007812', '1.252B', '-', 'inf')
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["fmt_number", "fmt_loss", "fmt_params"]
+
+
+def fmt_number(value: Any, *, digits: int = 4) -> str:
+    """`digits` significant digits for floats, thousands separators for ints (SI suffix from 1e7),
+    `-` for None and NaN, lists element-wise; anything else as `str`.
+
+    Example:
+        >>> fmt_number(3.14159), fmt_number(12_000), fmt_number([0.5, 2])
+        ('3.142', '12,000', '[0.5, 2]')
+    """
+    if value is None:
+        return "-"
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()  # numpy / torch scalar
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) < 1e7 else _si(value, digits)
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.{digits}g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt_number(v, digits=digits) for v in value) + "]"
+    return str(value)
+
+
+def fmt_loss(value: Any) -> str:
+    """A loss with 4 decimals (`inf` for a diverged trial, `-` when there is none).
+
+    Example:
+        >>> fmt_loss(1.71234), fmt_loss(None)
+        ('1.7123', '-')
+    """
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return "nan" if math.isnan(x) else ("inf" if math.isinf(x) else f"{x:.4f}")
+
+
+def fmt_params(params: dict[str, Any]) -> str:
+    """`train.lr=0.008 model.init_std=0.1`: a trial's swept values on one line.
+
+    Example:
+        >>> fmt_params({"train.lr": 0.008, "model.init_std": 0.1})
+        'train.lr=0.008 model.init_std=0.1'
+    """
+    return " ".join(f"{k}={fmt_number(v)}" for k, v in params.items())
+
+
+def _si(value: int, digits: int) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g}{suffix}"
+    return f"{value:,}"
