@@ -189,10 +189,10 @@ def test_decay_mixture_switches_at_the_wsd_decay(two_sources, tiny):
     cfg = _mix_cfg(two_sources, tiny, ["data.mixture.letters=0", "data.mixture_decay.digits=0",
                                  "data.mixture_decay.letters=1", "train.grad_accum=2", "train.steps=10",
                                  "train.decay_steps=4"])
-    sampler, _ = build_samplers(cfg, schedule=make_schedule(cfg))
+    sampler, _ = build_samplers(cfg, decay_start=make_schedule(cfg).decay_start)
     assert sampler.decay_start == 6 * 2  # optimizer step 6, in micro-batches
     assert set(sampler.choose(11)[0]) == {0} and set(sampler.choose(12)[0]) == {1}
-    with pytest.raises(ValueError, match="needs the run's schedule"):
+    with pytest.raises(ValueError, match="needs the schedule's decay_start"):
         build_samplers(cfg)
 
 

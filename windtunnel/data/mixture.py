@@ -1,6 +1,6 @@
 """A run's token sources: one prepared folder, or a weighted mixture of several, and their batches.
 
-`build_samplers(cfg, schedule=...)` is the one call the training loop makes. It opens the data named
+`build_samplers(cfg, decay_start=...)` is the one call the training loop makes. It opens the data named
 by `cfg.data` (the embedded corpus, `data.path`, or `data.sources` + `data.mixture`), checks it against
 the model (vocabulary, sequence length) and returns:
 
@@ -12,7 +12,7 @@ the model (vocabulary, sequence length) and returns:
 Example:
     >>> cfg = load_config("proxies/xs.yaml", overrides=["data.sources={web: data/web, code: data/code}",
     ...                                                 "data.mixture={web: 0.7, code: 0.3}"])  # doctest: +SKIP
-    >>> sampler, val_set = build_samplers(cfg, schedule=make_schedule(cfg))                   # doctest: +SKIP
+    >>> sampler, val_set = build_samplers(cfg, decay_start=make_schedule(cfg).decay_start)                   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from ..training.schedule import Schedule
 
 __all__ = ["MixtureSampler", "ValSet", "build_samplers", "load_run_sources"]
 
@@ -204,11 +203,12 @@ def _check_sources(cfg: RunConfig, sources: dict[str, TokenData], keys: dict[str
                                   f"has only {n} tokens, fewer than seq_len + 1 = {cfg.train.seq_len + 1}")
 
 
-def build_samplers(cfg: RunConfig, *, schedule: Schedule | None = None) -> tuple[BatchSampler | MixtureSampler, ValSet]:
+def build_samplers(cfg: RunConfig, *, decay_start: int | None = None) -> tuple[BatchSampler | MixtureSampler, ValSet]:
     """The run's training sampler and validation set (see the module docstring).
 
-    ``schedule`` is needed when ``data.mixture_decay`` is set: its ``decay_start`` (in optimizer steps,
-    times ``train.grad_accum`` micro-batches) is where the decay mixture takes over.
+    ``decay_start`` (the schedule's first decay step, in optimizer steps) is needed when
+    ``data.mixture_decay`` is set: from there (times ``train.grad_accum`` micro-batches) the decay
+    mixture takes over. A step number, not the schedule: data does not depend on training.
 
     Example:
         >>> sampler, val_set = build_samplers(load_config("proxies/xs.yaml"))   # doctest: +SKIP
@@ -221,12 +221,12 @@ def build_samplers(cfg: RunConfig, *, schedule: Schedule | None = None) -> tuple
     if d.sources is None:
         sampler = BatchSampler(sources[SINGLE].train, batch_size=t.batch_size, seq_len=t.seq_len, seed=t.seed)
         return sampler, ValSet(val, weights={SINGLE: 1.0})
-    decay_start = decay_weights = None
+    start = decay_weights = None
     if d.mixture_decay is not None:
-        if schedule is None:
-            raise ValueError("build_samplers: data.mixture_decay needs the run's schedule (schedule=...)")
-        decay_start, decay_weights = schedule.decay_start * t.grad_accum, d.weights("mixture_decay")
+        if decay_start is None:
+            raise ValueError("build_samplers: data.mixture_decay needs the schedule's decay_start (decay_start=...)")
+        start, decay_weights = decay_start * t.grad_accum, d.weights("mixture_decay")
     sampler = MixtureSampler({name: data.train for name, data in sources.items()}, weights=d.weights(),
                              batch_size=t.batch_size, seq_len=t.seq_len, seed=t.seed,
-                             decay_weights=decay_weights, decay_start=decay_start)
+                             decay_weights=decay_weights, decay_start=start)
     return sampler, ValSet(val, weights=d.weights("val_mixture"))

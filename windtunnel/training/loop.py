@@ -93,7 +93,7 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, *, progress, on_eval, re
     optimizer = build_optimizer(model, cfg)
     state = _start_state(cfg, out, model, optimizer, resume=resume, decay_from=decay_from, device=device)
     schedule = make_schedule(cfg, decay_start=state.decay_start)
-    sampler, val_set = build_samplers(cfg, schedule=schedule)  # one source, or a weighted mixture
+    sampler, val_set = build_samplers(cfg, decay_start=schedule.decay_start)  # one source, or a weighted mixture
     step_fn, ddp = _wrap(model, cfg, ctx)
     amp = _autocast(device, t.precision)
     # only now, with config, data, model and checkpoint known good, touch the run folder:
