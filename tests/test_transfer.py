@@ -226,3 +226,16 @@ def test_proxy_from_spec_when_the_trial_config_is_missing_and_from_a_run_folder(
     summary = train(load_config(ROOT / "proxies" / "xs.yaml", overrides=TINY), out_dir=tmp_path / "run")
     run = load_proxy(tmp_path / "run")
     assert run.val_loss == summary["val_loss"] and run.tokens == summary["tokens"] and run.best == {}
+
+
+def test_target_set_reaches_into_mappings_like_the_config(tmp_path):
+    """`transfer --set data.mixture.web=0.3` takes the config's own override path (deep keys)."""
+    path = write_target(tmp_path / "mix.yaml", d_model=32)
+    spec = yaml.safe_load(path.read_text())
+    spec["data"] = {"sources": {"web": str(tmp_path / "web"), "code": str(tmp_path / "code")},
+                    "mixture": {"web": 0.5, "code": 0.5}}
+    path.write_text(yaml.safe_dump(spec))
+    plan = transfer(target=path, overrides=["data.mixture.web=0.3"])
+    assert plan.config.data.weights()["web"] == pytest.approx(0.3 / 0.8)
+    with pytest.raises(ConfigError, match=r"--set: data.mixtur: unknown key"):
+        transfer(target=path, overrides=["data.mixtur.web=0.3"])

@@ -102,7 +102,8 @@ def transfer(*, target: str | os.PathLike, source: str | os.PathLike | None = No
     try:
         preview = tgt.config(steps=_placeholder_steps(tgt, carried), overrides=carried)
     except ConfigError as e:  # a bad --set value is the command line's fault, not the target file's
-        raise (ConfigError("--set", e.key, e.message) if e.key in sets else e) from None
+        from_set = any(k == e.key or k.startswith(e.key + ".") for k in sets)
+        raise (ConfigError("--set", e.key, e.message) if from_set else e) from None
     batch = _batch_plan(tgt, proxy, preview, batch_tokens, nproc)
     steps = max(1, round(total_tokens / batch.tokens))
     cfg = _final_config(tgt, carried, steps, batch, proxy)
