@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -78,7 +77,8 @@ def ray_head(env: dict[str, str], *, cpus: int = 2):
 def _sweep(spec: Path, out: Path, address: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "windtunnel", "sweep", str(spec), "--out", str(out), "--address", address,
            "--no-plots"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT,
+                          check=False)
 
 
 def _generate_token(env: dict[str, str]) -> str:
@@ -88,64 +88,72 @@ def _generate_token(env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-@pytest.mark.slow
-def test_sweep_joins_a_head_started_after_a_local_run_left_a_token(tmp_path):
-    # the issue's order: a local run wrote ~/.ray/auth_token, then `ray start --head`, then the sweep
-    home = tmp_path / "home"
+def _join(address: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Only the join (init_ray with the announce line), no sweep: a few seconds instead of tens."""
+    code = "import sys; from windtunnel.sweep.ray_engine import init_ray; init_ray(sys.argv[1], announce=print)"
+    return subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, check=False)
+
+
+@pytest.fixture(scope="module")
+def head_after_local_run(tmp_path_factory):
+    """The issue's order: a local run left ~/.ray/auth_token, then `ray start --head` in that home
+    (which turns token authentication on because it finds the file). Yields (port, root, home, token)."""
+    home = tmp_path_factory.mktemp("home")
     env = _env(home)
     token = _generate_token(env)
     assert (home / ".ray" / "auth_token").read_text().strip() == token
-    spec = write_spec(tmp_path / "s.yaml", name="cl", budget={"max_concurrent": 2})
     with ray_head(env) as (port, root):
-        done = _sweep(spec, tmp_path / "run", f"127.0.0.1:{port}", env)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert f":{port}: 1 node, 2 CPUs, 0 GPUs, token authentication on (token from " \
-               f"{home / '.ray' / 'auth_token'})" in done.stderr
-        assert "gcs_client" not in done.stderr and "Unauthenticated" not in done.stderr
+        yield port, root, home, token
 
-        # `auto` finds this head through the address file its `ray start` wrote, and says so
-        auto = _sweep(spec, tmp_path / "run_auto", "auto", _env(home, RAY_TMPDIR=str(root)))
-        assert auto.returncode == 0, auto.stderr[-3000:]
-        assert f":{port} (the last `ray start --head` on this machine): 1 node" in auto.stderr
 
+@pytest.mark.slow
+def test_sweep_joins_a_head_started_after_a_local_run_left_a_token(tmp_path, head_after_local_run):
+    port, root, home, _ = head_after_local_run
+    spec = write_spec(tmp_path / "s.yaml", name="cl", budget={"max_concurrent": 2})
+    done = _sweep(spec, tmp_path / "run", f"127.0.0.1:{port}", _env(home))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f":{port}: 1 node, 2 CPUs, 0 GPUs, token authentication on (token from " \
+           f"{home / '.ray' / 'auth_token'})" in done.stderr
+    assert "gcs_client" not in done.stderr and "Unauthenticated" not in done.stderr
     df = read_results(tmp_path / "run")
     assert list(df["trial_id"]) == ["t0000", "t0001"] and list(df["status"]) == ["ok", "ok"]
     assert list(df["train.lr"]) == [0.01, 0.03] and all(0 < v < math.log(256) for v in df["val_loss"])
-    assert list(read_results(tmp_path / "run_auto")["val_loss"]) == pytest.approx(list(df["val_loss"]), rel=1e-6)
     # the head's workers computed what this process computes from the same trial config
     cfg = load_config(tmp_path / "run" / "trials" / "t0000" / "config.yaml")
     local = train(cfg, out_dir=tmp_path / "local_t0000")
     assert local["val_loss"] == pytest.approx(df["val_loss"].iloc[0], rel=1e-6)
 
+    # `auto` finds this head through the address file its `ray start` wrote, and says which it joined
+    auto = _join("auto", _env(home, RAY_TMPDIR=str(root)))
+    assert auto.returncode == 0, auto.stderr[-3000:]
+    assert f":{port} (the last `ray start --head` on this machine): 1 node, 2 CPUs" in auto.stdout
+
 
 @pytest.mark.slow
-def test_a_stale_token_file_is_reported_as_an_authentication_failure(tmp_path):
-    home = tmp_path / "home"
+def test_a_stale_token_file_is_reported_as_an_authentication_failure(tmp_path, head_after_local_run):
+    port, _, _, head_token = head_after_local_run
+    home = tmp_path / "home"  # this driver's ~/.ray/auth_token is another run's, not the head's
     driver = _env(home)
-    stale = _generate_token(driver)  # ~/.ray/auth_token from an earlier run
-    head_token = secrets.token_hex(32)
-    assert head_token != stale
+    assert _generate_token(driver) != head_token
     spec = write_spec(tmp_path / "s.yaml", name="st", parameters={"train.lr": {"values": [0.01]}})
-    with ray_head(_env(home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head_token), cpus=1) as (port, _):
-        address = f"127.0.0.1:{port}"
-        started = time.monotonic()
-        done = _sweep(spec, tmp_path / "run", address, driver)
-        assert done.returncode == 2
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1, done.stderr  # no retry noise from Ray's gcs_client
-        assert lines[0].startswith(f"windtunnel: error: --address {address}: authentication failed: the Ray "
-                                   f"cluster at {address} rejected the token from {home / '.ray' / 'auth_token'}")
-        assert "start the head with this same token" in lines[0] and "ray get-auth-token" in lines[0]
-        assert time.monotonic() - started < 30 and not (tmp_path / "run").exists()
+    address = f"127.0.0.1:{port}"
+    done = _sweep(spec, tmp_path / "run", address, driver)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr  # no retry noise from Ray's gcs_client
+    assert lines[0].startswith(f"windtunnel: error: --address {address}: authentication failed: the Ray "
+                               f"cluster at {address} rejected the token from {home / '.ray' / 'auth_token'}")
+    assert "start the head with this same token" in lines[0] and "ray get-auth-token" in lines[0]
+    assert not (tmp_path / "run").exists()
 
-        refused = _sweep(spec, tmp_path / "run", address, _env(home, RAY_AUTH_MODE="disabled"))
-        assert refused.returncode == 2 and "requires a token but RAY_AUTH_MODE=disabled here" in refused.stderr
+    refused = _join(address, _env(home, RAY_AUTH_MODE="disabled"))
+    assert refused.returncode != 0 and "requires a token but RAY_AUTH_MODE=disabled here" in refused.stderr
 
-        # the fix the message gives: the head's token, exported
-        fixed = _sweep(spec, tmp_path / "run", address, _env(home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head_token))
-        assert fixed.returncode == 0, fixed.stderr[-3000:]
-        assert "token authentication on (token from RAY_AUTH_TOKEN)" in fixed.stderr
-    assert list(read_results(tmp_path / "run")["status"]) == ["ok"]
+    # the fix the message gives: the head's token, exported
+    fixed = _join(address, _env(home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head_token))
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert "token authentication on (token from RAY_AUTH_TOKEN)" in fixed.stdout
 
 
 def test_token_is_found_by_rays_precedence(tmp_path, monkeypatch):
