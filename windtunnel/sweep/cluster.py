@@ -109,9 +109,9 @@ def prepare_join(address: str) -> ClusterJoin:
         >>> join.address, join.auth
         ('127.0.0.1:6379', 'token')
     """
-    if address.startswith("ray://"):  # Ray Client: its server handles authentication itself
-        return ClusterJoin(address=address)
     target, chosen_by, others = _resolve(address)
+    if target.startswith("ray://"):  # Ray Client: its server handles authentication itself
+        return ClusterJoin(address=target, chosen_by=chosen_by)
     _check_reachable(address, target)
     token = find_token()
     auth = _agree_on_auth(address, target, token)
@@ -122,6 +122,8 @@ def prepare_join(address: str) -> ClusterJoin:
 
 def _resolve(address: str) -> tuple[str, str, list[str]]:
     """(HOST:PORT to join, how it was chosen, the other Ray instances running on this machine)."""
+    if address.startswith("ray://"):
+        return address, "given", []
     if address != "auto":
         host, sep, port = address.rpartition(":")
         if not sep or not host or not port.isdigit():
@@ -131,7 +133,7 @@ def _resolve(address: str) -> tuple[str, str, list[str]]:
     from ray._private import services
     running = sorted(services.find_gcs_addresses())
     last = services.find_bootstrap_address(None)
-    if os.environ.get("RAY_ADDRESS"):
+    if os.environ.get("RAY_ADDRESS", "auto") not in ("auto", "local", ""):
         chosen, how = os.environ["RAY_ADDRESS"], "from RAY_ADDRESS"
     elif last and (last in running or not running):
         chosen, how = last, "the last `ray start --head` on this machine"
