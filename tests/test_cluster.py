@@ -181,5 +181,5 @@ def test_bad_or_dead_address_is_one_clear_line():
     with pytest.raises(WindtunnelError, match=r"--address nowhere: expected auto or HOST:PORT"):
         prepare_join("nowhere")
     port = _free_port()  # nothing listens there
-    with pytest.raises(WindtunnelError, match=rf"--address 127.0.0.1:{port}: no Ray head answers at 127.0.0.1:{port}"):
+    with pytest.raises(WindtunnelError, match=rf"--address 127.0.0.1:{port}: no Ray head answers at 127.0.0.1:"):
         prepare_join(f"127.0.0.1:{port}")

@@ -155,8 +155,9 @@ def _check_reachable(flag: str, target: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except (OSError, ValueError) as e:
-        raise WindtunnelError(f"--address {flag}: no Ray head answers at {target} ({getattr(e, 'strerror', None) or e}); "
-                              f"start one with `ray start --head --port={port}` or check the address") from None
+        why = getattr(e, "strerror", None) or e
+        raise WindtunnelError(f"--address {flag}: no Ray head answers at {target} ({why}); start one with "
+                              f"`ray start --head --port={port}` or check the address") from None
 
 
 def _agree_on_auth(flag: str, target: str, token: TokenSource) -> str | None:
@@ -179,7 +180,8 @@ def _agree_on_auth(flag: str, target: str, token: TokenSource) -> str | None:
                               f"a token but {AUTH_MODE}=disabled here; unset it. {AUTH_FIX}")
     if token.where is None:
         raise WindtunnelError(f"--address {flag}: authentication failed: the Ray cluster at {target} requires "
-                              f"a token and this machine has none ({TOKEN}, {TOKEN_PATH}, ~/.ray/auth_token); fix: {_EXPORT_FIX}")
+                              f"a token and this machine has none ({TOKEN}, {TOKEN_PATH}, ~/.ray/auth_token); "
+                              f"fix: {_EXPORT_FIX}")
     answer = _probe(target, mode="token")
     if answer == "auth":
         raise WindtunnelError(f"--address {flag}: authentication failed: the Ray cluster at {target} rejected "
