@@ -20,8 +20,9 @@ def _add_sweep(sub) -> None:
                                    "(results.parquet, results.csv, one folder per trial).")
     p.add_argument("spec", help="sweep spec YAML, e.g. sweeps/lr_init.yaml")
     p.add_argument("--out", help="run folder (default: runs/<name>)")
-    p.add_argument("--address", help="join an existing Ray cluster: `auto` or HOST:PORT "
-                                     "(default: a private Ray instance on this machine)")
+    p.add_argument("--address", help="join an existing Ray cluster: `auto` or HOST:PORT (default: a private "
+                                     "Ray instance on this machine); uses the head's token authentication, "
+                                     "with the token from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep in its run folder; finished trials are kept")
     p.add_argument("--dry-run", action="store_true",

@@ -5,8 +5,8 @@
     >>> read_results("runs/lr_init").sort_values("val_loss").head()
 
 Modules: `spec` (the YAML and its rules), `plan` (trials, configs, cost), `results` (the table),
-`trial` (one trial, the Ray trainable), `ray_engine` (Ray Tune), `study` (Optuna for TPE),
-`progress` (console lines), `run` (run_sweep). Ray, Optuna and torch load only when a sweep runs.
+`trial` (one trial, the Ray trainable), `ray_engine` (Ray Tune), `cluster` (joining a Ray cluster:
+which one, token authentication), `study` (Optuna for TPE), `progress` (console lines), `run` (run_sweep). Ray, Optuna and torch load only when a sweep runs.
 """
 
 from __future__ import annotations

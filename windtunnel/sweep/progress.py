@@ -55,6 +55,10 @@ class Progress:
         self.running.discard(tid)
         self._say(f"{tid} stopped before the end (left for --resume)")
 
+    def note(self, line: str) -> None:
+        """A line about the sweep as a whole (e.g. the cluster it joined); printed even when quiet."""
+        print(f"[{self.name}] {line}", file=self.stream, flush=True)
+
     def _say(self, event: str) -> None:
         if not self.enabled:
             return

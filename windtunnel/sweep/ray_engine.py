@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import WindtunnelError
+from .cluster import AUTH_FIX, describe_cluster, find_token, prepare_join
 from .plan import TrialPoint
 from .progress import Progress
 from ..analysis.runs import SUMMARY_FILE
@@ -30,15 +31,18 @@ _QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "
               "RAY_CHDIR_TO_TRIAL_DIR": "0"}
 
 
-def init_ray(address: str | None = None) -> bool:
+def init_ray(address: str | None = None, *, announce: Callable[[str], None] | None = None) -> bool:
     """Start (or join) Ray; returns True when this call started it (the caller then shuts it down).
 
     An already-initialised Ray is reused as it is. Without an address, a private local instance with
-    one CPU slot per core; with `auto` or `HOST:PORT`, the existing cluster.
+    one CPU slot per core; with `auto` or `HOST:PORT`, the existing cluster, after agreeing with its
+    head on token authentication (see `windtunnel.sweep.cluster`). `announce` receives one line
+    naming the cluster joined (address, nodes, CPUs, GPUs).
 
     Example:
         >>> started = init_ray()          # private instance on this machine
-        >>> started = init_ray("auto")    # the cluster `ray start --head` made
+        >>> started = init_ray("auto", announce=print)    # the cluster `ray start --head` made
+        joined the Ray cluster at 10.0.0.5:6379 (the last `ray start --head` on this machine): 1 node, ...
     """
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
@@ -46,28 +50,32 @@ def init_ray(address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     common = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    if not address:
+        find_token()  # a bad RAY_AUTH_TOKEN_PATH makes Ray abort the process; one line instead
+        _workers_import_this_windtunnel()
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **common)
+        return True
+    join = prepare_join(address)
     try:
-        if address:
-            _check_reachable(address)
-            ray.init(address=address, **common)
-        else:
-            _workers_import_this_windtunnel()
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **common)
-    except ConnectionError as e:
-        raise WindtunnelError(f"--address {address}: cannot reach a Ray cluster ({' '.join(str(e).split())[:200]})") from None
+        ray.init(address=join.address, **common)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as e:
+        detail = " ".join(str(e).split())[:200]
+        if _refused_for_authentication(e):
+            raise WindtunnelError(f"--address {address}: authentication failed ({detail}); {AUTH_FIX}") from None
+        raise WindtunnelError(f"--address {address}: cannot reach a Ray cluster ({detail})") from None
+    if announce is not None:
+        announce(describe_cluster(join))
     return True
 
 
-def _check_reachable(address: str) -> None:
-    """Ray keeps retrying a dead HOST:PORT for minutes; a plain TCP connect answers in seconds."""
-    host, sep, port = address.rpartition(":")
-    if address in ("auto", "local") or address.startswith("ray://") or not sep or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as e:
-        raise WindtunnelError(f"--address {address}: no Ray head answers there ({e.strerror or e}); start one "
-                              f"with `ray start --head --port={port}` or check the address") from None
+def _refused_for_authentication(error: BaseException) -> bool:
+    """Ray wraps the head's refusal in a ConnectionError; the words survive in the chain."""
+    while error is not None:
+        if type(error).__name__ == "AuthenticationError" or any(
+                w in str(error) for w in ("Unauthenticated", "InvalidAuthToken", "authentication token")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _workers_import_this_windtunnel() -> None:
