@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from .transformer import Multipliers, RMSNorm, Transformer
 
 __all__ = ["Role", "multipliers", "build_model", "param_roles", "param_groups", "base_shapes",
-           "write_base_shapes", "init_weights"]
+           "write_base_shapes", "init_weights", "peak_shrink", "weight_decay_warning", "MAX_SHRINK_PER_STEP"]
 
 Role = Literal["embedding", "hidden", "vector"]
 
@@ -146,6 +146,38 @@ def _weight_decay(cfg: RunConfig, group_lr: float) -> float:
     if cfg.train.weight_decay_mode == "independent":
         return wd / group_lr          # shrink = wd * schedule(t)
     return wd * cfg.train.lr / group_lr  # shrink = lr(t) * wd, the base lr's AdamW units
+
+
+MAX_SHRINK_PER_STEP = 1e-3
+"""Above this fraction per step at peak, weight decay erases a matrix within ~1000 steps: almost surely
+a value meant in other units (MiniCPM's AdamW 0.1 at lr 0.01 shrinks by exactly 1e-3)."""
+
+
+def peak_shrink(cfg: RunConfig) -> float:
+    """The fraction by which weight decay shrinks every matrix per step at the schedule's peak."""
+    t = cfg.train
+    return t.weight_decay if t.weight_decay_mode == "independent" else t.lr * t.weight_decay
+
+
+def weight_decay_warning(cfg: RunConfig) -> str | None:
+    """One line when the per-step shrink at peak exceeds MAX_SHRINK_PER_STEP, naming the likely value.
+
+    Example:
+        >>> weight_decay_warning(load_config("x.yaml", overrides=["train.weight_decay=0.1"]))
+        'train.weight_decay=0.1 (weight_decay_mode independent) shrinks every matrix by 10% per step ...'
+    """
+    t, shrink = cfg.train, peak_shrink(cfg)
+    if shrink <= MAX_SHRINK_PER_STEP:
+        return None
+    said = f"train.weight_decay={t.weight_decay:g} (weight_decay_mode {t.weight_decay_mode})"
+    if t.weight_decay_mode == "independent":  # most likely an AdamW value: it meant a shrink of lr x wd
+        likely = (f"if {t.weight_decay:g} is meant in AdamW units, set train.weight_decay="
+                  f"{t.weight_decay * t.lr:.3g} (= {t.weight_decay:g} x lr {t.lr:g}) or train.weight_decay_mode=coupled")
+    else:
+        likely = (f"AdamW's usual 0.1 would be train.weight_decay=0.1 (shrink {0.1 * t.lr:.3g}); "
+                  f"at most {MAX_SHRINK_PER_STEP / t.lr:.3g} keeps it under {MAX_SHRINK_PER_STEP:g}")
+    return (f"{said} shrinks every matrix by {shrink:.3g} of itself per step at peak (more than "
+            f"{MAX_SHRINK_PER_STEP:g} is implausible); {likely}")
 
 
 def base_shapes(cfg: ModelConfig, *, source: str | None = None) -> dict:
