@@ -223,13 +223,15 @@ def _make_base_shapes(cfg: ModelConfig, *, savefile: str | None) -> dict:
 def _base_and_delta(cfg: ModelConfig) -> tuple[dict, dict]:
     """Shapes of the base model (every width dim x dim_model_base/d_model) and of a delta model.
 
-    The delta doubles every width dimension (d_model, d_ffn, d_head), which is how mup learns which
+    The delta doubles (or triples) every width dimension (d_model, d_ffn, d_head): how mup learns which
     dims are widths. Base dims are computed, not built, so a base width that does not divide into
     heads (MiniCPM: 256 over 24 heads) still has exact multipliers.
     """
     with torch.device("meta"):
         actual = Transformer(cfg, multipliers(cfg))
-        delta_cfg = _replace(cfg, d_model=cfg.d_model * 2)
+        # the delta must differ from the base too, or mup takes d_model for a finite dim (width = base / 2)
+        factor = 3 if cfg.d_model * 2 == cfg.dim_model_base else 2
+        delta_cfg = _replace(cfg, d_model=cfg.d_model * factor)
         delta = Transformer(delta_cfg, multipliers(delta_cfg))
     ratio = cfg.dim_model_base / cfg.d_model
     base, delta_shapes = {}, {}
