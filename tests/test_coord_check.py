@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import ROOT, TINY
 
-import windtunnel.model.parametrization as parametrization
 import windtunnel.training.optim
 from windtunnel.analysis.coord_check import coord_check, growth_exponent, plot_coord
 from windtunnel.cli import main
 from windtunnel.config import ModelConfig, load_config
 from windtunnel.errors import ConfigError
+from windtunnel.model import parametrization
 
 WIDTHS = [32, 64, 128, 256]  # base 64: from half the base to four times it
 SHAPE = ["model.n_heads=4", "model.n_kv_heads=2", "model.dim_model_base=64", "train.batch_size=8"]

@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-import windtunnel.data.text_units as text_units
 from windtunnel.cli import main
+from windtunnel.data import text_units
 from windtunnel.data.preparation import prepare
 from windtunnel.data.prepared import DataError
 from windtunnel.data.text_units import MAX_UNIT, MIN_UNIT, TextUnits
 
-WORDS = "the wind tunnel measures a small model before the large one is trained ; Größe 東京 😀".split()
+WORDS = ["the", "wind", "tunnel", "measures", "a", "small", "model", "before", "the", "large", "one", "is", "trained", ";", "Größe", "東京", "😀"]
 
 
 def paragraphs(n: int, seed: int = 0) -> list[str]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import ROOT
+
 from windtunnel.config import load_config
-from windtunnel.model.parametrization import MAX_SHRINK_PER_STEP, peak_shrink, weight_decay_warning
+from windtunnel.model.parametrization import (
+    MAX_SHRINK_PER_STEP,
+    peak_shrink,
+    weight_decay_warning,
+)
 from windtunnel.target.plan import transfer
 from windtunnel.training.loop import train
 

@@ -34,12 +34,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config import RunConfig, config_from_dict, config_to_dict
 from ..errors import ConfigError
 
-__all__ = ["CoordResult", "Offender", "coord_check", "plot_coord", "growth_exponent", "DEFAULT_THRESHOLD"]
+__all__ = ["DEFAULT_THRESHOLD", "CoordResult", "Offender", "coord_check", "growth_exponent", "plot_coord"]
 
 DEFAULT_THRESHOLD = 0.25
 """Largest allowed |growth exponent| (see the module docstring for how it was chosen)."""

@@ -24,10 +24,10 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
-__all__ = ["MIN_UNIT", "MAX_UNIT", "TextUnit", "TextUnits"]
+__all__ = ["MAX_UNIT", "MIN_UNIT", "TextUnit", "TextUnits"]
 
 MIN_UNIT = 1 << 12
 """Characters: a unit closes at the first blank line (else line end) at or after this many."""

@@ -28,7 +28,7 @@ from .plan import SweepPlan, TrialPoint, sample_points
 from .progress import Progress, format_params
 from .results import SUMMARY_FILE, TRIAL_FILE, ResultsTable, make_row, write_json
 
-__all__ = ["invalid_trials", "refuse_unrunnable", "record_invalid"]
+__all__ = ["invalid_trials", "record_invalid", "refuse_unrunnable"]
 
 _SHOWN = 3  # distinct reasons named in a refusal
 
