@@ -74,7 +74,7 @@ def test_text_folder_and_glob_byte_round_trip(tmp_path):
     assert globbed.meta["sha256"] == m["sha256"]  # same keys (relative to the glob root), same split
 
 
-def test_large_text_file_is_split_in_blocks(tmp_path):
+def test_large_text_file_without_blank_lines_is_split_at_line_ends(tmp_path):
     text = "".join(docs(6000, seed=1))
     assert len(text.encode()) > 8 * TEXT_BLOCK
     (tmp_path / "big.txt").write_text(text, encoding="utf-8")
@@ -82,7 +82,8 @@ def test_large_text_file_is_split_in_blocks(tmp_path):
     gz.write_bytes(gzip.compress(text.encode()))
     data = prepare([str(tmp_path / "big.txt")], out=tmp_path / "out", val_fraction=0.3)
     assert data.meta["units"]["train"] > 0 and data.meta["units"]["val"] > 0
-    assert data.meta["documents"]["train"] + data.meta["documents"]["val"] == 1
+    assert data.meta["documents"]["train"] + data.meta["documents"]["val"] == 1  # the file
+    assert set(data.meta["unit_kinds"]) == {"lines"}  # no blank line: runs of whole lines
     train, val = decoded(data)
     assert len(train.encode()) + len(val.encode()) == len(text.encode())
     assert sorted(train.splitlines() + val.splitlines()) == sorted(text.splitlines())  # cut at line ends
@@ -240,7 +241,8 @@ def test_bad_options(tmp_path):
     write_jsonl(tmp_path / "c.jsonl", docs(3, seed=9))
     src = [tmp_path / "c.jsonl"]
     _fails(tmp_path, src, r"--val-fraction: expected a number in \(0, 1\), got 1.5", val_fraction=1.5)
-    _fails(tmp_path, src, r"put no unit of .*c\.jsonl in val \(3 units", val_fraction=1e-9)
+    write_jsonl(tmp_path / "one.jsonl", docs(1, seed=9))
+    _fails(tmp_path, [tmp_path / "one.jsonl"], r"one\.jsonl holds a single unit \(1 JSON record\)", val_fraction=0.5)
     _fails(tmp_path, src, r"--tokenizer bpe:100: expected bpe:VOCAB", tokenizer="bpe:100")
     _fails(tmp_path, src, r"--bpe-sample-mb: expected a positive size", tokenizer="bpe:300", bpe_sample_bytes=0)
     _fails(tmp_path, src, r"--tokenizer wordpiece: expected 'byte'", tokenizer="wordpiece")

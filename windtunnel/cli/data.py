@@ -24,8 +24,8 @@ def _add_prepare(sub) -> None:
         "prepare", help="tokenize text files, folders, globs, .jsonl, .parquet or hf:NAME into --out",
         description="Tokenize SOURCEs into a prepared data folder: memory-mapped train.bin / val.bin "
                     "(uint8/16/32 by vocabulary) and meta.json. Streams, so the corpus may exceed memory. "
-                    "Val holds whole documents (jsonl records, parquet rows, 64 KiB text blocks) "
-                    "chosen by a hash. Nothing is written unless the whole corpus is read cleanly.",
+                    "Val holds whole units (jsonl records, parquet rows, runs of whole plain-text paragraphs "
+                    "of about 4 KiB) chosen by a hash, at least one in each split. Nothing is written unless the whole corpus is read cleanly.",
         epilog="examples:\n"
                "  windtunnel data prepare 'corpus/**/*.txt' --out data/web\n"
                "  windtunnel data prepare dump.jsonl --text-field content --tokenizer bpe:8192 --out data/bpe\n"
@@ -59,6 +59,8 @@ def _cmd_prepare(args) -> int:
     mb = m["input_bytes"] / 1e6
     print(f"wrote {data.path}: {m['train_tokens']:,} train + {m['val_tokens']:,} val tokens "
           f"({m['tokenizer']}, vocab {m['vocab_size']}, {m['dtype']}) from {m['files']} file(s), "
-          f"{mb:.1f} MB in {seconds:.1f} s ({mb / max(seconds, 1e-9):.1f} MB/s)")
+          f"{mb:.1f} MB in {seconds:.1f} s ({mb / max(seconds, 1e-9):.1f} MB/s); units: {m['unit']}, "
+          f"{m['units']['val']:,} in val" + "".join(f"; {f['unit']} moved to {f['split']}, which the hash left empty"
+                                                    for f in m.get("split_forced", [])))
     print(f"use it with: --set data.path={data.path} --set model.vocab_size={m['vocab_size']}", file=sys.stderr)
     return 0

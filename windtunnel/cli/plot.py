@@ -40,16 +40,20 @@ def _cmd_plot(args) -> int:
 def _add_coord(sub) -> None:
     p = sub.add_parser("coord", help="activation size vs width over the first steps, muP and SP",
                        description="Train each width a few steps on one fixed batch (constant lr, no clip) "
-                                   "and record mean |activation| of the embedding output, every attention "
-                                   "and MLP output, and the logits. muP passes when each stays within "
-                                   "--tolerance x over the widths (logits at init excepted).")
+                                   "and record mean |x| (size) and mean |x_t - x_1| (update) of the embedding "
+                                   "output, every attention logit matrix, attention and MLP output, and the "
+                                   "logits. Each is judged by its growth exponent, the slope of log mean|x| "
+                                   "against log width: muP passes when no size or update grows faster than "
+                                   "width^--threshold and the embedding's update does not vanish faster than "
+                                   "width^-threshold (shrinking sizes are fine at finite width).")
     p.add_argument("config", help="proxy config YAML, e.g. proxies/xs.yaml")
     add_set_option(p)
     p.add_argument("--widths", type=_int_list, default=[64, 128, 256, 512], help="default 64,128,256,512")
     p.add_argument("--steps", type=int, default=5, help="training steps per width (default 5)")
     p.add_argument("--lr", type=float, help="constant lr (default: the config's train.lr)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tolerance", type=float, default=2.0, help="allowed max/min over widths (default 2)")
+    p.add_argument("--threshold", type=float, default=0.25,
+                   help="largest allowed |growth exponent| (default 0.25, chosen from measurements: see README)")
     p.add_argument("--parametrizations", default="mup,sp", help="default mup,sp")
     p.add_argument("--out", help="folder for coord_check.json and plots (default runs/coord_<config name>)")
     p.set_defaults(func=_cmd_coord)
@@ -61,7 +65,7 @@ def _cmd_coord(args) -> int:
     cfg = load_config(args.config, overrides=args.overrides)
     result = coord_check(cfg, widths=args.widths, steps=args.steps, lr=args.lr, seed=args.seed,
                          parametrizations=[p for p in args.parametrizations.split(",") if p],
-                         tolerance=args.tolerance)
+                         threshold=args.threshold)
     out = Path(args.out or Path("runs") / f"coord_{Path(args.config).stem}")
     write_json(out / "coord_check.json", result.to_dict())
     plots = plot_coord(result, out)

@@ -2,9 +2,12 @@
 
 It streams: pieces of text are tokenized in batches of about `BATCH_CHARS` characters and appended
 to the split files, with sha256 and token counts computed on the way, so memory stays flat whatever
-the corpus size. The split is by *unit* (a JSON Lines record, a Parquet row, a ~64 KiB text block):
-a unit goes to val when ``blake2b(unit key) / 2**64 < val_fraction``, so val holds whole held-out
-documents, and the split of a document does not depend on which other files were prepared with it.
+the corpus size. The split is by *unit* (a JSON Lines record, a Parquet row, whole paragraphs of
+plain text; see `text_units`): a unit goes to val when ``blake2b(unit key) / 2**64 < val_fraction``, so val holds
+whole held-out documents, and the split of a document does not depend on which other files were
+prepared with it. With two or more units each split gets at least one: when the hash leaves a split
+empty (a small corpus), the unit whose hash lies nearest to it is moved there and the data written
+again; `meta.json` names it.
 
 Everything is written into a hidden temporary folder beside ``out`` and renamed into place at the
 end: an error (bad line, unreadable file, empty corpus) leaves nothing behind.
@@ -23,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,11 +34,12 @@ import numpy as np
 
 from ..errors import DataError
 from .prepared import META_FILE, TRAIN_FILE, VAL_FILE, TokenData, dtype_for_vocab, load_tokens
-from .sources import TEXT_BLOCK, Piece, SourceFile, expand_sources, iter_pieces
+from .sources import Piece, SourceFile, expand_sources, iter_pieces
+from .text_units import MAX_UNIT, MIN_UNIT
 from .tokenizers import HFTokenizer, parse_tokenizer, train_bpe
 from ..fileio import write_json
 
-__all__ = ["BATCH_CHARS", "DEFAULT_BPE_SAMPLE_BYTES", "prepare", "split_of"]
+__all__ = ["BATCH_CHARS", "DEFAULT_BPE_SAMPLE_BYTES", "prepare", "split_of", "describe_units"]
 
 BATCH_CHARS = 1 << 22
 """Characters of text tokenized per batch (the BPE encodes a batch on all cores)."""
@@ -51,8 +56,28 @@ def split_of(unit: str, val_fraction: float) -> str:
         >>> split_of("a.jsonl:1", 0.0), split_of("a.jsonl:1", 1.0)
         ('train', 'val')
     """
-    h = int.from_bytes(hashlib.blake2b(unit.encode("utf-8"), digest_size=8).digest(), "little")
-    return "val" if h < val_fraction * 2.0**64 else "train"
+    return "val" if _unit_hash(unit) < val_fraction * 2.0**64 else "train"
+
+
+def _unit_hash(unit: str) -> int:
+    return int.from_bytes(hashlib.blake2b(unit.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+_UNIT_NAMES = {"paragraphs": ("run of whole paragraphs", "runs of whole paragraphs"),
+               "lines": ("run of whole lines", "runs of whole lines"), "block": ("text block", "text blocks"),
+               "record": ("JSON record", "JSON records"), "row": ("row", "rows")}
+
+
+def describe_units(kinds: dict[str, int]) -> str:
+    """What the units of a prepared corpus were, from their counts by kind.
+
+    Example:
+        >>> describe_units({"paragraphs": 250, "lines": 1})
+        '250 runs of whole paragraphs, 1 run of whole lines'
+    """
+    by_count = sorted(kinds.items(), key=lambda kv: -kv[1])
+    parts = [f"{n:,} {_UNIT_NAMES.get(kind, (kind, kind))[n != 1]}" for kind, n in by_count]
+    return ", ".join(parts) or "no units"
 
 
 def prepare(sources: list[str], *, out: str | os.PathLike, tokenizer: str = "byte",
@@ -96,6 +121,10 @@ def prepare(sources: list[str], *, out: str | os.PathLike, tokenizer: str = "byt
     try:
         stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field,
                               progress=progress)
+        forced = _forced_unit(stats)
+        if forced:  # the hash left a split empty: move the nearest unit there and write again
+            stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field,
+                                  progress=progress, forced=forced)
         _check_splits(stats, files, out, val_fraction)
         meta = _meta(stats, files, tok, tmp, sources=sources, val_fraction=val_fraction,
                      text_field=text_field, bpe_sample_bytes=bpe_sample_bytes)
@@ -114,6 +143,7 @@ class _SplitWriter:
         self.file = open(path, "wb")
         self.sha = hashlib.sha256()
         self.tokens = self.documents = self.units = 0
+        self.kinds: Counter[str] = Counter()
         self.counts = np.zeros(vocab_size, np.int64) if vocab_size <= _ENTROPY_MAX_VOCAB else None
 
     def write(self, arrays: list[np.ndarray]) -> None:
@@ -146,7 +176,10 @@ class _SplitWriter:
 
 
 def _write_splits(folder: Path, files: list[SourceFile], tok, *, val_fraction: float, text_field: str,
-                  progress: bool) -> dict[str, Any]:
+                  progress: bool, forced: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write train.bin and val.bin; `forced` maps unit keys to a split that overrides their hash."""
+    forced, threshold = forced or {}, val_fraction * 2.0**64
+    nearest = {"val": (2**64, None), "train": (-1, None)}  # (hash, unit): lowest and highest hash seen
     dtype = dtype_for_vocab(tok.vocab_size)
     writers = {"train": _SplitWriter(folder / TRAIN_FILE, dtype, tok.vocab_size),
                "val": _SplitWriter(folder / VAL_FILE, dtype, tok.vocab_size)}
@@ -157,7 +190,10 @@ def _write_splits(folder: Path, files: list[SourceFile], tok, *, val_fraction: f
         batch: list[tuple[Piece, str]] = []
         for src in files:
             for piece in iter_pieces(src, text_field=text_field, on_bytes=bar.update):
-                batch.append((piece, split_of(piece.unit, val_fraction)))
+                h = _unit_hash(piece.unit)
+                nearest["val"] = min(nearest["val"], (h, piece.unit))
+                nearest["train"] = max(nearest["train"], (h, piece.unit))
+                batch.append((piece, forced.get(piece.unit) or ("val" if h < threshold else "train")))
                 chars += len(piece.text)
                 if chars >= BATCH_CHARS:
                     input_bytes += _flush(batch, tok, writers)
@@ -169,7 +205,16 @@ def _write_splits(folder: Path, files: list[SourceFile], tok, *, val_fraction: f
         bar.close()
         for w in writers.values():
             w.close()
-    return {"writers": writers, "input_bytes": input_bytes, "dtype": dtype}
+    return {"writers": writers, "input_bytes": input_bytes, "dtype": dtype, "forced": forced,
+            "nearest": {split: unit for split, (_, unit) in nearest.items()}}
+
+
+def _forced_unit(stats: dict) -> dict[str, str]:
+    """{unit: split} for the unit to move when the hash left a split without units (and there are >= 2)."""
+    writers = stats["writers"]
+    if writers["train"].units + writers["val"].units < 2:
+        return {}
+    return {stats["nearest"][split]: split for split in ("val", "train") if writers[split].units == 0}
 
 
 def _flush(batch: list[tuple[Piece, str]], tok, writers: dict[str, _SplitWriter]) -> int:
@@ -182,7 +227,9 @@ def _flush(batch: list[tuple[Piece, str]], tok, writers: dict[str, _SplitWriter]
     chunks: dict[str, list[np.ndarray]] = {"train": [], "val": []}
     for (piece, split), ids in zip(batch, encoded):
         chunks[split].append(ids)
-        writers[split].units += bool(piece.text)  # a text file's closing marker piece is empty
+        if piece.text:
+            writers[split].units += 1
+            writers[split].kinds[piece.kind] += 1
         if piece.doc_end:
             writers[split].documents += 1
             if eos is not None:
@@ -199,12 +246,10 @@ def _check_splits(stats: dict, files: list[SourceFile], out: Path, val_fraction:
     names = ", ".join(f.path for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
     if train.tokens + val.tokens == 0:
         raise DataError(f"{names}: empty corpus; expected some text to tokenize")
-    units = train.units + val.units
-    if val.tokens == 0 or train.tokens == 0:
-        empty = "val" if val.tokens == 0 else "train"
-        raise DataError(f"{out}: --val-fraction {val_fraction} put no unit of {names} in {empty} "
-                        f"({units} units: records, rows or {TEXT_BLOCK // 1024} KiB text blocks); "
-                        f"expected both splits non-empty (change --val-fraction or add data)")
+    if val.tokens == 0 or train.tokens == 0:  # only left when there is a single unit
+        raise DataError(f"{out}: {names} holds a single unit ({describe_units(train.kinds + val.kinds)}), "
+                        f"which cannot be split into train and val; expected at least 2 (add data, or "
+                        "separate its documents with blank lines or one per line)")
 
 
 def _meta(stats: dict, files: list[SourceFile], tok, folder: Path, *, sources, val_fraction: float,
@@ -228,9 +273,14 @@ def _meta(stats: dict, files: list[SourceFile], tok, folder: Path, *, sources, v
         "input_bytes": int(stats["input_bytes"]),
         "documents": {"train": w["train"].documents, "val": w["val"].documents},
         "units": {"train": w["train"].units, "val": w["val"].units},
+        "unit": describe_units(w["train"].kinds + w["val"].kinds),
+        "unit_kinds": dict(w["train"].kinds + w["val"].kinds),
         "val_fraction": val_fraction,
-        "split_rule": "blake2b-64(unit) / 2**64 < val_fraction; unit = jsonl record, parquet row or "
-                      f"{TEXT_BLOCK // 1024} KiB text block",
+        "split_rule": "a unit goes to val when blake2b-64(unit key) / 2**64 < val_fraction (at least one unit "
+                      "in each split: see split_forced); a unit is a jsonl record, a parquet row, or in plain text "
+                      f"whole paragraphs closed at the first blank line after {MIN_UNIT:,} characters (else at a "
+                      f"line end; a line over {MAX_UNIT:,} characters is cut into blocks)",
+        "split_forced": [{"unit": unit, "split": split} for unit, split in stats["forced"].items()],
         "text_field": text_field,
         "windtunnel_version": __version__,
     }

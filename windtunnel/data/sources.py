@@ -1,16 +1,17 @@
 """Text sources for `windtunnel data prepare`: files, folders, globs, JSON Lines, Parquet, HF datasets.
 
 A source argument expands to `SourceFile`s (or one Hugging Face dataset); reading one yields `Piece`s:
-a piece of text, the *unit key* that decides its split (train or val), and whether a document ends
-with it. Everything streams: a text file is read in blocks of `TEXT_BLOCK` bytes cut at a line end,
-JSON Lines line by line, Parquet by record batch, so a corpus larger than memory is fine.
+a piece of text, the *unit key* that decides its split (train or val), what kind of unit it is, and
+whether a document ends with it. Everything streams: a text file is read `TEXT_BLOCK` bytes at a time
+and cut into units as it goes (`text_units`), JSON Lines line by line, Parquet by record batch, so a
+corpus larger than memory is fine.
 
 | source | kind | one document | unit of the split |
 |---|---|---|---|
 | `*.jsonl`, `*.ndjson` (optionally `.gz`) | jsonl | one record's text field | the record |
 | `*.parquet` | parquet | one row's text column | the row |
 | `hf:NAME[:CONFIG][@SPLIT]` | hf | one row's text field | the row |
-| anything else (optionally `.gz`) | text | the whole file | a block of ~64 KiB |
+| anything else (optionally `.gz`) | text | the whole file | whole paragraphs of >= 4 Ki characters (`text_units`) |
 
 A folder means every non-hidden file below it; a pattern with `*`, `?` or `[` is a glob (`**` recurses).
 
@@ -31,11 +32,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import DataError
+from .text_units import TextUnits
 
 __all__ = ["TEXT_BLOCK", "Piece", "SourceFile", "expand_sources", "iter_pieces", "source_kind"]
 
 TEXT_BLOCK = 1 << 16
-"""Bytes read per text block; a block ends at the last line break inside it (or where it must)."""
+"""Bytes of a text file read at a time."""
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 _PARQUET_ROWS = 1024  # rows per Parquet record batch
@@ -48,6 +50,7 @@ class Piece:
     text: str
     unit: str  # stable key hashed to pick the split, e.g. "web/a.jsonl:17" (record 17)
     doc_end: bool  # a document ends here: the end-of-text token (if any) follows
+    kind: str  # what the unit is: record | row | paragraphs | lines | block
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,8 @@ def iter_pieces(src: SourceFile, *, text_field: str = "text",
 
     Example:
         >>> src = expand_sources(["notes.txt"])[0]                      # doctest: +SKIP
-        >>> [p.unit for p in iter_pieces(src)]                          # doctest: +SKIP
-        ['notes.txt#0']
+        >>> [(p.unit, p.kind) for p in iter_pieces(src)]                # doctest: +SKIP
+        [('notes.txt#0', 'paragraphs'), ('notes.txt#1', 'paragraphs')]
     """
     report = on_bytes or (lambda n: None)
     readers = {"text": _text_pieces, "jsonl": _jsonl_pieces, "parquet": _parquet_pieces, "hf": _hf_pieces}
@@ -164,29 +167,25 @@ def _open_raw(path: str):
 
 def _text_pieces(src: SourceFile, _field: str, report) -> Iterator[Piece]:
     decoder = codecs.getincrementaldecoder("utf-8")()
+    units = TextUnits()
     raw, stream = _open_raw(src.path)
     pos = consumed = index = 0
-    carry = ""
     with raw, stream:
         while True:
             chunk = stream.read(TEXT_BLOCK)
             try:
-                text = carry + decoder.decode(chunk, final=not chunk)
+                text = decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as e:
                 raise DataError(f"{src.path}: not UTF-8 text (bad byte at offset {pos + e.start}); "
                                 "expected a text file (select text files with a glob, e.g. 'dir/**/*.txt')") from None
             pos += len(chunk)
-            cut = len(text) if not chunk else (text.rfind("\n") + 1 or len(text))
-            block, carry = text[:cut], text[cut:]
-            if block:
-                yield Piece(block, f"{src.key}#{index}", doc_end=False)
+            for unit in units.feed(text, final=not chunk):
+                yield Piece(unit.text, f"{src.key}#{index}", doc_end=unit.doc_end, kind=unit.kind)
                 index += 1
             report(raw.tell() - consumed)
             consumed = raw.tell()
             if not chunk:
                 break
-    if index:  # the file's last block closes its document
-        yield Piece("", f"{src.key}#{index - 1}", doc_end=True)
 
 
 def _jsonl_pieces(src: SourceFile, field: str, report) -> Iterator[Piece]:
@@ -196,7 +195,7 @@ def _jsonl_pieces(src: SourceFile, field: str, report) -> Iterator[Piece]:
         for lineno, line in enumerate(stream, 1):
             text = _jsonl_text(src.path, lineno, line, field) if line.strip() else ""
             if text:  # an empty document would add only an end-of-text token
-                yield Piece(text, f"{src.key}:{lineno}", doc_end=True)
+                yield Piece(text, f"{src.key}:{lineno}", doc_end=True, kind="record")
             if lineno % 256 == 0:
                 report(raw.tell() - consumed)
                 consumed = raw.tell()
@@ -237,7 +236,7 @@ def _parquet_pieces(src: SourceFile, field: str, report) -> Iterator[Piece]:
                 raise DataError(f"{src.path}: row {row}: column {field!r} is "
                                 f"{'null' if text is None else type(text).__name__}; expected a string")
             if text:
-                yield Piece(text, f"{src.key}:{row}", doc_end=True)
+                yield Piece(text, f"{src.key}:{row}", doc_end=True, kind="row")
             row += 1
         done = src.size * row // total_rows
         report(done - reported)
@@ -261,7 +260,7 @@ def _hf_pieces(src: SourceFile, field: str, report) -> Iterator[Piece]:
             raise DataError(f"{src.path}: row {row}: no string field {field!r} "
                             f"(found {sorted(record) if isinstance(record, dict) else record!r})")
         if text:
-            yield Piece(text, f"{src.key}:{row}", doc_end=True)
+            yield Piece(text, f"{src.key}:{row}", doc_end=True, kind="row")
 
 
 def _parse_hf(spec: str) -> tuple[str, str | None, str]:

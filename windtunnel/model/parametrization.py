@@ -30,7 +30,8 @@ from ..fileio import atomic_write
 from .transformer import Multipliers, RMSNorm, Transformer
 
 __all__ = ["Role", "multipliers", "build_model", "param_roles", "param_groups", "base_shapes",
-           "write_base_shapes", "init_weights", "unwrap"]
+           "write_base_shapes", "init_weights", "unwrap", "peak_shrink", "weight_decay_warning",
+           "MAX_SHRINK_PER_STEP"]
 
 Role = Literal["embedding", "hidden", "vector"]
 
@@ -149,6 +150,38 @@ def _weight_decay(cfg: RunConfig, group_lr: float) -> float:
     return wd * cfg.train.lr / group_lr  # shrink = lr(t) * wd, the base lr's AdamW units
 
 
+MAX_SHRINK_PER_STEP = 1e-3
+"""Above this fraction per step at peak, weight decay erases a matrix within ~1000 steps: almost surely
+a value meant in other units (MiniCPM's AdamW 0.1 at lr 0.01 shrinks by exactly 1e-3)."""
+
+
+def peak_shrink(cfg: RunConfig) -> float:
+    """The fraction by which weight decay shrinks every matrix per step at the schedule's peak."""
+    t = cfg.train
+    return t.weight_decay if t.weight_decay_mode == "independent" else t.lr * t.weight_decay
+
+
+def weight_decay_warning(cfg: RunConfig) -> str | None:
+    """One line when the per-step shrink at peak exceeds MAX_SHRINK_PER_STEP, naming the likely value.
+
+    Example:
+        >>> weight_decay_warning(load_config("x.yaml", overrides=["train.weight_decay=0.1"]))
+        'train.weight_decay=0.1 (weight_decay_mode independent) shrinks every matrix by 10% per step ...'
+    """
+    t, shrink = cfg.train, peak_shrink(cfg)
+    if shrink <= MAX_SHRINK_PER_STEP:
+        return None
+    said = f"train.weight_decay={t.weight_decay:g} (weight_decay_mode {t.weight_decay_mode})"
+    if t.weight_decay_mode == "independent":  # most likely an AdamW value: it meant a shrink of lr x wd
+        likely = (f"if {t.weight_decay:g} is meant in AdamW units, set train.weight_decay="
+                  f"{t.weight_decay * t.lr:.3g} (= {t.weight_decay:g} x lr {t.lr:g}) or train.weight_decay_mode=coupled")
+    else:
+        likely = (f"AdamW's usual 0.1 would be train.weight_decay=0.1 (shrink {0.1 * t.lr:.3g}); "
+                  f"at most {MAX_SHRINK_PER_STEP / t.lr:.3g} keeps it under {MAX_SHRINK_PER_STEP:g}")
+    return (f"{said} shrinks every matrix by {shrink:.3g} of itself per step at peak (more than "
+            f"{MAX_SHRINK_PER_STEP:g} is implausible); {likely}")
+
+
 def base_shapes(cfg: ModelConfig, *, source: str | None = None) -> dict:
     """mup base shapes for `cfg`: from the file `cfg.base_shapes`, or made in memory when it is null."""
     if cfg.base_shapes is None:
@@ -187,13 +220,15 @@ def _make_base_shapes(cfg: ModelConfig, *, savefile: str | None) -> dict:
 def _base_and_delta(cfg: ModelConfig) -> tuple[dict, dict]:
     """Shapes of the base model (every width dim x dim_model_base/d_model) and of a delta model.
 
-    The delta doubles every width dimension (d_model, d_ffn, d_head), which is how mup learns which
+    The delta doubles (or triples) every width dimension (d_model, d_ffn, d_head): how mup learns which
     dims are widths. Base dims are computed, not built, so a base width that does not divide into
     heads (MiniCPM: 256 over 24 heads) still has exact multipliers.
     """
     with torch.device("meta"):
         actual = Transformer(cfg, multipliers(cfg))
-        delta_cfg = _replace(cfg, d_model=cfg.d_model * 2)
+        # the delta must differ from the base too, or mup takes d_model for a finite dim (width = base / 2)
+        factor = 3 if cfg.d_model * 2 == cfg.dim_model_base else 2
+        delta_cfg = _replace(cfg, d_model=cfg.d_model * factor)
         delta = Transformer(delta_cfg, multipliers(delta_cfg))
     ratio = cfg.dim_model_base / cfg.d_model
     base, delta_shapes = {}, {}

@@ -77,6 +77,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.d_model, self.n_kv * self.d_head, bias=False)
         self.v_proj = nn.Linear(cfg.d_model, self.n_kv * self.d_head, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.d_head, cfg.d_model, bias=False)
+        self.logits_probe = None  # the coord check sets a callable(q, k, scale) to record attention logits
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -84,6 +85,8 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(B, T, self.n_kv, self.d_head)
         v = self.v_proj(x).view(B, T, self.n_kv, self.d_head)
         q, k = apply_rope(q, rope), apply_rope(k, rope)
+        if self.logits_probe is not None:  # off (None) outside the coord check
+            self.logits_probe(q, k, self.scale)
         if self._use_flash(q):
             y = flash_attn_func(q, k, v, softmax_scale=self.scale, causal=True)  # (B, T, H, D)
         else:

@@ -27,6 +27,7 @@ from ..analysis.runs import SPEC_FILE, SUMMARY_FILE, read_spec_data
 from ..fileio import write_text
 from .results import ResultsTable, row_from_trial_dir
 from .spec import SweepSpec, base_dict, load_sweep, spec_from_dict, spec_to_dict
+from .validate import invalid_trials, record_invalid, refuse_unrunnable
 
 __all__ = ["SweepResult", "run_sweep", "read_spec", "SPEC_FILE"]
 
@@ -66,8 +67,10 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
     """
     started = time.perf_counter()
     spec = spec if isinstance(spec, SweepSpec) else load_sweep(spec)
+    plan = plan_sweep(spec)
+    refuse_unrunnable(plan)  # every trial invalid: exit 2 before Ray starts or anything is written
     if dry_run:
-        return plan_sweep(spec)
+        return plan
     run_dir = Path(out_dir if out_dir is not None else Path("runs") / spec.name).resolve()
     base = base_dict(spec)
     resolved = _check_run_dir(run_dir, spec, base, resume=resume)
@@ -75,6 +78,9 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
                          goal=spec.metric.goal).load()
     _recover_rows(run_dir, table)
     total, todo, remaining = _pending(spec, table)
+    invalid = invalid_trials(plan, todo) if todo else {}  # recorded as error rows, never run
+    runnable = [p for p in todo if p.trial_id not in invalid] if todo is not None else None
+    remaining -= len(invalid)
     show = Progress(spec.name, total=total, done=len(table.rows), param_keys=spec.param_keys,
                     metric=spec.metric.name, goal=spec.metric.goal, enabled=progress)
     for row in table.rows.values():
@@ -90,10 +96,12 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / SPEC_FILE, yaml.safe_dump(resolved, sort_keys=False))
         table.write()  # from the start the folder holds a readable (maybe empty) table
+        if invalid:
+            record_invalid(run_dir, table, show, todo, invalid)
         if spec.method == "tpe":
             _close_stale_study_trials(run_dir, spec, table)
         if remaining:
-            _run_remaining(run_dir, spec, base, table, show, todo, remaining)
+            _run_remaining(run_dir, spec, base, table, show, runnable, remaining)
     finally:
         if ray_started:
             import ray

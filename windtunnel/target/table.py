@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import RunConfig
 from ..formatting import fmt_number
 from ..model.accounting import count_params, run_flops
+from ..model.parametrization import weight_decay_warning
 from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
 from ..model.transformer import flops_per_token
 from ..training.loop import make_schedule
@@ -167,6 +168,8 @@ def plan_warnings(plan: TransferPlan) -> list[str]:
     if cfg.data.path is None and cfg.model.vocab_size > 256:
         out.append("data.path is null: the run would train on the embedded byte-level corpus; "
                    "--set data.path=<prepared folder>")
+    if (wd_warning := weight_decay_warning(cfg)) is not None:
+        out.append(wd_warning)
     name, _, gpu_memory = REFERENCE_GPU
     if plan.memory.total > gpu_memory:
         out.append(f"estimated {plan.memory.total / 2**30:.0f} GiB per GPU exceeds an 80 GB {name}: lower "

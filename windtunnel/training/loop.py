@@ -34,7 +34,7 @@ from .metrics import METRIC_FIELDS, MetricsLog
 from ..data.mixture import SINGLE, ValSet, build_samplers, load_run_sources
 from ..model.transformer import flops_per_token
 from .optim import build_optimizer, set_lr
-from ..model.parametrization import build_model
+from ..model.parametrization import build_model, weight_decay_warning
 from .schedule import Schedule, build_schedule
 
 __all__ = ["train", "make_schedule", "resolve_device", "load_run_data", "evaluate", "METRIC_FIELDS"]
@@ -108,6 +108,8 @@ def _train(cfg: RunConfig, out: Path, ctx: DistContext, *, progress, on_eval, re
                      console=_console_mode(progress), tensorboard=tensorboard, enabled=ctx.is_main,
                      extra_fields=val_set.columns)
     log.message(_banner(cfg, model, ctx, state, schedule))
+    if (wd_warning := weight_decay_warning(cfg)) is not None:
+        log.message(f"windtunnel: warning: {wd_warning}")
     try:
         result = _loop(cfg, out, ctx, model, step_fn, ddp, optimizer, schedule, sampler, val_set, amp, log,
                        state, on_eval=on_eval, stop_after=stop_after)
