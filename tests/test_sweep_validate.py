@@ -52,7 +52,7 @@ def test_tpe_with_no_valid_draw_stops_too(tmp_path, no_ray):
 
 def test_invalid_trials_are_named_and_recorded_as_errors_without_running(tmp_path, monkeypatch, capsys):
     ran = []
-    monkeypatch.setattr(ray_engine, "init_ray", lambda address=None: False)
+    monkeypatch.setattr(ray_engine, "init_ray", lambda address=None, **_: False)
     monkeypatch.setattr(ray_engine, "check_resources", lambda spec: None)
     monkeypatch.setattr(sweep_run, "_run_remaining",
                         lambda run_dir, spec, base, table, show, todo, remaining: ran.extend(todo))

@@ -25,8 +25,11 @@ from typing import Any
 
 from ..errors import WindtunnelError
 from .plan import SweepPlan, TrialPoint, sample_points
-from .progress import Progress, format_params
-from .results import SUMMARY_FILE, TRIAL_FILE, ResultsTable, make_row, write_json
+from ..formatting import fmt_params
+from .progress import Progress
+from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
+from ..fileio import write_json
+from .results import ResultsTable, make_row
 
 __all__ = ["invalid_trials", "record_invalid", "refuse_unrunnable"]
 
@@ -51,7 +54,7 @@ def refuse_unrunnable(plan: SweepPlan) -> None:
     parts = []
     for reason, pts in list(by_reason.items())[:_SHOWN]:
         more = f" and {len(pts) - 1} more" if len(pts) > 1 else ""
-        parts.append(f"{reason} ({pts[0].trial_id}: {format_params(pts[0].params) or 'the fixed settings'}{more})")
+        parts.append(f"{reason} ({pts[0].trial_id}: {fmt_params(pts[0].params) or 'the fixed settings'}{more})")
     if len(by_reason) > _SHOWN:
         parts.append(f"and {len(by_reason) - _SHOWN} more reasons")
     what = f"the {plan.num_trials} trials" if plan.points is not None else f"{len(plan.costs)} sampled draws"
