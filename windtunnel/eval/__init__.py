@@ -17,7 +17,7 @@ import importlib
 _EXPORTS = {
     "context": "context_length", "default_lengths": "context_length", "check_lengths": "context_length",
     "calibration": "calibrate", "choice_probabilities": "calibrate", "prompt_and_continuations": "calibrate",
-    "context_law": "context_law", "fit_context_law": "context_law",
+    "context_law": "scaling_law", "fit_context_law": "scaling_law",
     "EvalModel": "loading", "load_model": "loading",
     "Question": "tasks", "TaskError": "tasks", "load_tasks": "tasks", "write_tasks": "tasks",
     "make_syntax_tasks": "syntax_tasks",

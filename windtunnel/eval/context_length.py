@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import WindtunnelError
-from .context_law import fit_context_law
+from .scaling_law import fit_context_law
 from .loading import EvalModel, load_model
 from .report import write_csv, write_json
 

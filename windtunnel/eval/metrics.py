@@ -71,9 +71,9 @@ def expected_calibration_error(confidence, correct, *, bins: int = DEFAULT_BINS)
         >>> expected_calibration_error([0.8, 0.8, 0.8, 0.8, 0.8], [1, 1, 1, 1, 0], bins=10)
         0.0
     """
-    gaps = _gaps(confidence, correct, bins)
-    n = max(len(np.asarray(confidence)), 1)
-    return float(sum(count * gap for count, gap in gaps) / n)
+    count, conf_sum, right_sum = _bin_sums(confidence, correct, bins)
+    # n_b / N * |right_b / n_b - conf_b / n_b| = |right_b - conf_b| / N
+    return float(np.abs(right_sum - conf_sum).sum() / max(count.sum(), 1))
 
 
 def max_calibration_error(confidence, correct, *, bins: int = DEFAULT_BINS) -> float:
@@ -83,13 +83,17 @@ def max_calibration_error(confidence, correct, *, bins: int = DEFAULT_BINS) -> f
         >>> max_calibration_error([0.9, 0.6], [0, 1], bins=10)
         0.9
     """
-    gaps = _gaps(confidence, correct, bins)
-    return float(max((gap for _, gap in gaps), default=0.0))
+    count, conf_sum, right_sum = _bin_sums(confidence, correct, bins)
+    filled = count > 0
+    return float((np.abs(right_sum - conf_sum)[filled] / count[filled]).max(initial=0.0))
 
 
-def _gaps(confidence, correct, bins: int) -> list[tuple[int, float]]:
-    return [(b["count"], abs(b["accuracy"] - b["confidence"]))
-            for b in reliability_bins(confidence, correct, bins=bins) if b["count"]]
+def _bin_sums(confidence, correct, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin: how many predictions, the sum of their confidences, how many are right."""
+    c = np.asarray(confidence, dtype=np.float64)
+    idx = bin_index(c, bins=bins)
+    return (np.bincount(idx, minlength=bins).astype(np.float64), np.bincount(idx, c, minlength=bins),
+            np.bincount(idx, np.asarray(correct, dtype=np.float64), minlength=bins))
 
 
 def brier_score(probs, answers) -> float:

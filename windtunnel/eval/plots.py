@@ -61,9 +61,9 @@ def plot_reliability(result: dict[str, Any], base: str | Path, *, formats: Seque
     fig = Figure(figsize=(5.2, 6.0), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.bar(lo, acc, width=width, align="edge", color="C0", edgecolor="black", linewidth=0.5, label="accuracy")
-    filled = counts > 0
-    top.bar(lo[filled], conf[filled] - acc[filled], bottom=acc[filled], width=width, align="edge",
-            color="C3", alpha=0.3, hatch="//", label="gap to confidence")
+    filled = counts > 0  # the gap from accuracy to the bin's mean confidence, above or below the bar
+    top.bar(lo[filled], np.abs(conf - acc)[filled], bottom=np.minimum(conf, acc)[filled], width=width,
+            align="edge", fill=False, edgecolor="C3", hatch="//", linewidth=0.8, label="gap to mean confidence")
     top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
     text = (f"ECE = {s['ece']:.3f} ({s['bins']} equal-width bins)\nMCE = {s['mce']:.3f}, Brier = {s['brier']:.3f}\n"
@@ -78,5 +78,5 @@ def plot_reliability(result: dict[str, Any], base: str | Path, *, formats: Seque
     return save_figure(fig, base, formats)
 
 
-def _short(name: str, limit: int = 48) -> str:
+def _short(name: str, limit: int = 40) -> str:
     return name if len(name) <= limit else "…" + name[-(limit - 1):]
