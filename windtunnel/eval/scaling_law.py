@@ -81,5 +81,7 @@ def _start(t: np.ndarray, loss: np.ndarray) -> list[float]:
     excess = np.clip(loss - b, 1e-9, None)
     slope = np.polyfit(np.log(t), np.log(excess), 1)[0]
     a = float(np.clip(slope, -5.0, -0.01))
-    c = float(t[0] / excess[0] ** (1.0 / a))
-    return [a, float(b), c if np.isfinite(c) and c > 0 else 1.0]
+    with np.errstate(over="ignore", divide="ignore"):
+        c = float(t[0] / excess[0] ** (1.0 / a))
+    # a flat or rising curve gives a ~ 0 and an absurd c: keep the start inside the bounds
+    return [a, float(b), float(np.clip(c, 1e-6, 1e12)) if np.isfinite(c) else 1.0]
