@@ -59,7 +59,7 @@ def test_context_end_to_end(run, tmp_path, capsys):
     r = json.loads((out / "context.json").read_text())
     assert r["lengths"] == [1, 2, 4, 8, 16, 32, 64] and r["windows"] == 24 and r["tokens_scored"] == 24 * 64
     assert r["data"].endswith(f"-{CORPUS_BYTES}") and r["device"] == "cpu" and r["precision"] == "fp32"
-    rows = list(csv.DictReader(open(out / "context.csv")))
+    rows = list(csv.DictReader((out / "context.csv").read_text().splitlines()))
     assert [int(row["length"]) for row in rows] == r["lengths"]
     losses = [float(row["loss"]) for row in rows]
     assert all(0 < x < np.log(256) + 1 for x in losses)
@@ -89,7 +89,7 @@ def test_calibration_end_to_end(run, tasks_file, tmp_path, capsys):
     s = r["overall"]
     assert s["n"] == 30 and s["bins"] == 10 and len(s["reliability"]) == 10
     assert sum(b["count"] for b in s["reliability"]) == 30
-    rows = list(csv.DictReader(open(out / "calibration_questions.csv")))
+    rows = list(csv.DictReader((out / "calibration_questions.csv").read_text().splitlines()))
     assert s["accuracy"] == pytest.approx(np.mean([int(x["correct"]) for x in rows]))
     assert s["mean_confidence"] == pytest.approx(np.mean([float(x["confidence"]) for x in rows]))
     assert s["chance_accuracy"] == pytest.approx((10 / 3 + 10 / 2 + 10 / 4) / 30)  # 3, 2 and 4 choices
@@ -205,3 +205,13 @@ def test_data_with_a_larger_vocabulary_than_the_model(run, tmp_path, capsys):
 ])
 def test_bad_lengths(run, tmp_path, capsys, lengths, expected):
     _bad(capsys, ["eval", "context", str(run), "--lengths", lengths], tmp_path / "out", "--lengths: ", expected)
+
+
+def test_hf_model_and_tasks_need_their_packages(run, tmp_path, capsys, tasks_file):
+    import importlib.util
+    if importlib.util.find_spec("transformers") is None:
+        _bad(capsys, ["eval", "context", "hf:some/model", "--data", str(tmp_path)], tmp_path / "out",
+             "hf:some/model: needs the transformers package", "windtunnel[hf]")
+    if importlib.util.find_spec("datasets") is None:
+        _bad(capsys, ["eval", "calibration", str(run), "--tasks", "hf:cais/mmlu"], tmp_path / "out",
+             "hf:cais/mmlu: needs the datasets package")

@@ -27,7 +27,7 @@ _EXPORTS = {
     "default_out_dir": "report",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the names are the keys of _EXPORTS
 
 
 def __getattr__(name: str):

@@ -21,8 +21,9 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from .metrics import DEFAULT_BINS, calibration_summary, predictions
 from .report import write_csv, write_json
 from .tasks import LETTERS, Question, load_tasks
 
-__all__ = ["calibration", "choice_probabilities", "prompt_and_continuations", "QUESTION_FIELDS"]
+__all__ = ["QUESTION_FIELDS", "calibration", "choice_probabilities", "prompt_and_continuations"]
 
 Scoring = Literal["letter", "text"]
 QUESTION_FIELDS = ["index", "subject", "answer", "predicted", "confidence", "correct", "n_choices"]

@@ -16,19 +16,21 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import WindtunnelError
-from .scaling_law import fit_context_law
 from .loading import EvalModel, load_model
 from .report import write_csv, write_json
+from .scaling_law import fit_context_law
 
-__all__ = ["context", "check_lengths", "default_lengths", "CSV_FIELDS"]
+__all__ = ["CSV_FIELDS", "check_lengths", "context", "default_lengths"]
 
 CSV_FIELDS = ["length", "t_from", "t_to", "t_mean", "tokens", "loss", "loss_se", "perplexity",
               "cumulative_loss", "cumulative_perplexity", "fitted_loss"]
@@ -58,7 +60,7 @@ def check_lengths(lengths: Sequence[int], *, max_seq_len: int, model: str = "the
         raise WindtunnelError("--lengths: expected a comma-separated list of context lengths, got an empty list")
     if any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1 for x in lengths):
         raise WindtunnelError(f"--lengths: expected positive integers, got {lengths}")
-    if any(b <= a for a, b in zip(lengths, lengths[1:])):
+    if any(b <= a for a, b in itertools.pairwise(lengths)):
         raise WindtunnelError(f"--lengths: expected strictly increasing lengths, got {lengths}")
     if lengths[-1] > max_seq_len:
         raise WindtunnelError(f"--lengths: {lengths[-1]} is longer than {model}'s max_seq_len={max_seq_len}; "

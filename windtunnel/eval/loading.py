@@ -21,9 +21,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ import yaml
 from ..config import RunConfig, config_from_dict
 from ..errors import WindtunnelError
 
-__all__ = ["EvalModel", "load_model", "pick_device", "HF_PREFIX"]
+__all__ = ["HF_PREFIX", "EvalModel", "load_model", "pick_device"]
 
 HF_PREFIX = "hf:"
 

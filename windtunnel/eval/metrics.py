@@ -23,9 +23,18 @@ import math
 
 import numpy as np
 
-__all__ = ["DEFAULT_BINS", "bin_index", "reliability_bins", "expected_calibration_error",
-           "max_calibration_error", "brier_score", "predictions", "calibration_summary", "wilson_interval",
-           "bootstrap_ece"]
+__all__ = [
+    "DEFAULT_BINS",
+    "bin_index",
+    "bootstrap_ece",
+    "brier_score",
+    "calibration_summary",
+    "expected_calibration_error",
+    "max_calibration_error",
+    "predictions",
+    "reliability_bins",
+    "wilson_interval",
+]
 
 DEFAULT_BINS = 15
 """Equal-width confidence bins of the ECE (the common choice with 10)."""
@@ -157,7 +166,7 @@ def calibration_summary(probs, answers, *, bins: int = DEFAULT_BINS, n_choices=N
     conf, correct = predictions(p, answers)
     k = np.full(len(p), p.shape[1]) if n_choices is None else np.asarray(n_choices)
     return {
-        "n": int(len(p)),
+        "n": len(p),
         "accuracy": float(correct.mean()) if len(p) else math.nan,
         "accuracy_95ci": list(wilson_interval(float(correct.sum()), len(p))),
         "chance_accuracy": float((1.0 / k).mean()) if len(p) else math.nan,

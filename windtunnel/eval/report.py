@@ -8,12 +8,13 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .loading import EvalModel
 
-__all__ = ["default_out_dir", "write_json", "write_csv"]
+__all__ = ["default_out_dir", "write_csv", "write_json"]
 
 
 def default_out_dir(model: EvalModel) -> Path:

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["context_law", "fit_context_law", "MIN_POINTS"]
+__all__ = ["MIN_POINTS", "context_law", "fit_context_law"]
 
 MIN_POINTS = 4
 """A 3-parameter fit needs one point more than its parameters to give standard errors."""
@@ -51,7 +51,7 @@ def fit_context_law(t, loss, *, sigma=None) -> dict:
     if sig is not None and not (np.all(np.isfinite(sig)) and np.all(sig > 0)):
         sig = None  # a zero or missing error would get infinite weight
     if len(t) < MIN_POINTS:
-        return {"error": f"needs at least {MIN_POINTS} finite points, got {len(t)}", "n": int(len(t))}
+        return {"error": f"needs at least {MIN_POINTS} finite points, got {len(t)}", "n": len(t)}
 
     def law(x, a, b, c):
         return b + (x / c) ** a
@@ -63,14 +63,14 @@ def fit_context_law(t, loss, *, sigma=None) -> dict:
             warnings.simplefilter("ignore")  # OptimizeWarning when the covariance is not estimable
             params, cov = curve_fit(law, t, loss, p0=p0, sigma=sig, bounds=bounds, maxfev=20000)
     except (RuntimeError, ValueError) as e:
-        return {"error": f"did not converge ({e})", "n": int(len(t))}
+        return {"error": f"did not converge ({e})", "n": len(t)}
     errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else [math.nan] * 3
     resid = loss - law(t, *params)
     total = ((loss - loss.mean()) ** 2).sum()
     r2 = 1.0 - (resid ** 2).sum() / total if total > 0 else math.nan
     a, b, c = (float(x) for x in params)
     return {"a": a, "b": b, "c": c, "a_se": float(errors[0]), "b_se": float(errors[1]),
-            "c_se": float(errors[2]), "r2": float(r2), "n": int(len(t)), "weighted": sig is not None}
+            "c_se": float(errors[2]), "r2": float(r2), "n": len(t), "weighted": sig is not None}
 
 
 def _start(t: np.ndarray, loss: np.ndarray) -> list[float]:

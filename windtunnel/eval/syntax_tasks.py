@@ -27,7 +27,7 @@ import numpy as np
 
 from .tasks import Question
 
-__all__ = ["make_syntax_tasks", "SUBJECTS", "KEYWORDS"]
+__all__ = ["KEYWORDS", "SUBJECTS", "make_syntax_tasks"]
 
 SUBJECTS = ("bracket", "quote", "keyword")
 KEYWORDS = ("in", "import", "return", "not", "None", "self", "else", "def")

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import string
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import WindtunnelError
 
-__all__ = ["Question", "TaskError", "load_tasks", "check_record", "write_tasks", "LETTERS"]
+__all__ = ["LETTERS", "Question", "TaskError", "check_record", "load_tasks", "write_tasks"]
 
 LETTERS = string.ascii_uppercase
 HF_PREFIX = "hf:"
@@ -130,8 +131,7 @@ def write_tasks(questions: Iterable[Question], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        for q in questions:
-            f.write(json.dumps(q.to_record(), ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(q.to_record(), ensure_ascii=False) + "\n" for q in questions)
     os.replace(tmp, path)
     return path
 
