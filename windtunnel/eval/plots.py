@@ -73,7 +73,7 @@ def plot_reliability(result: dict[str, Any], base: str | Path, *, formats: Seque
              bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     top.legend(loc="lower right", fontsize=8)
     top.set_title(f"calibration ({result['scoring']} scoring, {result['shots']}-shot): "
-                  f"{_short(result['model'])}", fontsize=10)
+                  f"{_short(result['model'])}", fontsize=9)
     bottom.bar(lo, counts, width=width, align="edge", color="C7", edgecolor="black", linewidth=0.5)
     bottom.set(xlabel="confidence (top choice's probability)", ylabel="answers")
     return save_figure(fig, base, formats)
