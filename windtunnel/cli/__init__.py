@@ -15,7 +15,7 @@ import sys
 from ..errors import WindtunnelError
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["sweep", "train", "plot", "transfer", "data"]
+COMMANDS = ["sweep", "train", "plot", "transfer", "data", "eval"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
@@ -28,6 +28,8 @@ EPILOG = """examples:
   windtunnel plot runs/lr_init
   windtunnel check coord proxies/xs.yaml --widths 64,128,256,512 --steps 5
   windtunnel check transfer runs/width_transfer
+  windtunnel eval context runs/xs --lengths 1,2,4,8,16,32,64,128
+  windtunnel eval calibration runs/xs --tasks tasks.jsonl --scoring text
 """
 
 
