@@ -49,7 +49,7 @@ def make_syntax_tasks(*, n: int = 600, seed: int = 0, context_chars: int = 96,
         >>> q.choices[q.answer] in q.choices                        # doctest: +SKIP
         True
     """
-    from ..data.prepared import open_data
+    from ..data.corpus import open_data
 
     if n < 1 or context_chars < 8:
         raise ValueError(f"need n >= 1 and context_chars >= 8, got n={n}, context_chars={context_chars}")
