@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from ..training.schedule import Schedule
 
-__all__ = ["MixtureSampler", "ValSet", "build_samplers", "load_run_sources"]
+__all__ = ["MixtureSampler", "ValSet", "build_samplers", "load_run_sources", "load_run_data"]
 
 SINGLE = "data"  # the name of the only source of a run without a mixture
 
@@ -176,6 +176,19 @@ def load_run_sources(cfg: RunConfig) -> dict[str, TokenData]:
                 raise ConfigError(cfg.source, keys[name], str(e)) from None
     _check_sources(cfg, out, keys)
     return out
+
+
+def load_run_data(cfg: RunConfig) -> TokenData:
+    """Open the run's token data (one source, not a mixture) and check it fits the model.
+
+    Example:
+        >>> load_run_data(load_config("proxies/xs.yaml")).vocab_size   # doctest: +SKIP
+        256
+    """
+    if cfg.data.sources is not None:
+        raise ConfigError(cfg.source, "data.sources", "a mixture has several sources; use "
+                          "windtunnel.data.mixture.load_run_sources")
+    return load_run_sources(cfg)[SINGLE]
 
 
 def _tokenizer_id(data: TokenData) -> tuple:

@@ -39,7 +39,7 @@ from ..model.accounting import MemoryEstimate, count_params, memory_per_gpu
 from .hparams import RECIPE, get_value, minicpm_batch_tokens, proxy_hparams
 from .proxy import Proxy, load_proxy
 from .presets import Target, load_target
-from ..training.loop import make_schedule
+from ..training.schedule import make_schedule
 from .table import Row, format_plan, plan_rows, plan_warnings
 
 __all__ = ["BatchPlan", "TransferPlan", "transfer", "write_plan", "format_plan", "launch", "check_launchable"]

@@ -16,7 +16,7 @@ from ..config import RunConfig
 from ..model.accounting import count_params, run_flops
 from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
 from ..model.transformer import flops_per_token
-from ..training.loop import make_schedule
+from ..training.schedule import make_schedule
 
 if TYPE_CHECKING:  # annotations only: transfer.py builds the plan and imports this module
     from .plan import TransferPlan

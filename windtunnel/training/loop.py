@@ -209,41 +209,6 @@ def evaluate(model, batches, device, amp, ctx: DistContext | None = None) -> flo
     return (total[0] / total[1]).item()
 
 
-def make_schedule(cfg: RunConfig, *, decay_start: int | None = None) -> Schedule:
-    """The lr schedule of `cfg.train`; a rule it breaks becomes a ConfigError naming the key.
-
-    `decay_start`: branch the WSD decay off this (stable-phase) step; the schedule then ends at
-    decay_start + decay_steps.
-    """
-    t = cfg.train
-    kwargs = {"kind": t.schedule, "total_steps": t.steps, "warmup_steps": t.warmup_steps,
-              "min_ratio": t.min_lr_ratio}
-    if t.schedule == "wsd":
-        kwargs.update(decay=t.decay, decay_fraction=t.decay_fraction, decay_steps=t.decay_steps,
-                      half_life=t.half_life if t.decay == "exponential" else None, decay_start=decay_start)
-    elif decay_start is not None:
-        raise ConfigError(cfg.source, "train.schedule",
-                          f"a decay branched off a checkpoint needs wsd, got {t.schedule}")
-    try:
-        return build_schedule(**kwargs)
-    except ValueError as e:
-        if decay_start is not None and "decay_start" in str(e):
-            raise WindtunnelError(f"the checkpoint's step {decay_start} is not in the stable phase of "
-                                  f"{cfg.source or 'the config'} ({e}); branch the decay from a stable-phase "
-                                  "checkpoint or raise train.steps") from None
-        key = next((k for k in ("decay_steps", "half_life", "warmup_steps", "min_ratio", "decay_fraction")
-                    if k in str(e)), "schedule")
-        raise ConfigError(cfg.source, f"train.{key.replace('min_ratio', 'min_lr_ratio')}", str(e)) from None
-
-
-def load_run_data(cfg: RunConfig) -> TokenData:
-    """Open the run's token data (one source, not a mixture) and check it fits the model."""
-    if cfg.data.sources is not None:
-        raise ConfigError(cfg.source, "data.sources", "a mixture has several sources; use "
-                          "windtunnel.data.mixture.load_run_sources")
-    return load_run_sources(cfg)[SINGLE]
-
-
 def _start_state(cfg: RunConfig, out: Path, model, optimizer, *, resume, decay_from, device) -> _State:
     """Fresh, resumed (the newest checkpoint of `out`, or a given one) or branched off `decay_from`."""
     path = None
