@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from .sampling import BatchSampler, eval_batches
+from .sampling import BatchSampler, StreamSampler, eval_batches
 from ..config import RunConfig
 from .prepared import DataError, TokenData, load_tokens, open_data
 from ..errors import ConfigError
@@ -215,7 +215,8 @@ def _check_sources(cfg: RunConfig, sources: dict[str, TokenData], keys: dict[str
                                   f"has only {n} tokens, fewer than seq_len + 1 = {cfg.train.seq_len + 1}")
 
 
-def build_samplers(cfg: RunConfig, *, schedule: Schedule | None = None) -> tuple[BatchSampler | MixtureSampler, ValSet]:
+def build_samplers(cfg: RunConfig, *, schedule: Schedule | None = None
+                   ) -> tuple[BatchSampler | StreamSampler | MixtureSampler, ValSet]:
     """The run's training sampler and validation set (see the module docstring).
 
     ``schedule`` is needed when ``data.mixture_decay`` is set: its ``decay_start`` (in optimizer steps,
@@ -230,7 +231,10 @@ def build_samplers(cfg: RunConfig, *, schedule: Schedule | None = None) -> tuple
     val = {name: eval_batches(data.val, batch_size=t.batch_size, seq_len=t.seq_len, n_batches=t.eval_batches)
            for name, data in sources.items()}
     if d.sources is None:
-        sampler = BatchSampler(sources[SINGLE].train, batch_size=t.batch_size, seq_len=t.seq_len, seed=t.seed)
+        if d.sampling == "sequential":
+            sampler = StreamSampler(sources[SINGLE].train, batch_size=t.batch_size, seq_len=t.seq_len)
+        else:
+            sampler = BatchSampler(sources[SINGLE].train, batch_size=t.batch_size, seq_len=t.seq_len, seed=t.seed)
         return sampler, ValSet(val, weights={SINGLE: 1.0})
     decay_start = decay_weights = None
     if d.mixture_decay is not None:

@@ -31,6 +31,12 @@ def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if not torch.is_grad_enabled():  # evaluation: the loss alone, still chunk by chunk
+        flat_h, flat_t = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+        dtype = _compute_dtype(h)
+        total = sum(F.cross_entropy((flat_h[i:i + chunk] * scale).to(dtype) @ weight.to(dtype).t(),
+                                    flat_t[i:i + chunk], reduction="sum").float() for i in range(0, len(flat_t), chunk))
+        return total / len(flat_t)
     return _ChunkedCrossEntropy.apply(h, weight, targets, float(scale), int(chunk))
 
 
