@@ -20,8 +20,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +78,11 @@ def save_sharded(run_dir: str | os.PathLike, *, step: int, model: nn.Module, opt
     state = {"model": model_sd, "optim": optim_sd}
     payload = {**meta, "step": int(step), "rng": rng_state()}
     pending = PendingSave(partial=partial, final=final, meta=payload, ctx=ctx)
-    if background:
-        pending.future = dcp.async_save(state, checkpoint_id=str(partial))
-    else:
-        dcp.save(state, checkpoint_id=str(partial))
+    with _single_process_quiet():
+        if background:
+            pending.future = dcp.async_save(state, checkpoint_id=str(partial))
+        else:
+            dcp.save(state, checkpoint_id=str(partial))
     return pending
 
 
@@ -96,10 +99,12 @@ def load_sharded(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.
     model_sd, optim_sd = get_state_dict(model, optimizer) if optimizer is not None else (
         get_state_dict(model, [])[0], None)
     state = {"model": model_sd} if optim_sd is None else {"model": model_sd, "optim": optim_sd}
+    from torch.distributed.checkpoint.api import CheckpointException
     try:
-        dcp.load(state, checkpoint_id=str(path))
-    except Exception as e:  # noqa: BLE001 - DCP wraps per-rank failures (size mismatch, missing keys)
-        raise WindtunnelError(f"{path}: does not fit this model ({' '.join(str(e).split())[:300]}); was it "
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=str(path))
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - DCP's exception is a BaseException
+        raise WindtunnelError(f"{path}: does not fit this model ({_first_failure(e)}); was it "
                               "written with a different model shape?") from None
     if optimizer is not None:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
@@ -107,3 +112,19 @@ def load_sharded(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.
         set_state_dict(model, [], model_state_dict=state["model"], optim_state_dict={})
     set_rng_state(meta["rng"])
     return meta
+
+
+@contextlib.contextmanager
+def _single_process_quiet():
+    """DCP warns on every call without a process group; one process is a supported case here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _first_failure(error: BaseException) -> str:
+    """The underlying reason of a DCP failure (it wraps each rank's exception with its traceback)."""
+    failures = getattr(error, "failures", None)
+    if failures:
+        error = getattr(next(iter(failures.values())), "exc", error)
+    return " ".join(str(error).split())[:300]
