@@ -107,7 +107,7 @@ def transfer(*, target: str | os.PathLike, source: str | os.PathLike | None = No
     steps = max(1, round(total_tokens / batch.tokens))
     cfg = _final_config(tgt, carried, steps, batch, proxy)
     plan = TransferPlan(target=tgt, proxy=proxy, config=cfg, batch=batch, tokens=steps * batch.tokens,
-                        memory=memory_per_gpu(cfg), warnings=warnings, set_keys=tuple(sets))
+                        memory=memory_per_gpu(cfg, nproc=nproc), warnings=warnings, set_keys=tuple(sets))
     plan.rows = plan_rows(plan)
     plan.warnings += plan_warnings(plan)
     return plan
