@@ -21,9 +21,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -41,7 +42,7 @@ from .parallel import Wrapped, check_parallel, wrap_model
 from .resume import Checkpointer, RunState, start_state
 from .schedule import Schedule, make_schedule
 
-__all__ = ["train", "evaluate", "Run", "setup", "run_steps", "train_step", "validate", "METRIC_FIELDS"]
+__all__ = ["METRIC_FIELDS", "Run", "evaluate", "run_steps", "setup", "train", "train_step", "validate"]
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from .distributed import DistContext
 
-__all__ = ["Wrapped", "wrap_model", "check_parallel", "parallel_mode"]
+__all__ = ["Wrapped", "check_parallel", "parallel_mode", "wrap_model"]
 
 
 @dataclass
@@ -84,7 +84,11 @@ def wrap_model(model: nn.Module, cfg: RunConfig, ctx: DistContext) -> Wrapped:
 
 
 def _shard(model: nn.Module, cfg: RunConfig, ctx: DistContext) -> None:
-    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import (
+        CPUOffloadPolicy,
+        MixedPrecisionPolicy,
+        fully_shard,
+    )
     kwargs: dict[str, Any] = {}
     if cfg.train.precision == "bf16" and ctx.device.type == "cuda":
         # compute in bf16 (no autocast casts per matmul), reduce gradients in fp32 for accuracy;

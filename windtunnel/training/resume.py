@@ -23,11 +23,17 @@ import yaml
 
 from ..config import RunConfig, config_to_dict
 from ..errors import WindtunnelError
-from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore, save_checkpoint
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore,
+    save_checkpoint,
+)
 from .distributed import DistContext
 from .sharded import PendingSave, load_sharded, save_sharded
 
-__all__ = ["RunState", "Checkpointer", "start_state"]
+__all__ = ["Checkpointer", "RunState", "start_state"]
 
 
 @dataclass

@@ -32,10 +32,16 @@ import torch
 from torch import nn
 
 from ..errors import WindtunnelError
-from .checkpoint import CHECKPOINT_DIR, SHARDED_MARKER, is_complete_folder, rng_state, set_rng_state
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    SHARDED_MARKER,
+    is_complete_folder,
+    rng_state,
+    set_rng_state,
+)
 from .distributed import DistContext
 
-__all__ = ["PendingSave", "save_sharded", "load_sharded"]
+__all__ = ["PendingSave", "load_sharded", "save_sharded"]
 
 
 @dataclass
