@@ -87,3 +87,12 @@ def test_sequential_sampling_resumes_with_the_losses_of_an_uninterrupted_run(tmp
     assert whole["data_epochs"] > 0 and whole["status"] == "ok"
     random = train(tiny(), out_dir=tmp_path / "random")
     assert random["train_loss"] != whole["train_loss"]  # the option does change what is read
+
+
+def test_cli_refuses_fsdp_on_one_cpu_process_in_one_line_exit_2(tmp_path, capsys):
+    from windtunnel.cli import main
+    code = main(["train", str(ROOT / "proxies" / "xs.yaml"), *[a for o in TINY for a in ("--set", o)],
+                 "--set", "train.parallel=fsdp", "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "train.parallel: fsdp shards the model" in err[0]
+    assert not (tmp_path / "x").exists()

@@ -169,7 +169,8 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     """`bf16` runs the forward under bf16 autocast (weights and optimizer stay fp32)."""
     compile: bool = False
-    """Wrap the model in torch.compile."""
+    """torch.compile each block's forward (fullgraph), before DDP/FSDP wrap the model; the first steps
+    pay for compilation."""
     threads: int | None = None
     """torch CPU threads for this run; null leaves torch's default."""
     diverge_factor: float = 3.0
@@ -183,8 +184,9 @@ class TrainConfig:
     through torch.distributed.checkpoint (resumable on any number of processes); `auto`: sharded
     under `parallel: fsdp`, else file."""
     async_checkpoint: bool = True
-    """Sharded checkpoints on CUDA are written in the background (torch.distributed.checkpoint's
-    async_save) while training goes on; a checkpoint counts only once complete."""
+    """With several processes, sharded checkpoints are written in the background
+    (torch.distributed.checkpoint's async_save, over a gloo group of their own) while training goes
+    on; a checkpoint counts only once complete."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """How several processes (torchrun) split the work. `ddp`: each holds the whole model and its
     AdamW state (16 bytes per parameter); `fsdp`: FSDP2 shards parameters, gradients and optimizer

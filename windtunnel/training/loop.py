@@ -193,8 +193,8 @@ def train_step(run: Run, step: int) -> float:
                 loss = run.wrapped.module(x, targets=y)  # mean cross-entropy, fp32
             (loss / len(micros)).backward()  # DDP/FSDP then average over ranks: the mean over all micro-batches
         total += loss.detach()
-    if t.grad_clip is not None:
-        _clip(run, t.grad_clip)
+    if t.grad_clip is not None:  # over DTensor gradients too: FSDP reduces the norm across shards
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     return ctx.all_mean(total / len(micros)).item()
@@ -248,11 +248,6 @@ def summarize(run: Run, result: dict) -> dict:
     if run.ctx.is_main:
         _write_json(run.out / "summary.json", summary)
     return summary
-
-
-def _clip(run: Run, max_norm: float) -> None:
-    norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), max_norm)
-    del norm  # under FSDP the norm is a DTensor already reduced over the shards
 
 
 def _open_log(run: Run, *, progress: bool, tensorboard: bool) -> MetricsLog:

@@ -31,7 +31,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import DistContext
-from .sharded import PendingSave, load_sharded, save_sharded
+from .sharded import PendingSave, checkpoint_group, load_sharded, save_sharded
 
 __all__ = ["Checkpointer", "RunState", "start_state"]
 
@@ -60,7 +60,8 @@ class Checkpointer:
         self.cfg, self.out, self.ctx, self.mode = cfg, out, ctx, mode
         fmt = cfg.train.checkpoint_format
         self.sharded = fmt == "sharded" or (fmt == "auto" and cfg.train.parallel == "fsdp")
-        self.background = self.sharded and cfg.train.async_checkpoint and ctx.device.type == "cuda"
+        # background saves need a process group (their own): several processes only
+        self.background = checkpoint_group() if self.sharded and cfg.train.async_checkpoint and ctx.world > 1 else None
         self.pending: PendingSave | None = None
 
     def save(self, model, optimizer, *, step: int, state: RunState) -> str:
@@ -78,7 +79,7 @@ class Checkpointer:
         meta = {"format": "sharded", "state": state.scalars(), "config": config_yaml}
         self.pending = save_sharded(self.out, step=step, model=model, optimizer=optimizer, ctx=self.ctx,
                                     meta=meta, background=self.background)
-        if not self.background:
+        if self.background is None:
             self.finish()
         return str(self.pending.final if self.pending else self.out / "checkpoints" / f"step_{step:08d}")
 

@@ -8,9 +8,10 @@ so a crash during the save leaves a `.partial` folder that is never taken for a 
 States go through `get_state_dict` / `set_state_dict`, which name every tensor by its module path
 whatever wraps the model (DDP, FSDP2, compile), and DCP reshards on load: a checkpoint written by
 8 FSDP ranks resumes on 4, or on one process.
-On CUDA (`train.async_checkpoint`), `dcp.async_save` copies the state to CPU memory and writes it in
-the background while training continues; the rename happens when the next checkpoint starts or the
-run ends.
+With several processes (`train.async_checkpoint`), `dcp.async_save` copies the state to CPU memory and
+writes it in the background while training continues, its collectives on a gloo group of their own
+(sharing the training's group from a thread aborts the process); the rename happens when the next
+checkpoint starts or the run ends.
 
 Example:
     >>> pending = save_sharded("runs/x", step=100, model=model, optimizer=opt, ctx=ctx, meta={...})
@@ -41,7 +42,7 @@ from .checkpoint import (
 )
 from .distributed import DistContext
 
-__all__ = ["PendingSave", "load_sharded", "save_sharded"]
+__all__ = ["PendingSave", "checkpoint_group", "load_sharded", "save_sharded"]
 
 
 @dataclass
@@ -69,8 +70,10 @@ class PendingSave:
 
 
 def save_sharded(run_dir: str | os.PathLike, *, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 ctx: DistContext, meta: dict[str, Any], background: bool = False) -> PendingSave:
-    """Start writing `step_XXXXXXXX/` (every rank calls it); `background` uses `dcp.async_save`."""
+                 ctx: DistContext, meta: dict[str, Any], background: Any = None) -> PendingSave:
+    """Start writing `step_XXXXXXXX/` (every rank calls it). `background`: a process group of its own
+    (`checkpoint_group()`) for `dcp.async_save`, whose collectives run in a thread and must not share
+    the training's group; None saves now."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
     folder = Path(run_dir) / CHECKPOINT_DIR
@@ -85,11 +88,17 @@ def save_sharded(run_dir: str | os.PathLike, *, step: int, model: nn.Module, opt
     payload = {**meta, "step": int(step), "rng": rng_state()}
     pending = PendingSave(partial=partial, final=final, meta=payload, ctx=ctx)
     with _single_process_quiet():
-        if background:
-            pending.future = dcp.async_save(state, checkpoint_id=str(partial))
+        if background is not None:
+            pending.future = dcp.async_save(state, checkpoint_id=str(partial), process_group=background)
         else:
             dcp.save(state, checkpoint_id=str(partial))
     return pending
+
+
+def checkpoint_group():
+    """A gloo process group for background saves (all ranks call it once, together)."""
+    import torch.distributed as dist
+    return dist.new_group(backend="gloo")
 
 
 def load_sharded(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
