@@ -121,3 +121,14 @@ def test_launch_with_more_processes_than_gpus_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(WindtunnelError, match="--nproc 4 but only 2 CUDA devices are visible"):
         check_launchable(load_config(XS, overrides=[*TINY, "train.device=cuda"]), nproc=4)
+
+
+def test_bench_full_run_smoke_on_one_cpu_process():
+    # the GPU figures need a GPU; this only checks the script's logic end to end (train, checkpoint, resume)
+    cmd = [sys.executable, str(ROOT / "bench" / "full_run.py"), "--smoke", "--parallel", "ddp,fsdp", "--ac", "off",
+           "--attention", "sdpa", "--steps", "5", "--stop-at", "3", "--warmup", "1"]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("ddp ")]
+    assert len(lines) == 1 and lines[0].rstrip().endswith("ok")  # fsdp skipped on one CPU process
+    assert "fsdp " not in done.stdout

@@ -102,7 +102,7 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
         run.log = _open_log(run, progress=progress, tensorboard=tensorboard)
         try:
             result = run_steps(run, on_eval=on_eval, stop_after=stop_after)
-            run.checkpointer.finish()
+            run.checkpointer.close()
         finally:
             run.log.close()
         return summarize(run, result)

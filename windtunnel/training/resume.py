@@ -92,6 +92,14 @@ class Checkpointer:
                 prune_checkpoints(self.out, keep=self.cfg.train.keep_checkpoints)
             self.ctx.barrier()
 
+    def close(self) -> None:
+        """Publish a save in flight and release the background group (a run ends)."""
+        self.finish()
+        if self.background is not None:
+            import torch.distributed as dist
+            dist.destroy_process_group(self.background)
+            self.background = None
+
     def load(self, path: Path, model, optimizer) -> tuple[int, dict]:
         """(step, scalars) of checkpoint `path` (a file or a sharded folder), loaded into model/optimizer."""
         if path.is_dir() or path.name.startswith(".step_"):
