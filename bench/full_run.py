@@ -66,7 +66,11 @@ def run_all(args, ctx) -> int:
              f"{'peak mem':>11}{'estimate':>11}  checkpoint+resume")
     results = {}
     for combo in combos:
-        rate, memory, resumed = measure(bench_config(args, ctx, *combo), ctx, args)
+        try:
+            rate, memory, resumed = measure(bench_config(args, ctx, *combo), ctx, args)
+        except RuntimeError as e:  # e.g. an SDPA kernel that does not take this shape (GQA) on this GPU
+            say(ctx, f"{combo[0]:<9}{combo[1]:<9}{combo[2]:<11}unavailable: {' '.join(str(e).split())[:100]}")
+            continue
         util = fpt * rate / (peak * ctx.world) if peak else None
         results[combo] = rate
         say(ctx, f"{combo[0]:<9}{combo[1]:<9}{combo[2]:<11}{rate:>11,.0f}{rate / ctx.world:>10,.0f}"

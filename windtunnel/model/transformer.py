@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from ..config import ModelConfig
 from .loss import chunked_cross_entropy
 
-__all__ = ["Multipliers", "Transformer", "RMSNorm", "TiedReadout", "flash_attn_available", "attention_context",
+__all__ = ["Multipliers", "Transformer", "RMSNorm", "TiedReadout", "flash_attn_available", "flash_attn_compiles", "attention_context",
            "apply_rope", "rope_tables"]
 
 try:  # optional, CUDA only
@@ -28,6 +28,16 @@ except Exception:  # noqa: BLE001 - any import failure (no CUDA, ABI mismatch) m
 
 def flash_attn_available() -> bool:
     return flash_attn_func is not None and torch.cuda.is_available()
+
+
+def flash_attn_compiles() -> bool:
+    """flash-attn >= 2.7 registers its kernel as a torch custom op, so a compiled block that calls it
+    stays one graph; older versions break the graph (compile then runs without fullgraph)."""
+    if flash_attn_func is None:
+        return True
+    import flash_attn
+    major, minor = (int(x) for x in flash_attn.__version__.split(".")[:2])
+    return (major, minor) >= (2, 7)
 
 
 @dataclass(frozen=True)

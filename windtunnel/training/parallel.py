@@ -28,6 +28,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..model.transformer import flash_attn_compiles
 from .distributed import DistContext
 
 __all__ = ["Wrapped", "check_parallel", "parallel_mode", "wrap_model"]
@@ -68,10 +69,11 @@ def check_parallel(cfg: RunConfig, ctx: DistContext) -> None:
 def wrap_model(model: nn.Module, cfg: RunConfig, ctx: DistContext) -> Wrapped:
     """Compile each block (train.compile), then wrap for DDP or FSDP2 (train.parallel) when world > 1."""
     if cfg.train.compile:
+        fullgraph = cfg.model.attention not in ("auto", "flash_attn") or flash_attn_compiles()
         for block in model.blocks:
             # compile the forward, not the module: hooks (FSDP's gathers, checkpointing) stay outside
             # the graph and parameter names keep no `_orig_mod.` prefix
-            block.forward = torch.compile(block.forward, fullgraph=True)
+            block.forward = torch.compile(block.forward, fullgraph=fullgraph)
     mode = parallel_mode(cfg, ctx)
     if mode == "fsdp":
         _shard(model, cfg, ctx)
