@@ -35,7 +35,7 @@ def main(argv=None) -> int:
             f"train.warmup_steps={max(1, args.steps // 10)}", f"train.eval_every={args.steps}",
             f"train.eval_batches={args.eval_batches}", "train.log_every=10", "train.threads=1"]
     from windtunnel.config import load_config
-    from windtunnel.training.loop import load_run_data
+    from windtunnel.data.mixture import load_run_data
     load_run_data(load_config(args.config, overrides=base))  # prepare the corpus once, not per worker
     print(f"{len(trials)} trials: widths {args.widths}, lr 2^{min(args.lrs)}..2^{max(args.lrs)}, "
           f"{args.steps} steps x {args.batch_size * args.seq_len} tokens, {args.workers} workers", flush=True)

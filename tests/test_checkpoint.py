@@ -91,6 +91,7 @@ def test_resume_without_checkpoint_starts_fresh_and_a_wrong_shape_is_refused(tmp
         train(wider, out_dir=tmp_path / "b", resume=tmp_path / "a/checkpoints/step_00000012.pt")
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     # grad_accum counts micro-batches across all ranks: 2 processes x 1 == 1 process x 2, same data
     overrides = [*TINY, "train.grad_accum=2", "train.steps=6", "train.eval_every=3"]

@@ -14,7 +14,8 @@ from windtunnel.data.prepared import write_prepared
 from windtunnel.errors import ConfigError
 from windtunnel.data.mixture import MixtureSampler, ValSet, build_samplers
 from windtunnel.data.preparation import prepare
-from windtunnel.training.loop import make_schedule, train
+from windtunnel.training.loop import train
+from windtunnel.training.schedule import make_schedule
 
 
 

@@ -10,7 +10,7 @@ import pytest
 from windtunnel.cli import main
 from windtunnel.data import text_units
 from windtunnel.data.preparation import prepare
-from windtunnel.data.prepared import DataError
+from windtunnel.errors import DataError
 from windtunnel.data.text_units import MAX_UNIT, MIN_UNIT, TextUnits
 
 WORDS = ["the", "wind", "tunnel", "measures", "a", "small", "model", "before", "the", "large", "one", "is", "trained", ";", "Größe", "東京", "😀"]

@@ -21,7 +21,7 @@ from windtunnel.training.loop import METRIC_FIELDS, train
 
 SUMMARY_KEYS = {"status", "val_loss", "train_loss", "steps", "tokens", "seconds", "tokens_per_s", "params",
                 "non_embedding_params", "flops_per_token", "width_mult", "device", "attention", "mfu",
-                "world_size", "resumed_from", "decay_from"}
+                "world_size", "resumed_from", "decay_from", "parallel", "mfu_counts_causal_attention"}
 
 
 def tiny(xs_path, tiny_overrides, *extra):

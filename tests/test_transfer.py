@@ -12,7 +12,7 @@ import yaml
 from windtunnel.cli import main
 from windtunnel.config import load_config, save_config
 from windtunnel.errors import ConfigError, WindtunnelError
-from windtunnel.model.accounting import count_params, memory_per_gpu, mfu, peak_flops
+from windtunnel.model.accounting import count_params, memory_per_gpu, mfu, peak_flops, peak_tflops_for
 from windtunnel.target.hparams import effective_hparams, minicpm_batch_tokens
 from windtunnel.model.parametrization import build_model, param_roles
 from windtunnel.target.proxy import edge_messages, load_proxy
@@ -170,10 +170,27 @@ def test_memory_estimate_and_mfu():
     per_layer = 26 * 1536 + 6 * 512 + 8 * 3840
     assert mem.activations == 2 * 4096 * 48 * per_layer
     assert memory_per_gpu(ckpt).activations == 2 * 4096 * (48 * 4 * 1536 + per_layer)  # block inputs + one block
-    assert mem.logits == 16 * 2 * 4096 * 65280
+    assert mem.logits == 12 * 2048 * 65280 + 4 * 65280 * 1536  # one 2048-token chunk + the weight's fp32 grad
+    whole = load_target("1.2b").config(steps=2001, overrides={"model.loss_chunk_tokens": 0})
+    assert memory_per_gpu(whole).logits == 16 * 2 * 4096 * 65280
+    sharded, replicated = memory_per_gpu(cfg, nproc=8), memory_per_gpu(cfg, nproc=8, parallel="ddp")
+    assert sharded.parallel == "fsdp" and sharded.optimizer == replicated.optimizer / 8
+    assert replicated.total - sharded.total > 15 * 2**30  # FSDP frees the replicated fp32 state
+    assert memory_per_gpu(cfg, nproc=1).parallel == "ddp"  # one GPU: nothing to shard
     assert mfu(flops_per_token=1e9, tokens_per_s=500.0, peak=1e12) == pytest.approx(0.5)
     assert mfu(flops_per_token=1e9, tokens_per_s=500.0, peak=None) is None
     assert peak_flops("cpu") is None
+
+
+@pytest.mark.parametrize("name, tflops", [
+    ("NVIDIA H100 80GB HBM3", 989.5), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
+    ("NVIDIA H200", 989.5), ("NVIDIA H200 NVL", 835.0), ("NVIDIA H800", 989.5), ("NVIDIA H800 PCIe", 756.0),
+    ("NVIDIA L4", 121.0), ("NVIDIA L40", 181.0), ("NVIDIA L40S", 362.0), ("NVIDIA A100-SXM4-80GB", 312.0),
+    ("NVIDIA A10", 125.0), ("NVIDIA A10G", 70.0), ("NVIDIA B200", 2250.0),
+    ("NVIDIA L4 Foo", None), ("NVIDIA H100", None), ("Tesla T4", None),  # unlisted: no guess from a prefix
+])
+def test_peak_flops_match_the_exact_gpu_name(name, tflops):
+    assert peak_tflops_for(name) == tflops
 
 
 def test_cli_dry_run_prints_the_table_and_writes_nothing(sweep, tmp_path, monkeypatch, capsys):

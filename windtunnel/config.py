@@ -67,8 +67,14 @@ class ModelConfig:
     """Rotary embedding base."""
     base_shapes: str | None = None
     """Path of a mup `.bsh` file (relative to the config file); null makes the shapes in memory."""
-    attention: Literal["auto", "sdpa", "flash"] = "auto"
-    """`auto`: flash-attn on CUDA when installed, else torch SDPA with an explicit scale."""
+    attention: Literal["auto", "sdpa", "flash", "cudnn", "efficient", "math", "flash_attn"] = "auto"
+    """`auto`: the flash-attn package on CUDA in bf16 when installed, else torch SDPA choosing its own
+    kernel; `sdpa`: always SDPA, torch's choice; `flash`, `cudnn`, `efficient`, `math`: SDPA held to
+    that one kernel (an error at the first step where it cannot run); `flash_attn`: the flash-attn
+    package (CUDA, bf16; a config error where it is not installed)."""
+    loss_chunk_tokens: int = 0
+    """Compute the loss through the tied readout this many tokens at a time, so the full (tokens x
+    vocab) fp32 logits never exist (8 GiB for 8k tokens x 65k vocab); 0 computes the logits whole."""
     activation_checkpointing: bool = False
     """Recompute each block in the backward pass to save activation memory (full runs)."""
 
@@ -93,6 +99,7 @@ class ModelConfig:
         check_positive(self, source, "model", ("d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len",
                                          "dim_model_base", "ffn_mult", "init_std", "norm_eps",
                                          "rope_theta", "scale_emb", "scale_depth"))
+        check_non_negative(self, source, "model", ("loss_chunk_tokens",))
         if self.n_kv_heads is not None and self.n_kv_heads <= 0:
             raise ConfigError(source, "model.n_kv_heads", f"must be > 0, got {self.n_kv_heads}")
         if self.d_model % self.n_heads:
@@ -162,7 +169,8 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     """`bf16` runs the forward under bf16 autocast (weights and optimizer stay fp32)."""
     compile: bool = False
-    """Wrap the model in torch.compile."""
+    """torch.compile each block's forward (fullgraph), before DDP/FSDP wrap the model; the first steps
+    pay for compilation."""
     threads: int | None = None
     """torch CPU threads for this run; null leaves torch's default."""
     diverge_factor: float = 3.0
@@ -171,12 +179,38 @@ class TrainConfig:
     """Save a resumable checkpoint every this many steps; 0 only at the end when asked."""
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep."""
+    checkpoint_format: Literal["auto", "file", "sharded"] = "auto"
+    """`file`: one `step_N.pt` written by rank 0; `sharded`: a `step_N/` folder written by every rank
+    through torch.distributed.checkpoint (resumable on any number of processes); `auto`: sharded
+    under `parallel: fsdp`, else file."""
+    async_checkpoint: bool = True
+    """With several processes, sharded checkpoints are written in the background
+    (torch.distributed.checkpoint's async_save, over a gloo group of their own) while training goes
+    on; a checkpoint counts only once complete."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """How several processes (torchrun) split the work. `ddp`: each holds the whole model and its
+    AdamW state (16 bytes per parameter); `fsdp`: FSDP2 shards parameters, gradients and optimizer
+    state over the processes (per block, then the root), computing in bf16 with fp32 gradient
+    reduction when precision is bf16. One process on CPU cannot shard: a config error."""
+    cpu_offload: bool = False
+    """FSDP only: keep the sharded parameters and optimizer state in CPU memory (slow; for a model
+    that does not fit otherwise)."""
+    dist_timeout_s: int = 1800
+    """Process-group (NCCL/gloo) timeout in seconds: a collective waiting longer fails the run
+    instead of hanging (raise it if checkpoints to slow storage take longer)."""
 
     def check(self, source: str | None) -> None:
         check_positive(self, source, "train", ("steps", "batch_size", "seq_len", "grad_accum", "lr", "eps",
                                          "eval_every", "eval_batches", "log_every", "diverge_factor"))
         check_non_negative(self, source, "train", ("weight_decay", "warmup_steps", "checkpoint_every",
                                              "keep_checkpoints"))
+        check_positive(self, source, "train", ("dist_timeout_s",))
+        if self.cpu_offload and self.parallel != "fsdp":
+            raise ConfigError(source, "train.cpu_offload", "needs train.parallel: fsdp (DDP keeps the "
+                              "whole model on every GPU), got parallel=ddp")
+        if self.parallel == "fsdp" and self.checkpoint_format == "file":
+            raise ConfigError(source, "train.checkpoint_format", "must be sharded or auto under "
+                              "train.parallel: fsdp (no rank holds the whole state), got file")
         for i, beta in enumerate(self.betas):
             if not 0.0 <= beta < 1.0:
                 raise ConfigError(source, f"train.betas[{i}]", f"must be in [0, 1), got {beta}")
@@ -209,12 +243,20 @@ class DataConfig:
     mixture_decay: dict[str, float] | None = None
     """Weights used from the first step of the WSD decay phase on (Xmodel-2 / MiniCPM change the data
     mix for the decay); null keeps `mixture` throughout."""
+    sampling: Literal["random", "sequential"] = "random"
+    """`random`: i.i.d. windows at random offsets (proxies: any step's batch is known without state);
+    `sequential`: the training tokens read once in order, window after window, without replacement
+    (long runs: 1.5T tokens should not repeat some data and skip the rest); rank r of N reads
+    micro-batches r, r + N, ... of the stream, and the position is saved in every checkpoint."""
     val_mixture: dict[str, float] | None = None
     """Weights of the per-source val losses in val_loss; null uses `mixture`. Fix it when sweeping
     mixture weights, or each trial is scored on a different target."""
 
     def check(self, source: str | None) -> None:
         check_positive(self, source, "data", ("embedded_bytes",))
+        if self.sampling == "sequential" and self.sources is not None:
+            raise ConfigError(source, "data.sampling", "sequential reads one token stream; a mixture "
+                              "(data.sources) samples by weight: use sampling: random")
         if self.sources is None:
             for name in _WEIGHT_KEYS:
                 if getattr(self, name) is not None:

@@ -263,7 +263,7 @@ def _at_width(config: RunConfig, width: int, parametrization: str, lr: float) ->
 
 def _fixed_batch(config: RunConfig):
     from ..data.sampling import BatchSampler
-    from ..training.loop import load_run_data
+    from ..data.mixture import load_run_data
 
     data = load_run_data(config)
     t = config.train
@@ -276,7 +276,7 @@ def _run_width(cfg: RunConfig, batch, steps: int, seed: int):
     import torch.nn.functional as F
 
     from ..model.parametrization import build_model
-    from ..training.loop import resolve_device
+    from ..training.distributed import resolve_device
     from ..training.optim import build_optimizer
 
     device = resolve_device(cfg.train.device, cfg.source)

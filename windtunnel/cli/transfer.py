@@ -27,7 +27,15 @@ def register(sub) -> None:
     p.add_argument("--tokens", type=float, help="training tokens of the full run (default: the preset's)")
     p.add_argument("--batch-tokens", type=float, metavar="N",
                    help="tokens per optimizer step (default: the preset's, else MiniCPM's law from the proxy loss)")
-    p.add_argument("--nproc", type=int, default=1, help="GPUs (DDP processes under torchrun); default 1")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="GPUs per node (processes under torchrun; train.parallel picks DDP or FSDP); default 1")
+    p.add_argument("--nnodes", type=int, default=1,
+                   help="with --launch: nodes; run the same command on each, with --rdzv-endpoint (default 1)")
+    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="with --nnodes > 1: one node's address where all nodes meet (torchrun c10d rendezvous)")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                   help="with --launch: torchrun restarts the processes up to N times after a failure, each "
+                        "time resuming from the newest complete checkpoint (default 0)")
     p.add_argument("--out", help="where to write the run config (default: runs/<target>.yaml)")
     p.add_argument("--run-dir", help="run folder for --launch (default: runs/<target>)")
     p.add_argument("--dry-run", action="store_true", help="print the table and the config; write nothing")
@@ -43,7 +51,7 @@ def _cmd_transfer(args) -> int:
         print("windtunnel: error: --dry-run and --launch exclude each other", file=sys.stderr)
         return 2
     plan = transfer(target=args.target, source=args.source, tokens=args.tokens, batch_tokens=args.batch_tokens,
-                    nproc=args.nproc, overrides=args.overrides)
+                    nproc=args.nproc * args.nnodes, overrides=args.overrides)
     print(format_plan(plan))
     out = Path(args.out or Path("runs") / f"{plan.target.name}.yaml")
     run_dir = Path(args.run_dir or Path("runs") / plan.target.name)
@@ -58,14 +66,19 @@ def _cmd_transfer(args) -> int:
     path = write_plan(plan, out)
     print(f"\nwrote {path}")
     if not args.launch:
-        print(f"launch: {_launch_hint(path, run_dir, args.nproc)}")
+        print(f"launch: {_launch_hint(path, run_dir, args)}")
         return 0
-    summary = launch(path, run_dir=run_dir, nproc=args.nproc, resume=args.resume)
+    summary = launch(path, run_dir=run_dir, nproc=args.nproc, resume=args.resume, nnodes=args.nnodes,
+                     rdzv_endpoint=args.rdzv_endpoint, max_restarts=args.max_restarts)
     print(json.dumps(summary, indent=2, default=float))
     return 0 if summary["status"] in ("ok", "stopped") else 1
 
 
-def _launch_hint(config: Path, run_dir: Path, nproc: int) -> str:
-    if nproc == 1:
+def _launch_hint(config: Path, run_dir: Path, args) -> str:
+    if args.nproc == 1 and args.nnodes == 1 and not args.max_restarts:
         return f"windtunnel train {config} --out {run_dir}"
-    return f"torchrun --standalone --nproc-per-node={nproc} -m windtunnel train {config} --out {run_dir}"
+    from ..training.distributed import torchrun_command
+    command = torchrun_command(config, out=run_dir, nproc=args.nproc, nnodes=args.nnodes,
+                               rdzv_endpoint=args.rdzv_endpoint or ("HOST:29500" if args.nnodes > 1 else None),
+                               max_restarts=args.max_restarts)
+    return "torchrun " + " ".join(command[3:])

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from .sampling import BatchSampler, eval_batches
+from .sampling import BatchSampler, StreamSampler, eval_batches
 from ..config import RunConfig
 from ..errors import DataError
 from .corpus import open_data
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
 
 
-__all__ = ["MixtureSampler", "ValSet", "build_samplers", "load_run_sources"]
+__all__ = ["MixtureSampler", "ValSet", "build_samplers", "load_run_sources", "load_run_data"]
 
 SINGLE = "data"  # the name of the only source of a run without a mixture
 
@@ -179,6 +179,19 @@ def load_run_sources(cfg: RunConfig) -> dict[str, TokenData]:
     return out
 
 
+def load_run_data(cfg: RunConfig) -> TokenData:
+    """Open the run's token data (one source, not a mixture) and check it fits the model.
+
+    Example:
+        >>> load_run_data(load_config("proxies/xs.yaml")).vocab_size   # doctest: +SKIP
+        256
+    """
+    if cfg.data.sources is not None:
+        raise ConfigError(cfg.source, "data.sources", "a mixture has several sources; use "
+                          "windtunnel.data.mixture.load_run_sources")
+    return load_run_sources(cfg)[SINGLE]
+
+
 def _tokenizer_id(data: TokenData) -> tuple:
     m = data.meta
     return (m.get("tokenizer"), m.get("vocab_size"), m.get("tokenizer_sha256"))
@@ -203,7 +216,8 @@ def _check_sources(cfg: RunConfig, sources: dict[str, TokenData], keys: dict[str
                                   f"has only {n} tokens, fewer than seq_len + 1 = {cfg.train.seq_len + 1}")
 
 
-def build_samplers(cfg: RunConfig, *, decay_start: int | None = None) -> tuple[BatchSampler | MixtureSampler, ValSet]:
+def build_samplers(cfg: RunConfig, *, decay_start: int | None = None
+                   ) -> tuple[BatchSampler | StreamSampler | MixtureSampler, ValSet]:
     """The run's training sampler and validation set (see the module docstring).
 
     ``decay_start`` (the schedule's first decay step, in optimizer steps) is needed when
@@ -219,7 +233,10 @@ def build_samplers(cfg: RunConfig, *, decay_start: int | None = None) -> tuple[B
     val = {name: eval_batches(data.val, batch_size=t.batch_size, seq_len=t.seq_len, n_batches=t.eval_batches)
            for name, data in sources.items()}
     if d.sources is None:
-        sampler = BatchSampler(sources[SINGLE].train, batch_size=t.batch_size, seq_len=t.seq_len, seed=t.seed)
+        if d.sampling == "sequential":
+            sampler = StreamSampler(sources[SINGLE].train, batch_size=t.batch_size, seq_len=t.seq_len)
+        else:
+            sampler = BatchSampler(sources[SINGLE].train, batch_size=t.batch_size, seq_len=t.seq_len, seed=t.seed)
         return sampler, ValSet(val, weights={SINGLE: 1.0})
     start = decay_weights = None
     if d.mixture_decay is not None:

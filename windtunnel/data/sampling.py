@@ -24,7 +24,7 @@ from ..typecheck import is_int
 if TYPE_CHECKING:  # torch is imported lazily where tensors are built
     import torch
 
-__all__ = ["BatchSampler", "eval_batches"]
+__all__ = ["BatchSampler", "StreamSampler", "eval_batches"]
 
 
 def _check_pos_int(name: str, value: Any) -> int:
@@ -91,6 +91,52 @@ class BatchSampler:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` int64 tensors of shape ``(batch_size, seq_len)``; ``y`` is ``x`` shifted left by one."""
         return _windows(self.tokens, self.offsets(step), self.seq_len)
+
+
+class StreamSampler:
+    """The training tokens read in order, as back-to-back windows, without replacement.
+
+    Sequence ``j`` of the stream is the window starting at ``(j mod W) * seq_len`` (``W`` windows fit
+    the array; after the last one the stream starts over: a second epoch). Micro-batch ``i`` holds
+    sequences ``start_sequence + (i - start_micro) * batch_size`` onwards, so rank r of N, reading
+    micro-batches r, r + N, ..., gets its own disjoint part of the stream, and all ranks together
+    read it once. The position (sequences consumed) is saved in each checkpoint; `resume` continues
+    from it, even with a different batch size.
+
+    Example:
+        >>> s = StreamSampler(np.arange(1001) % 256, batch_size=2, seq_len=10)   # doctest: +SKIP
+        >>> s.offsets(0), s.offsets(1)                                           # doctest: +SKIP
+        (array([ 0, 10]), array([20, 30]))
+    """
+
+    def __init__(self, tokens: np.ndarray, *, batch_size: int, seq_len: int):
+        self.batch_size = _check_pos_int("batch_size", batch_size)
+        self.seq_len = _check_pos_int("seq_len", seq_len)
+        self.tokens = _check_tokens(tokens, self.seq_len, "train tokens")
+        self.windows = (len(self.tokens) - 1) // self.seq_len
+        self.start_micro = self.start_sequence = 0
+
+    def resume(self, *, micro: int, sequence: int) -> None:
+        """Continue the stream at sequence ``sequence`` from micro-batch ``micro`` on."""
+        self.start_micro, self.start_sequence = int(micro), int(sequence)
+
+    def position(self, micro: int) -> int:
+        """Sequences of the stream consumed by the micro-batches before ``micro``."""
+        return self.start_sequence + (micro - self.start_micro) * self.batch_size
+
+    def epochs(self, micro: int) -> float:
+        """How many times the stream has been read by then (1.0: every window once)."""
+        return self.position(micro) / self.windows
+
+    def offsets(self, micro: int) -> np.ndarray:
+        if not is_int(micro) or micro < self.start_micro:
+            raise ValueError(f"micro-batch must be an integer >= {self.start_micro}, got {micro!r}")
+        first = self.position(micro)
+        return ((first + np.arange(self.batch_size, dtype=np.int64)) % self.windows) * self.seq_len
+
+    def batch(self, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of micro-batch ``micro``, shape ``(batch_size, seq_len)``."""
+        return _windows(self.tokens, self.offsets(micro), self.seq_len)
 
 
 def eval_batches(

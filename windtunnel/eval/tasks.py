@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WindtunnelError
+from ..fileio import write_text
 
 __all__ = ["LETTERS", "Question", "TaskError", "check_record", "load_tasks", "write_tasks"]
 
@@ -127,13 +128,7 @@ def load_tasks(source: str | os.PathLike, *, limit: int | None = None, split: st
 
 def write_tasks(questions: Iterable[Question], path: str | os.PathLike) -> Path:
     """Write questions as JSON Lines, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(q.to_record(), ensure_ascii=False) + "\n" for q in questions)
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "".join(json.dumps(q.to_record(), ensure_ascii=False) + "\n" for q in questions))
 
 
 def _read_jsonl(path: Path) -> Iterable[tuple[str, Any]]:

@@ -3,11 +3,15 @@
 Parameter counts come from the real `Transformer` built on the meta device (no allocation), so they
 can never drift from the model. Memory and FLOPs are estimates with their assumptions stated here:
 
-* weights, gradients and AdamW's two moments are fp32 (16 bytes per parameter, replicated by DDP);
+* weights, gradients and AdamW's two moments are fp32 (16 bytes per parameter): replicated on every
+  GPU by DDP, split over the N GPUs by FSDP, which also holds bf16 copies of the parameters it has
+  gathered (the root's embedding and two blocks: the one computing and the one prefetched);
 * bf16 autocast keeps the residual stream in fp32 and stores matmul inputs in bf16;
 * attention is memory-efficient (flash-attn or SDPA's fused kernels): no (T x T) matrix is kept;
 * the logits cost 16 bytes per token per vocabulary entry at the loss (bf16 logits, their fp32
-  copy, the log-softmax, and the fp32 + bf16 gradients that exist at the start of the backward).
+  copy, the log-softmax, and the fp32 + bf16 gradients that exist at the start of the backward);
+  with `model.loss_chunk_tokens` only one chunk's (12 bytes: bf16 logits, fp32 copy and softmax),
+  plus the readout weight's fp32 gradient.
 """
 
 from __future__ import annotations
@@ -23,15 +27,32 @@ from .transformer import Transformer, flops_per_token
 from .parametrization import multipliers
 
 __all__ = ["ParamCount", "MemoryEstimate", "count_params", "memory_per_gpu", "run_flops",
-           "peak_flops", "mfu", "PEAK_TFLOPS_BF16"]
+           "peak_flops", "peak_tflops_for", "mfu", "PEAK_TFLOPS_BF16"]
 
-# Dense bf16 tensor-core peak, TFLOP/s, by a substring of torch.cuda.get_device_name(); the first
-# match wins, so the more specific names come first. Override with WINDTUNNEL_PEAK_TFLOPS.
-PEAK_TFLOPS_BF16: list[tuple[str, float]] = [
-    ("GB200", 2500.0), ("B200", 2250.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0),
-    ("GH200", 989.5), ("H200", 989.5), ("H100", 989.5), ("H800", 989.5),
-    ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L4", 121.0),
-]
+# Dense bf16 tensor-core peak, TFLOP/s (no sparsity), by the exact name torch.cuda.get_device_name()
+# gives, less the "NVIDIA " prefix. Exact, never a substring: "L4" must not match "L40", and the
+# PCIe/NVL parts of H100/H200/H800 run slower than SXM. Override with WINDTUNNEL_PEAK_TFLOPS.
+PEAK_TFLOPS_BF16: dict[str, float] = {
+    "GB200": 2500.0, "B200": 2250.0,
+    "H100 80GB HBM3": 989.5, "H100 SXM5 80GB": 989.5, "H100 PCIe": 756.0, "H100 NVL": 835.0,
+    "H200": 989.5, "H200 NVL": 835.0, "GH200 480GB": 989.5, "GH200 144G HBM3e": 989.5,
+    "H800": 989.5, "H800 PCIe": 756.0,
+    "A100-SXM4-80GB": 312.0, "A100-SXM4-40GB": 312.0, "A100-PCIE-40GB": 312.0, "A100 80GB PCIe": 312.0,
+    "A800-SXM4-80GB": 312.0, "A800 80GB PCIe": 312.0,
+    "L40S": 362.0, "L40": 181.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0,
+}
+
+
+def peak_tflops_for(name: str) -> float | None:
+    """The table's dense bf16 peak for a device name, matched exactly (None when unlisted).
+
+    Example:
+        >>> peak_tflops_for("NVIDIA L4"), peak_tflops_for("NVIDIA L40"), peak_tflops_for("NVIDIA H200 NVL")
+        (121.0, 181.0, 835.0)
+    """
+    key = " ".join(name.split())
+    key = key[len("NVIDIA "):] if key.startswith("NVIDIA ") else key
+    return PEAK_TFLOPS_BF16.get(key)
 
 
 @dataclass(frozen=True)
@@ -67,14 +88,17 @@ class MemoryEstimate:
     optimizer: float
     activations: float
     logits: float
+    gathered: float = 0.0   # FSDP: bf16 parameters gathered for compute (0 under DDP)
+    parallel: str = "ddp"
 
     @property
     def total(self) -> float:
-        return self.weights + self.grads + self.optimizer + self.activations + self.logits
+        return self.weights + self.grads + self.optimizer + self.activations + self.logits + self.gathered
 
 
-def memory_per_gpu(cfg: RunConfig) -> MemoryEstimate:
-    """Estimate the training memory of one data-parallel GPU (states are replicated under DDP).
+def memory_per_gpu(cfg: RunConfig, *, nproc: int = 1, parallel: str | None = None) -> MemoryEstimate:
+    """Estimate the training memory of one GPU among `nproc` (`parallel`: ddp or fsdp, default
+    `train.parallel`; one GPU is never sharded).
 
     Example:
         >>> mem = memory_per_gpu(cfg)          # 1.2b, micro-batch 2 x 4096, bf16
@@ -82,6 +106,7 @@ def memory_per_gpu(cfg: RunConfig) -> MemoryEstimate:
         54
     """
     m, t = cfg.model, cfg.train
+    parallel = "ddp" if nproc == 1 else (parallel or t.parallel)
     n = count_params(m).total
     tokens = t.batch_size * t.seq_len  # one micro-batch: activations of one at a time
     per_layer = _activation_bytes_per_token_layer(m, bf16=t.precision == "bf16")
@@ -90,8 +115,17 @@ def memory_per_gpu(cfg: RunConfig) -> MemoryEstimate:
         activations = tokens * (m.n_layers * 4 * m.d_model + per_layer)
     else:
         activations = tokens * m.n_layers * per_layer
-    return MemoryEstimate(weights=4.0 * n, grads=4.0 * n, optimizer=8.0 * n,
-                          activations=float(activations), logits=16.0 * tokens * m.vocab_size)
+    if m.loss_chunk_tokens:
+        logits = 12.0 * min(m.loss_chunk_tokens, tokens) * m.vocab_size + 4.0 * m.vocab_size * m.d_model
+    else:
+        logits = 16.0 * tokens * m.vocab_size
+    shard = nproc if parallel == "fsdp" else 1
+    gathered = 0.0
+    if parallel == "fsdp":
+        block = (n - m.vocab_size * m.d_model) / m.n_layers
+        gathered = (2 if t.precision == "bf16" else 4) * (m.vocab_size * m.d_model + 2 * block)
+    return MemoryEstimate(weights=4.0 * n / shard, grads=4.0 * n / shard, optimizer=8.0 * n / shard,
+                          activations=float(activations), logits=logits, gathered=gathered, parallel=parallel)
 
 
 def _activation_bytes_per_token_layer(m: ModelConfig, *, bf16: bool) -> int:
@@ -128,11 +162,8 @@ def peak_flops(device: torch.device | str | None = None) -> float | None:
     device = torch.device(device) if device is not None else None
     if device is None or device.type != "cuda" or not torch.cuda.is_available():
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, tflops in PEAK_TFLOPS_BF16:
-        if key in name:
-            return tflops * 1e12
-    return None
+    tflops = peak_tflops_for(torch.cuda.get_device_name(device))
+    return tflops * 1e12 if tflops is not None else None
 
 
 def mfu(*, flops_per_token: float, tokens_per_s: float, peak: float | None, n_devices: int = 1) -> float | None:

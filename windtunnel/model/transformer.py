@@ -15,8 +15,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
+from .loss import chunked_cross_entropy
 
-__all__ = ["Multipliers", "Transformer", "RMSNorm", "TiedReadout", "flash_attn_available"]
+__all__ = ["Multipliers", "Transformer", "RMSNorm", "TiedReadout", "flash_attn_available", "flash_attn_compiles", "attention_context",
+           "apply_rope", "rope_tables"]
 
 try:  # optional, CUDA only
     from flash_attn import flash_attn_func
@@ -26,6 +28,16 @@ except Exception:  # noqa: BLE001 - any import failure (no CUDA, ABI mismatch) m
 
 def flash_attn_available() -> bool:
     return flash_attn_func is not None and torch.cuda.is_available()
+
+
+def flash_attn_compiles() -> bool:
+    """flash-attn >= 2.7 registers its kernel as a torch custom op, so a compiled block that calls it
+    stays one graph; older versions break the graph (compile then runs without fullgraph)."""
+    if flash_attn_func is None:
+        return True
+    import flash_attn
+    major, minor = (int(x) for x in flash_attn.__version__.split(".")[:2])
+    return (major, minor) >= (2, 7)
 
 
 @dataclass(frozen=True)
@@ -60,11 +72,33 @@ def rope_tables(d_head: int, max_seq_len: int, theta: float) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    # x: (B, T, H, D); rotate each adjacent pair (x[2i], x[2i+1]) as one complex number: a single
-    # complex multiply is ~3x faster on CPU than the rotate-half form's four multiplies and a concat
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, H, D/2)
-    rot = torch.view_as_complex(rope)[None, :, None, :]  # (1, T, 1, D/2)
-    return torch.view_as_real(pairs * rot).flatten(-2).type_as(x)
+    # x: (B, T, H, D); rotate each adjacent pair (x[2i], x[2i+1]) by the angle of (t, i) with real
+    # cos/sin arithmetic: torch.compile fuses it into one kernel (complex tensors break its graphs)
+    pairs = x.float().unflatten(-1, (-1, 2))                          # (B, T, H, D/2, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    cos, sin = rope[None, :, None, :, 0], rope[None, :, None, :, 1]  # (1, T, 1, D/2)
+    return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).type_as(x)
+
+
+SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                 "math": "MATH"}
+
+
+def attention_context(choice: str):
+    """The context that holds torch SDPA to the kernel `model.attention` names (none for auto/sdpa).
+
+    Entered around the forward and backward by the training loop, outside any compiled region, so
+    the choice costs compile no graph break.
+
+    Example:
+        >>> with attention_context("math"):
+        ...     logits = model(x)          # doctest: +SKIP
+    """
+    import contextlib
+    if choice not in SDPA_BACKENDS:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([getattr(SDPBackend, SDPA_BACKENDS[choice])])
 
 
 class Attention(nn.Module):
@@ -97,7 +131,7 @@ class Attention(nn.Module):
         return self.o_proj(y.reshape(B, T, self.n_heads * self.d_head))
 
     def _use_flash(self, q: torch.Tensor) -> bool:
-        if self.backend == "sdpa" or flash_attn_func is None or not q.is_cuda:
+        if self.backend not in ("auto", "flash_attn") or flash_attn_func is None or not q.is_cuda:
             return False
         return q.dtype in (torch.bfloat16, torch.float16)
 
@@ -144,9 +178,21 @@ class TiedReadout(MuSharedReadout):
     def width_mult(self) -> float:
         return self.cached_width_mult
 
+    @property
+    def scale(self) -> float:
+        """What the hidden state is multiplied by before the (tied) weight: output_mult / m."""
+        return self.output_mult / self.width_mult()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # mup's MuReadout computes output_mult * x / m in two passes over x; one scalar does it in one
-        return F.linear(x * (self.output_mult / self.width_mult()), self.weight, self.bias)
+        return F.linear(x * self.scale, self.weight, self.bias)
+
+    def loss(self, x: torch.Tensor, targets: torch.Tensor, *, chunk: int) -> torch.Tensor:
+        """Mean cross-entropy of this readout's logits against `targets`; with `chunk` > 0 the logits
+        are computed and freed `chunk` tokens at a time (`windtunnel.model.loss`)."""
+        if chunk:
+            return chunked_cross_entropy(x, self.weight, targets, scale=self.scale, chunk=chunk)
+        return F.cross_entropy(self(x).float().flatten(0, -2), targets.flatten())
 
 
 class Transformer(nn.Module):
@@ -165,7 +211,10 @@ class Transformer(nn.Module):
         rope = rope_tables(cfg.d_head, cfg.max_seq_len, cfg.rope_theta).to(self.embed.weight.device)
         self.register_buffer("rope", rope, persistent=False)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab); with `targets` (B, T), the mean cross-entropy instead (through the
+        chunked loss when model.loss_chunk_tokens > 0). The loss is computed inside forward so that
+        wrappers (FSDP, DDP) see the readout weight used within their hooks."""
         T = idx.shape[1]
         if T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}")
@@ -176,7 +225,10 @@ class Transformer(nn.Module):
                 x = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x = block(x, rope)
-        return self.readout(self.norm(x))  # (B, T, vocab), divided by m inside mup's readout
+        x = self.norm(x)
+        if targets is not None:
+            return self.readout.loss(x, targets, chunk=self.cfg.loss_chunk_tokens)
+        return self.readout(x)  # (B, T, vocab), divided by m inside mup's readout
 
     def num_params(self, *, non_embedding: bool = False) -> int:
         """Parameters counted once (the tied readout shares the embedding)."""
@@ -185,7 +237,11 @@ class Transformer(nn.Module):
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x (non-embedding matmul params + readout) + attention scores."""
+    """Training FLOPs per token: 6 x (non-embedding matmul params + readout) + attention scores.
+
+    MFU counts causal attention FLOPs: the QK^T and AV products over the unmasked half of the T x T
+    scores, 6 L T d per token, half of PaLM's 12 L T d (which counts the masked half too). The
+    embedding lookup is not a matmul and is not counted."""
     d, L = cfg.d_model, cfg.n_layers
     attn = d * cfg.d_head * (cfg.n_heads * 2 + cfg.kv_heads * 2)
     mlp = 3 * d * cfg.d_ffn

@@ -19,7 +19,7 @@ from typing import Any
 from ..config import RunConfig
 from ..errors import WindtunnelError
 from ..model.parametrization import multipliers
-from ..training.loop import make_schedule
+from ..training.schedule import make_schedule
 
 __all__ = ["CARRIED", "RECIPE", "get_value", "proxy_hparams", "effective_hparams", "minicpm_batch_tokens"]
 

@@ -39,7 +39,7 @@ from ..model.accounting import MemoryEstimate, count_params, memory_per_gpu
 from .hparams import RECIPE, get_value, minicpm_batch_tokens, proxy_hparams
 from .proxy import Proxy, load_proxy
 from .presets import Target, load_target
-from ..training.loop import make_schedule
+from ..training.schedule import make_schedule
 from .table import Row, format_plan, plan_rows, plan_warnings
 
 __all__ = ["BatchPlan", "TransferPlan", "transfer", "write_plan", "format_plan", "launch", "check_launchable"]
@@ -108,7 +108,7 @@ def transfer(*, target: str | os.PathLike, source: str | os.PathLike | None = No
     steps = max(1, round(total_tokens / batch.tokens))
     cfg = _final_config(tgt, carried, steps, batch, proxy)
     plan = TransferPlan(target=tgt, proxy=proxy, config=cfg, batch=batch, tokens=steps * batch.tokens,
-                        memory=memory_per_gpu(cfg), warnings=warnings, set_keys=tuple(sets))
+                        memory=memory_per_gpu(cfg, nproc=nproc), warnings=warnings, set_keys=tuple(sets))
     plan.rows = plan_rows(plan)
     plan.warnings += plan_warnings(plan)
     return plan
@@ -196,9 +196,14 @@ def write_plan(plan: TransferPlan, path: str | os.PathLike) -> Path:
 
 
 def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int = 1, resume: bool = False,
-           progress: bool = True) -> dict[str, Any]:
+           progress: bool = True, nnodes: int = 1, rdzv_endpoint: str | None = None,
+           max_restarts: int = 0) -> dict[str, Any]:
     """Train a written run config with the shared loop and return its summary: in this process on one
-    device, through torchrun (DDP, one process per GPU) when `nproc` > 1.
+    device; through torchrun (one process per GPU, `train.parallel` DDP or FSDP) when `nproc` > 1,
+    `nnodes` > 1 or `max_restarts` > 0. With `max_restarts`, torchrun restarts the processes after a
+    failure and they resume from the newest complete checkpoint. On several nodes, run the same
+    call on each, with one node's `host:port` as `rdzv_endpoint`; the summary is read on the node
+    that holds rank 0 (elsewhere, this returns {"status": "ok", "node": "worker"} when torchrun did).
 
     Example:
         >>> summary = launch("runs/cpu.yaml", run_dir="runs/cpu")
@@ -207,13 +212,16 @@ def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int 
     """
     cfg = load_config(config)
     check_launchable(cfg, nproc=nproc)
-    if nproc == 1:
+    if nproc == 1 and nnodes == 1 and not max_restarts:
         from ..training.loop import train
         return train(cfg, out_dir=run_dir, progress=progress, resume=resume, tensorboard=True)
     summary_path = Path(run_dir) / "summary.json"
     started = time.time()
-    command = torchrun_command(config, out=run_dir, nproc=nproc, train_args=["--resume"] if resume else [])
+    command = torchrun_command(config, out=run_dir, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint,
+                               max_restarts=max_restarts, train_args=["--resume"] if resume else [])
     code = subprocess.run(command, check=False).returncode
+    if nnodes > 1 and code == 0 and not summary_path.is_file():
+        return {"status": "ok", "node": "worker"}
     if not summary_path.is_file() or summary_path.stat().st_mtime < started:
         raise WindtunnelError(f"torchrun exited with status {code} without writing {summary_path}; "
                               "see its output above")
@@ -237,7 +245,8 @@ def check_launchable(cfg: RunConfig, *, nproc: int = 1) -> None:
                               "--launch (or use --dry-run) and launch it on a GPU machine")
     on_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and has_cuda)
     if on_cuda and nproc > torch.cuda.device_count():
-        raise WindtunnelError(f"--nproc {nproc} but only {torch.cuda.device_count()} CUDA devices are visible")
+        raise WindtunnelError(f"--nproc {nproc} but only {torch.cuda.device_count()} CUDA devices are visible "
+                              "on this node (--nproc counts processes per node)")
     if not on_cuda:
         need = memory_per_gpu(cfg).total * nproc
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

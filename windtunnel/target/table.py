@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import RunConfig
 from ..formatting import fmt_number
-from ..model.accounting import count_params, run_flops
+from ..model.accounting import count_params, memory_per_gpu, run_flops
 from ..model.parametrization import weight_decay_warning
 from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
 from ..model.transformer import flops_per_token
-from ..training.loop import make_schedule
+from ..training.schedule import make_schedule
 
 if TYPE_CHECKING:  # annotations only: transfer.py builds the plan and imports this module
     from .plan import TransferPlan
@@ -146,12 +146,23 @@ def _batch_rows(plan: TransferPlan) -> list[Row]:
 
 
 def _memory_rows(plan: TransferPlan) -> list[Row]:
-    m, t = plan.memory, plan.config.train
+    m, t, n = plan.memory, plan.config.train, plan.batch.nproc
     ckpt = ", activation checkpointing" if plan.config.model.activation_checkpointing else ""
-    items = [("weights (fp32)", m.weights), ("gradients (fp32)", m.grads), ("AdamW states (fp32)", m.optimizer),
+    split = f" / {n} GPUs" if m.parallel == "fsdp" else ""
+    chunk = plan.config.model.loss_chunk_tokens
+    items = [(f"weights (fp32{split})", m.weights), (f"gradients (fp32{split})", m.grads),
+             (f"AdamW states (fp32{split})", m.optimizer),
              (f"activations ({t.batch_size} x {t.seq_len}, {t.precision}{ckpt})", m.activations),
-             ("logits and loss", m.logits), ("total (estimate)", m.total)]
-    return [Row("memory per GPU", label, None, GiB(value)) for label, value in items]
+             (f"logits and loss ({f'chunks of {chunk} tokens' if chunk else 'whole'})", m.logits)]
+    if m.parallel == "fsdp":
+        items.append(("gathered parameters (root + 2 blocks)", m.gathered))
+    rows = [Row("memory per GPU", label, None, GiB(value)) for label, value in items]
+    for mode in ("ddp", "fsdp"):  # both, so the choice of train.parallel can be read off the table
+        total = memory_per_gpu(plan.config, nproc=n, parallel=mode).total
+        chosen = " <- train.parallel" if mode == m.parallel or (n == 1 and mode == t.parallel) else ""
+        note = "one GPU: nothing to shard" if n == 1 and mode == "fsdp" else ""
+        rows.append(Row("memory per GPU", f"total under {mode}{chosen}", None, GiB(total), note))
+    return rows
 
 
 def plan_warnings(plan: TransferPlan) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,13 @@ from ..model.parametrization import unwrap
 from ..fileio import atomic_write
 
 __all__ = ["CHECKPOINT_DIR", "save_checkpoint", "load_checkpoint", "restore", "list_checkpoints",
-           "latest_checkpoint", "prune_checkpoints", "checkpoint_step"]
+           "latest_checkpoint", "prune_checkpoints", "checkpoint_step", "rng_state", "set_rng_state",
+           "is_complete_folder", "SHARDED_MARKER"]
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT = 1
-_NAME = re.compile(r"^step_(\d{8,})\.pt$")
+_NAME = re.compile(r"^step_(\d{8,})(\.pt)?$")
+SHARDED_MARKER = "meta.pt"  # written last into a sharded checkpoint folder, before its rename
 
 
 def save_checkpoint(run_dir: str | os.PathLike, *, step: int, model: nn.Module,
@@ -52,7 +55,7 @@ def save_checkpoint(run_dir: str | os.PathLike, *, step: int, model: nn.Module,
         "step": int(step),
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
-        "rng": _rng_state(),
+        "rng": rng_state(),
         "state": dict(state or {}),
         "config": config_yaml,
     }
@@ -94,7 +97,7 @@ def restore(ckpt: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Op
             optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as e:
             raise WindtunnelError(f"{source}: optimizer state does not fit ({e})") from None
-    _set_rng_state(ckpt["rng"])
+    set_rng_state(ckpt["rng"])
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
@@ -102,8 +105,15 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if _NAME.match(p.name)]
+    found = [p for p in folder.iterdir() if _NAME.match(p.name) and (p.is_file() or is_complete_folder(p))]
     return sorted(found, key=checkpoint_step)
+
+
+def is_complete_folder(path: str | os.PathLike) -> bool:
+    """A sharded checkpoint folder that finished saving: torch.distributed.checkpoint's `.metadata`
+    and our marker are both there (a crash mid-save leaves a `.step_N.partial` folder, never listed)."""
+    path = Path(path)
+    return path.is_dir() and (path / ".metadata").is_file() and (path / SHARDED_MARKER).is_file()
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -118,7 +128,10 @@ def prune_checkpoints(run_dir: str | os.PathLike, *, keep: int) -> list[Path]:
         return []
     old = list_checkpoints(run_dir)[:-keep]
     for path in old:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return old
 
 
@@ -126,14 +139,15 @@ def checkpoint_step(path: str | os.PathLike) -> int:
     """The step in a checkpoint's file name (`step_00001000.pt` -> 1000)."""
     match = _NAME.match(Path(path).name)
     if not match:
-        raise WindtunnelError(f"{path}: not a checkpoint file name (expected step_XXXXXXXX.pt)")
+        raise WindtunnelError(f"{path}: not a checkpoint name (expected step_XXXXXXXX.pt or a step_XXXXXXXX folder)")
     return int(match.group(1))
 
 
 # --- RNG states as tensors and plain values (weights_only-safe) ------------------------------
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (torch, CUDA, Python, NumPy) as weights_only-safe values."""
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -146,7 +160,8 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states saved by `rng_state`."""
     torch.set_rng_state(state["torch"].cpu())
     random.setstate(_to_tuples(state["python"]))
     kind, keys, pos, has_gauss, gauss = state["numpy"]

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from dataclasses import dataclass
@@ -73,10 +74,11 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_distributed(device: str, source: str | None = None) -> DistContext:
+def init_distributed(device: str, source: str | None = None, *, timeout_s: float = 1800) -> DistContext:
     """Resolve the device and, under torchrun, join the process group (NCCL on CUDA, gloo on CPU).
 
-    Each rank takes GPU `LOCAL_RANK`.
+    Each rank takes GPU `LOCAL_RANK`. A collective that waits longer than `timeout_s`
+    (`train.dist_timeout_s`) fails the run rather than hanging it.
     """
     if not under_torchrun():
         return DistContext(device=resolve_device(device, source))
@@ -91,7 +93,8 @@ def init_distributed(device: str, source: str | None = None) -> DistContext:
     owns = not dist.is_initialized()
     if owns:
         backend = "nccl" if resolved.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout_s))
     return DistContext(device=resolved, rank=rank, world=world, local_rank=local, owns_group=owns)
 
 
@@ -104,15 +107,34 @@ def resolve_device(name: str, source: str | None = None) -> torch.device:
     return torch.device(name)
 
 
-def torchrun_command(config: str | os.PathLike, *, out: str | os.PathLike, nproc: int,
+def torchrun_command(config: str | os.PathLike, *, out: str | os.PathLike, nproc: int, nnodes: int = 1,
+                     rdzv_endpoint: str | None = None, max_restarts: int = 0,
                      train_args: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """The command that runs `windtunnel train` on `nproc` processes of this node (DDP).
+    """The torchrun command that runs `windtunnel train` on `nproc` processes per node.
+
+    One node: `--standalone`. Several (`nnodes` > 1): the same command on every node, meeting at
+    `rdzv_endpoint` (host:port of one of them, c10d rendezvous). With `max_restarts` > 0 torchrun
+    restarts all processes after a failure, and they continue from the newest complete checkpoint
+    (`--resume` is always passed then; it starts at step 0 when there is none).
 
     Example:
         >>> torchrun_command("runs/1.2b.yaml", out="runs/1.2b", nproc=8)[3:5]
         ['--standalone', '--nproc-per-node=8']
     """
-    if nproc < 1:
-        raise WindtunnelError(f"--nproc must be >= 1, got {nproc}")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "windtunnel", "train", str(Path(config)), "--out", str(Path(out)), *train_args]
+    if nproc < 1 or nnodes < 1 or max_restarts < 0:
+        raise WindtunnelError(f"--nproc and --nnodes must be >= 1 and --max-restarts >= 0, got "
+                              f"{nproc}, {nnodes}, {max_restarts}")
+    if nnodes > 1 and not rdzv_endpoint:
+        raise WindtunnelError(f"--nnodes {nnodes} needs --rdzv-endpoint HOST:PORT (one node's address, the "
+                              "same on every node)")
+    if nnodes == 1 and not rdzv_endpoint:
+        where = ["--standalone"]
+    else:
+        where = [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+                 f"--rdzv-id={Path(out).name}"]
+    args = list(train_args)
+    if max_restarts and "--resume" not in args:
+        args.append("--resume")
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={nproc}",
+            f"--max-restarts={max_restarts}", "-m", "windtunnel", "train", str(Path(config)),
+            "--out", str(Path(out)), *args]

@@ -3,9 +3,14 @@
 It writes, under the run folder: `config.yaml` (the resolved config), `metrics.csv` (step, tokens,
 lr, loss, val_loss, seconds, tokens_per_s, mfu; see `windtunnel.training.metrics`), `summary.json`
 (val_loss, tokens, seconds, status) and, with `train.checkpoint_every > 0`, resumable checkpoints
-under `checkpoints/` (`windtunnel.training.checkpoint`).
+under `checkpoints/` (`windtunnel.training.resume`: one file, or sharded through DCP).
 A NaN/inf or exploding loss ends the run as `status: diverged` with val_loss = inf, never a traceback.
-Started by torchrun, the same loop runs data-parallel (DDP; `windtunnel.training.distributed`), rank 0 writing.
+Started by torchrun, the same loop runs data-parallel (DDP) or sharded (FSDP2;
+`windtunnel.training.parallel`), rank 0 writing.
+
+Read top to bottom: `train` opens the process group; `setup` builds a `Run` (model, wrapping,
+optimizer, start state, schedule, data, log); `run_steps` loops over `train_step`, `validate` and
+`save`; `summarize` writes the summary.
 """
 
 from __future__ import annotations
@@ -15,41 +20,58 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ..data.sampling import BatchSampler
-from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, restore, save_checkpoint
-from ..config import RunConfig, config_to_dict, save_config
-from ..data.prepared import TokenData
-from .distributed import DistContext, init_distributed, resolve_device
+from ..config import RunConfig, save_config
+from ..data.mixture import ValSet, build_samplers
+from ..data.sampling import StreamSampler
 from ..errors import ConfigError, WindtunnelError
 from ..fileio import write_json
 from ..model.accounting import peak_flops
+from ..model.parametrization import build_model, param_roles, weight_decay_warning
+from ..model.transformer import attention_context, flash_attn_available, flops_per_token
+from .distributed import DistContext, init_distributed
 from .metrics import METRIC_FIELDS, MetricsLog
-from ..data.mixture import SINGLE, ValSet, build_samplers, load_run_sources
-from ..model.transformer import flops_per_token
 from .optim import build_optimizer, set_lr
-from ..model.parametrization import build_model, weight_decay_warning
-from .schedule import Schedule, build_schedule
+from .parallel import Wrapped, check_parallel, wrap_model
+from .resume import Checkpointer, RunState, start_state
+from .schedule import Schedule, make_schedule
 
-__all__ = ["train", "make_schedule", "resolve_device", "load_run_data", "evaluate", "METRIC_FIELDS"]
+__all__ = ["METRIC_FIELDS", "Run", "evaluate", "run_steps", "setup", "train", "train_step", "validate"]
 
 
 @dataclass
-class _State:
-    """What a checkpoint carries besides tensors: where the loop stands."""
+class Run:
+    """Everything one training session works with, built once by `setup`."""
 
-    step: int = 0                      # optimizer steps done (also the data position)
-    first_loss: float | None = None    # the divergence test's reference
-    seconds: float = 0.0               # training time before this session
-    decay_start: int | None = None     # set on a WSD decay branched off a stable checkpoint
-    resumed_from: str | None = None
-    decay_from: str | None = None
+    cfg: RunConfig
+    out: Path
+    ctx: DistContext
+    model: torch.nn.Module          # the bare model (FSDP shards it in place)
+    wrapped: Wrapped                # what the step calls (DDP / FSDP / the model)
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    sampler: Any                    # BatchSampler, StreamSampler or MixtureSampler
+    val_set: ValSet
+    state: RunState
+    checkpointer: Checkpointer
+    log: MetricsLog | None = None
+
+    def amp(self):
+        """bf16 autocast when asked for, unless FSDP already computes in bf16 parameters."""
+        t = self.cfg.train
+        if t.precision != "bf16" or (self.wrapped.mode == "fsdp" and self.ctx.device.type == "cuda"):
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.ctx.device.type, dtype=torch.bfloat16)
+
+    def kernels(self):
+        """The SDPA kernel choice of model.attention, held for a forward and its backward."""
+        return attention_context(self.cfg.model.attention)
 
 
 def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
@@ -60,8 +82,8 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
 
     `on_eval` is called after every held-out evaluation with {step, tokens, val_loss, train_loss,
     seconds}; a sweep uses it to report to Ray Tune, which may stop the trial there.
-    `resume`: True continues from the newest checkpoint in `out_dir` (from step 0 when there is
-    none), a path from that checkpoint. `decay_from`: a stable-phase WSD checkpoint (of any run) to
+    `resume`: True continues from the newest complete checkpoint in `out_dir` (from step 0 when there
+    is none), a path from that checkpoint. `decay_from`: a stable-phase WSD checkpoint (of any run) to
     branch the decay from, MiniCPM-style; the branch runs `decay_steps` steps into `out_dir`.
     `stop_after`: stop (with a checkpoint, status "stopped") once this many steps are done, e.g. to
     fit a time-limited job. `tensorboard`: also log to `out_dir/tensorboard` when installed.
@@ -74,63 +96,56 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
     """
     if stop_after is not None and stop_after < 1:
         raise WindtunnelError(f"stop_after must be >= 1, got {stop_after}")
-    ctx = init_distributed(cfg.train.device, cfg.source)
+    ctx = init_distributed(cfg.train.device, cfg.source, timeout_s=cfg.train.dist_timeout_s)
     try:
-        return _train(cfg, Path(out_dir), ctx, progress=progress, on_eval=on_eval, resume=resume,
-                      decay_from=decay_from, stop_after=stop_after, tensorboard=tensorboard)
+        run = setup(cfg, Path(out_dir), ctx, resume=resume, decay_from=decay_from)
+        run.log = _open_log(run, progress=progress, tensorboard=tensorboard)
+        try:
+            result = run_steps(run, on_eval=on_eval, stop_after=stop_after)
+            run.checkpointer.close()
+        finally:
+            run.log.close()
+        return summarize(run, result)
     finally:
         ctx.close()
 
 
-def _train(cfg: RunConfig, out: Path, ctx: DistContext, *, progress, on_eval, resume, decay_from,
-           stop_after, tensorboard) -> dict[str, Any]:
+def setup(cfg: RunConfig, out: Path, ctx: DistContext, *, resume=False, decay_from=None) -> Run:
+    """Build a run: model, wrapping, optimizer, start state, schedule, data. Every input is checked
+    before the run folder is touched, so a bad input leaves no files behind."""
     t = cfg.train
     _check_world(cfg, ctx)
+    check_parallel(cfg, ctx)
+    _check_attention(cfg, ctx)
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = ctx.device
-    model = build_model(cfg.model, seed=t.seed, device=device, source=cfg.source)
-    optimizer = build_optimizer(model, cfg)
-    state = _start_state(cfg, out, model, optimizer, resume=resume, decay_from=decay_from, device=device)
+    model = build_model(cfg.model, seed=t.seed, device=ctx.device, source=cfg.source)
+    roles = param_roles(model)  # by module type, before any wrapper renames or shards a parameter
+    wrapped = wrap_model(model, cfg, ctx)
+    optimizer = build_optimizer(model, cfg, roles=roles)
+    checkpointer = Checkpointer(cfg, out=out, ctx=ctx, mode=wrapped.mode)
+    state = start_state(checkpointer, model, optimizer, resume=resume, decay_from=decay_from)
     schedule = make_schedule(cfg, decay_start=state.decay_start)
     sampler, val_set = build_samplers(cfg, decay_start=schedule.decay_start)  # one source, or a weighted mixture
-    step_fn, ddp = _wrap(model, cfg, ctx)
-    amp = _autocast(device, t.precision)
-    # only now, with config, data, model and checkpoint known good, touch the run folder:
-    # a bad input leaves no files behind
+    if isinstance(sampler, StreamSampler) and state.data_position is not None:
+        sampler.resume(micro=state.step * t.grad_accum, sequence=state.data_position)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    log = MetricsLog(out, total_steps=schedule.total_steps, start_step=state.step, start_seconds=state.seconds,
-                     tokens_per_step=cfg.tokens_per_step, flops_per_token=flops_per_token(cfg.model, t.seq_len),
-                     peak_flops=peak_flops(device), n_devices=ctx.world,
-                     resume_step=state.step if state.resumed_from else None,
-                     console=_console_mode(progress), tensorboard=tensorboard, enabled=ctx.is_main,
-                     extra_fields=val_set.columns)
-    log.message(_banner(cfg, model, ctx, state, schedule))
-    if (wd_warning := weight_decay_warning(cfg)) is not None:
-        log.message(f"windtunnel: warning: {wd_warning}")
-    try:
-        result = _loop(cfg, out, ctx, model, step_fn, ddp, optimizer, schedule, sampler, val_set, amp, log,
-                       state, on_eval=on_eval, stop_after=stop_after)
-    finally:
-        log.close()
-    summary = {**_summary(cfg, model, ctx, state, result, log), **val_set.summary()}
-    if ctx.is_main:
-        write_json(out / "summary.json", summary)
-    return summary
+    return Run(cfg=cfg, out=out, ctx=ctx, model=model, wrapped=wrapped, optimizer=optimizer, schedule=schedule,
+               sampler=sampler, val_set=val_set, state=state, checkpointer=checkpointer)
 
 
-def _loop(cfg, out, ctx, model, step_fn, ddp, optimizer, schedule, sampler, val_set, amp, log, state, *,
-          on_eval, stop_after) -> dict[str, Any]:
-    """Run the steps from `state.step`; returns status, losses, and the steps and seconds of this session."""
-    t, end = cfg.train, schedule.total_steps
+def run_steps(run: Run, *, on_eval=None, stop_after: int | None = None) -> dict[str, Any]:
+    """Run the steps from `run.state.step`; returns status, losses, and this session's steps and seconds."""
+    cfg, state, log = run.cfg, run.state, run.log
+    t, end = cfg.train, run.schedule.total_steps
     status, loss, val_loss, done = "ok", math.nan, math.nan, state.step
     started = time.perf_counter()
     for step in range(state.step, end):
-        lr_mult = schedule.multiplier(step)
-        set_lr(optimizer, lr_mult)
-        loss = _train_step(step_fn, ddp, model, optimizer, sampler, step, cfg, ctx, amp)
+        lr_mult = run.schedule.multiplier(step)
+        set_lr(run.optimizer, lr_mult)
+        loss = train_step(run, step)
         state.first_loss = loss if state.first_loss is None else state.first_loss
         done = step + 1
         seconds = state.seconds + time.perf_counter() - started
@@ -138,11 +153,11 @@ def _loop(cfg, out, ctx, model, step_fn, ddp, optimizer, schedule, sampler, val_
         if _diverged(loss, state.first_loss, cfg):
             status = "diverged"
         elif done % t.eval_every == 0 or done == end:
-            val = _validate(model, val_set, ctx, amp)
+            val = validate(run)
             status = "ok" if math.isfinite(val) else "diverged"
         if status == "diverged" or val is not None or done % t.log_every == 0 or done == end:
             log.row(step=done, lr=t.lr * lr_mult, loss=loss, seconds=seconds, val_loss=val,
-                    extra=val_set.row() if val is not None else None)
+                    extra=run.val_set.row() if val is not None else None)
         if status == "diverged":
             val_loss = math.inf
             break
@@ -150,148 +165,103 @@ def _loop(cfg, out, ctx, model, step_fn, ddp, optimizer, schedule, sampler, val_
         log.progress(step=done, loss=loss, lr=t.lr * lr_mult, val_loss=val_loss)
         if val is not None and on_eval is not None:
             on_eval({"step": done, "tokens": done * cfg.tokens_per_step, "val_loss": val_loss,
-                     "train_loss": loss, "seconds": seconds, **val_set.row()})
+                     "train_loss": loss, "seconds": seconds, **run.val_set.row()})
         stopping = stop_after is not None and done >= stop_after and done < end
         if stopping or (t.checkpoint_every and (done % t.checkpoint_every == 0 or done == end)):
-            _checkpoint(cfg, out, ctx, model, optimizer, state, done, seconds, log)
+            save(run, done, seconds)
         if stopping:
             status = "stopped"
             break
     if done == state.step:  # nothing left to train (resumed at the end): still report a val loss
-        val_loss = _validate(model, val_set, ctx, amp)
+        val_loss = validate(run)
     return {"status": status, "loss": loss, "val_loss": val_loss, "steps": done,
             "session_steps": done - state.step, "session_seconds": time.perf_counter() - started}
 
 
-def _train_step(step_fn, ddp, model, optimizer, sampler: BatchSampler, step: int, cfg: RunConfig,
-                ctx: DistContext, amp) -> float:
+def train_step(run: Run, step: int) -> float:
     """One optimizer step over this rank's share of the `grad_accum` micro-batches; returns the
     mean training loss over all of them (all ranks)."""
-    t = cfg.train
+    t, ctx = run.cfg.train, run.ctx
     micros = ctx.local_micro_batches(t.grad_accum)
     total = torch.zeros((), device=ctx.device)
     for i, micro in enumerate(micros):
-        x, y = sampler.batch(step * t.grad_accum + micro)  # the global micro-batch index: same data on any world
+        x, y = run.sampler.batch(step * t.grad_accum + micro)  # the global micro-batch index: same data on any world
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-        # DDP all-reduces gradients only on this rank's last micro-batch
-        sync = contextlib.nullcontext() if ddp is None or i == len(micros) - 1 else ddp.no_sync()
-        with sync:
-            with amp:
-                logits = step_fn(x)  # (B, T, vocab)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-            (loss / len(micros)).backward()  # DDP then averages over ranks: the mean over all micro-batches
+        # gradients are reduced across ranks only on this rank's last micro-batch
+        with run.wrapped.sync(last=i == len(micros) - 1), run.kernels():
+            with run.amp():
+                loss = run.wrapped.module(x, targets=y)  # mean cross-entropy, fp32
+            (loss / len(micros)).backward()  # DDP/FSDP then average over ranks: the mean over all micro-batches
         total += loss.detach()
-    if t.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    if t.grad_clip is not None:  # over DTensor gradients too: FSDP reduces the norm across shards
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
     return ctx.all_mean(total / len(micros)).item()
 
 
-def _validate(model, val_set: ValSet, ctx: DistContext, amp) -> float:
+def validate(run: Run) -> float:
     """val_loss: the (weighted) mean over the run's sources of their held-out losses."""
-    return val_set.evaluate(lambda batches: evaluate(model, batches, device=ctx.device, amp=amp, ctx=ctx))
+    module = run.model if run.wrapped.mode != "ddp" else run.wrapped.module.module
+    with run.kernels():
+        return run.val_set.evaluate(lambda batches: evaluate(module, batches, device=run.ctx.device,
+                                                             amp=run.amp(), ctx=run.ctx))
 
 
 @torch.no_grad()
 def evaluate(model, batches, device, amp, ctx: DistContext | None = None) -> float:
-    """Mean cross-entropy (nats/token) over fixed held-out batches (shared out among DDP ranks)."""
+    """Mean cross-entropy (nats/token) over fixed held-out batches, shared out among the ranks.
+
+    Every rank runs the same number of forwards (an FSDP forward is a collective); a rank without
+    a batch of its own repeats batch 0 and does not count it.
+    """
     was_training = model.training
     model.eval()
     world, rank = (ctx.world, ctx.rank) if ctx is not None else (1, 0)
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
-    for x, y in batches[rank::world]:
-        x, y = x.to(device), y.to(device)
+    for first in range(0, len(batches), world):
+        index = first + rank
+        x, y = batches[index if index < len(batches) else 0]
         with amp:
-            logits = model(x)
-        total[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        total[1] += 1
+            loss = model(x.to(device), targets=y.to(device))
+        if index < len(batches):
+            total[0] += loss.double()
+            total[1] += 1
     model.train(was_training)
     total = ctx.all_sum(total) if ctx is not None else total
     return (total[0] / total[1]).item()
 
 
-def make_schedule(cfg: RunConfig, *, decay_start: int | None = None) -> Schedule:
-    """The lr schedule of `cfg.train`; a rule it breaks becomes a ConfigError naming the key.
-
-    `decay_start`: branch the WSD decay off this (stable-phase) step; the schedule then ends at
-    decay_start + decay_steps.
-    """
-    t = cfg.train
-    kwargs = {"kind": t.schedule, "total_steps": t.steps, "warmup_steps": t.warmup_steps,
-              "min_ratio": t.min_lr_ratio}
-    if t.schedule == "wsd":
-        kwargs.update(decay=t.decay, decay_fraction=t.decay_fraction, decay_steps=t.decay_steps,
-                      half_life=t.half_life if t.decay == "exponential" else None, decay_start=decay_start)
-    elif decay_start is not None:
-        raise ConfigError(cfg.source, "train.schedule",
-                          f"a decay branched off a checkpoint needs wsd, got {t.schedule}")
-    try:
-        return build_schedule(**kwargs)
-    except ValueError as e:
-        if decay_start is not None and "decay_start" in str(e):
-            raise WindtunnelError(f"the checkpoint's step {decay_start} is not in the stable phase of "
-                                  f"{cfg.source or 'the config'} ({e}); branch the decay from a stable-phase "
-                                  "checkpoint or raise train.steps") from None
-        key = next((k for k in ("decay_steps", "half_life", "warmup_steps", "min_ratio", "decay_fraction")
-                    if k in str(e)), "schedule")
-        raise ConfigError(cfg.source, f"train.{key.replace('min_ratio', 'min_lr_ratio')}", str(e)) from None
+def save(run: Run, step: int, seconds: float) -> None:
+    """Checkpoint the run at `step` (every rank calls it; the format decides who writes)."""
+    state = run.state
+    if isinstance(run.sampler, StreamSampler):
+        state.data_position = run.sampler.position(step * run.cfg.train.grad_accum)
+    scalars = RunState(**{**vars(state), "seconds": seconds})
+    path = run.checkpointer.save(run.model, run.optimizer, step=step, state=scalars)
+    run.log.message(f"windtunnel: checkpoint {path}")
 
 
-def load_run_data(cfg: RunConfig) -> TokenData:
-    """Open the run's token data (one source, not a mixture) and check it fits the model."""
-    if cfg.data.sources is not None:
-        raise ConfigError(cfg.source, "data.sources", "a mixture has several sources; use "
-                          "windtunnel.data.mixture.load_run_sources")
-    return load_run_sources(cfg)[SINGLE]
+def summarize(run: Run, result: dict) -> dict:
+    """The run's summary; rank 0 writes it to summary.json."""
+    summary = {**_summary(run, result), **run.val_set.summary()}
+    if run.ctx.is_main:
+        write_json(run.out / "summary.json", summary)
+    return summary
 
 
-def _start_state(cfg: RunConfig, out: Path, model, optimizer, *, resume, decay_from, device) -> _State:
-    """Fresh, resumed (the newest checkpoint of `out`, or a given one) or branched off `decay_from`."""
-    path = None
-    if resume:
-        path = Path(resume) if not isinstance(resume, bool) else latest_checkpoint(out)
-    if path is not None:
-        ckpt = load_checkpoint(path, map_location=device)
-        restore(ckpt, model=model, optimizer=optimizer, source=str(path))
-        s = ckpt["state"]
-        return _State(step=ckpt["step"], first_loss=s.get("first_loss"), seconds=s.get("seconds", 0.0),
-                      decay_start=s.get("decay_start"), resumed_from=str(path), decay_from=s.get("decay_from"))
-    if decay_from is not None:
-        ckpt = load_checkpoint(decay_from, map_location=device)
-        restore(ckpt, model=model, optimizer=optimizer, source=str(decay_from))
-        s = ckpt["state"]
-        return _State(step=ckpt["step"], first_loss=s.get("first_loss"), seconds=s.get("seconds", 0.0),
-                      decay_start=ckpt["step"], decay_from=str(decay_from))
-    if resume and os.environ.get("RANK", "0") == "0":
-        print(f"windtunnel: no checkpoint in {out}/checkpoints; starting from step 0", file=sys.stderr)
-    return _State()
-
-
-def _checkpoint(cfg, out, ctx, model, optimizer, state: _State, step: int, seconds: float, log) -> None:
-    """Rank 0 writes the checkpoint and prunes old ones; the others wait for it."""
-    if ctx.is_main:
-        import yaml
-        scalars = {"first_loss": state.first_loss, "seconds": seconds, "decay_start": state.decay_start,
-                   "decay_from": state.decay_from}
-        path = save_checkpoint(out, step=step, model=model, optimizer=optimizer, state=scalars,
-                               config_yaml=yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        prune_checkpoints(out, keep=cfg.train.keep_checkpoints)
-        log.message(f"windtunnel: checkpoint {path}")
-    ctx.barrier()
-
-
-def _wrap(model, cfg: RunConfig, ctx: DistContext):
-    """(what the step calls, the DDP module or None): DDP when several processes, then torch.compile."""
-    ddp = None
-    wrapped = model
-    if ctx.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        wrapped = ddp = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
-    if cfg.train.compile:
-        wrapped = torch.compile(wrapped)
-    return wrapped, ddp
+def _open_log(run: Run, *, progress: bool, tensorboard: bool) -> MetricsLog:
+    cfg, ctx, state = run.cfg, run.ctx, run.state
+    log = MetricsLog(run.out, total_steps=run.schedule.total_steps, start_step=state.step,
+                     start_seconds=state.seconds, tokens_per_step=cfg.tokens_per_step,
+                     flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len),
+                     peak_flops=peak_flops(ctx.device), n_devices=ctx.world,
+                     resume_step=state.step if state.resumed_from else None, console=_console_mode(progress),
+                     tensorboard=tensorboard, enabled=ctx.is_main, extra_fields=run.val_set.columns)
+    log.message(_banner(run))
+    if (wd_warning := weight_decay_warning(run.cfg)) is not None:
+        log.message(f"windtunnel: warning: {wd_warning}")
+    return log
 
 
 def _check_world(cfg: RunConfig, ctx: DistContext) -> None:
@@ -301,10 +271,17 @@ def _check_world(cfg: RunConfig, ctx: DistContext) -> None:
                           f"got {cfg.train.grad_accum}")
 
 
+def _check_attention(cfg: RunConfig, ctx: DistContext) -> None:
+    if cfg.model.attention == "flash_attn" and not (flash_attn_available() and ctx.device.type == "cuda"):
+        raise ConfigError(cfg.source, "model.attention", "flash_attn needs the flash-attn package and a CUDA "
+                          "device; use auto or sdpa here")
+
+
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _summary(cfg: RunConfig, model, ctx: DistContext, state: _State, result: dict, log: MetricsLog) -> dict:
+def _summary(run: Run, result: dict) -> dict:
+    cfg, model, ctx, state, log = run.cfg, run.model, run.ctx, run.state, run.log
     t, steps = cfg.train, result["steps"]
     rate = result["session_steps"] * cfg.tokens_per_step / max(result["session_seconds"], 1e-9)
     return {
@@ -316,39 +293,38 @@ def _summary(cfg: RunConfig, model, ctx: DistContext, state: _State, result: dic
         "seconds": round(state.seconds + result["session_seconds"], 3),
         "tokens_per_s": round(rate, 1),
         "mfu": round(sum(log.mfu_values) / len(log.mfu_values), 4) if log.mfu_values else None,
+        "mfu_counts_causal_attention": True,
         "params": model.num_params(),
         "non_embedding_params": model.num_params(non_embedding=True),
         "flops_per_token": flops_per_token(cfg.model, t.seq_len),
         "width_mult": cfg.model.width_mult,
         "device": str(ctx.device),
         "world_size": ctx.world,
-        "attention": _attention_backend(model, ctx.device, t.precision),
+        "parallel": run.wrapped.mode,
+        "attention": _attention_backend(cfg, ctx.device),
         "resumed_from": state.resumed_from,
         "decay_from": state.decay_from,
+        **({"data_epochs": round(run.sampler.epochs(steps * t.grad_accum), 6)}
+           if isinstance(run.sampler, StreamSampler) else {}),
     }
 
 
-def _banner(cfg: RunConfig, model, ctx: DistContext, state: _State, schedule: Schedule) -> str:
+def _banner(run: Run) -> str:
+    cfg, ctx, state, model = run.cfg, run.ctx, run.state, run.model
     t, device = cfg.train, ctx.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     start = f"resuming at step {state.step}" if state.resumed_from else (
         f"decay branch from step {state.step}" if state.decay_from else "from step 0")
-    return (f"windtunnel: {name} x{ctx.world} | {t.precision} | attention "
-            f"{_attention_backend(model, device, t.precision)} | compile {'on' if t.compile else 'off'} | "
+    return (f"windtunnel: {name} x{ctx.world} ({run.wrapped.mode}) | {t.precision} | attention "
+            f"{_attention_backend(cfg, device)} | compile {'per block' if t.compile else 'off'} | "
             f"{model.num_params():,} params | {cfg.tokens_per_step:,} tokens/step | "
-            f"{schedule.total_steps} steps, {start}")
+            f"{run.schedule.total_steps} steps, {start}")
 
 
 def _console_mode(progress: bool) -> str:
     if not progress:
         return "off"
     return "bar" if sys.stderr.isatty() else "lines"
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _diverged(loss: float, first_loss: float, cfg: RunConfig) -> bool:
@@ -358,10 +334,11 @@ def _diverged(loss: float, first_loss: float, cfg: RunConfig) -> bool:
     return not math.isfinite(loss) or loss > cfg.train.diverge_factor * reference
 
 
-def _attention_backend(model, device, precision) -> str:
-    from ..model.transformer import flash_attn_available
-    if model.cfg.attention == "sdpa" or device.type != "cuda" or precision != "bf16":
-        return "sdpa"
-    return "flash-attn" if flash_attn_available() else "sdpa"
+def _attention_backend(cfg: RunConfig, device) -> str:
+    choice = cfg.model.attention
+    if choice == "flash_attn" or (choice == "auto" and device.type == "cuda" and cfg.train.precision == "bf16"
+                                  and flash_attn_available()):
+        return "flash-attn"
+    return "sdpa" if choice in ("auto", "sdpa") else f"sdpa ({choice})"
 
 

@@ -21,9 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Iterable, Literal, NoReturn
+from typing import TYPE_CHECKING, Iterable, Literal, NoReturn
 
-__all__ = ["KINDS", "DECAY_SHAPES", "Schedule", "build_schedule", "lr_multipliers"]
+from ..errors import ConfigError, WindtunnelError
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+
+__all__ = ["KINDS", "DECAY_SHAPES", "Schedule", "build_schedule", "lr_multipliers", "make_schedule"]
 
 KINDS = ("wsd", "cosine", "constant")
 DECAY_SHAPES = ("exponential", "linear", "cosine", "1-sqrt")
@@ -229,3 +234,35 @@ def lr_multipliers(schedule: Schedule, steps: Iterable[int] | None = None) -> li
     """
     steps = range(schedule.total_steps) if steps is None else steps
     return [schedule.multiplier(s) for s in steps]
+
+
+def make_schedule(cfg: "RunConfig", *, decay_start: int | None = None) -> Schedule:
+    """The lr schedule of `cfg.train` (the config-to-schedule adapter); a rule it breaks becomes a
+    ConfigError naming the key.
+
+    Example:
+        >>> make_schedule(load_config("proxies/xs.yaml")).total_steps   # doctest: +SKIP
+        200
+
+    `decay_start`: branch the WSD decay off this (stable-phase) step; the schedule then ends at
+    decay_start + decay_steps.
+    """
+    t = cfg.train
+    kwargs = {"kind": t.schedule, "total_steps": t.steps, "warmup_steps": t.warmup_steps,
+              "min_ratio": t.min_lr_ratio}
+    if t.schedule == "wsd":
+        kwargs.update(decay=t.decay, decay_fraction=t.decay_fraction, decay_steps=t.decay_steps,
+                      half_life=t.half_life if t.decay == "exponential" else None, decay_start=decay_start)
+    elif decay_start is not None:
+        raise ConfigError(cfg.source, "train.schedule",
+                          f"a decay branched off a checkpoint needs wsd, got {t.schedule}")
+    try:
+        return build_schedule(**kwargs)
+    except ValueError as e:
+        if decay_start is not None and "decay_start" in str(e):
+            raise WindtunnelError(f"the checkpoint's step {decay_start} is not in the stable phase of "
+                                  f"{cfg.source or 'the config'} ({e}); branch the decay from a stable-phase "
+                                  "checkpoint or raise train.steps") from None
+        key = next((k for k in ("decay_steps", "half_life", "warmup_steps", "min_ratio", "decay_fraction")
+                    if k in str(e)), "schedule")
+        raise ConfigError(cfg.source, f"train.{key.replace('min_ratio', 'min_lr_ratio')}", str(e)) from None
