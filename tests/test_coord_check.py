@@ -11,7 +11,12 @@ import torch
 from conftest import ROOT, TINY
 
 import windtunnel.training.optim
-from windtunnel.analysis.coord_check import coord_check, growth_exponent, plot_coord, predicted_init_exponent
+from windtunnel.analysis.coord_check import (
+    coord_check,
+    growth_exponent,
+    plot_coord,
+    predicted_init_exponent,
+)
 from windtunnel.cli import main
 from windtunnel.config import ModelConfig, load_config
 from windtunnel.errors import ConfigError

@@ -37,15 +37,22 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 
 from ..config import RunConfig, config_from_dict, config_to_dict
 from ..errors import ConfigError
 
-__all__ = ["DEFAULT_THRESHOLD", "CoordResult", "Offender", "coord_check", "growth_exponent",
-           "predicted_init_exponent", "plot_coord"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "CoordResult",
+    "Offender",
+    "coord_check",
+    "growth_exponent",
+    "plot_coord",
+    "predicted_init_exponent",
+]
 
 DEFAULT_THRESHOLD = 0.25
 """Largest allowed excess of a judged growth exponent: half the smallest broken rule's 1/2."""
@@ -173,7 +180,7 @@ class CoordResult:
                 "offenders": {p: [vars(o) for o in offs] for p, offs in self.offenders.items()}}
 
 
-def coord_check(config: RunConfig, *, widths: Sequence[int] = (64, 128, 256, 512), steps: int = 5,
+def coord_check(config: RunConfig, *, widths: Sequence[int] = (32, 64, 128, 256, 512), steps: int = 5,
                 lr: float | None = None, seeds: Sequence[int] = (0, 1),
                 parametrizations: Sequence[str] = ("mup", "sp"),
                 threshold: float = DEFAULT_THRESHOLD) -> CoordResult:

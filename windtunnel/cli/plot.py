@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .train import add_set_option
 from ..fileio import write_json
+from .train import add_set_option
 
 
 def register(sub) -> None:
@@ -50,7 +50,8 @@ def _add_coord(sub) -> None:
                                    "width^-threshold. Later steps are drawn, not judged.")
     p.add_argument("config", help="proxy config YAML, e.g. proxies/xs.yaml")
     add_set_option(p)
-    p.add_argument("--widths", type=_int_list, default=[64, 128, 256, 512], help="default 64,128,256,512")
+    p.add_argument("--widths", type=_int_list, default=[32, 64, 128, 256, 512],
+                   help="default 32,64,128,256,512 (below to above the xs base, 64)")
     p.add_argument("--steps", type=int, default=5, help="training steps per width (default 5)")
     p.add_argument("--lr", type=float, help="constant lr (default: the config's train.lr)")
     p.add_argument("--seeds", type=_int_list, default=[0, 1],
