@@ -11,7 +11,12 @@ import torch
 from conftest import ROOT, TINY
 
 import windtunnel.training.optim
-from windtunnel.analysis.coord_check import coord_check, growth_exponent, plot_coord
+from windtunnel.analysis.coord_check import (
+    coord_check,
+    growth_exponent,
+    plot_coord,
+    predicted_init_exponent,
+)
 from windtunnel.cli import main
 from windtunnel.config import ModelConfig, load_config
 from windtunnel.errors import ConfigError
@@ -32,7 +37,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def result(cfg):
-    return coord_check(cfg, widths=WIDTHS, steps=STEPS, lr=0.01, seed=0)
+    return coord_check(cfg, widths=WIDTHS, steps=STEPS, lr=0.01, seeds=[0, 1])
 
 
 def test_growth_exponent_is_the_log_log_slope():
@@ -48,13 +53,14 @@ def test_in_memory_base_shapes_at_half_the_base_width():
 
 def test_mup_passes_from_below_to_above_the_base_width(result):
     assert result.layers == LAYERS and result.passed is True and result.offenders["mup"] == []
-    for layer in LAYERS:
-        assert all(result.exponent("mup", layer, t) <= 0.25 for t in range(1, STEPS + 1)), layer
-        assert all(result.exponent("mup", layer, t, "update") <= 0.25 for t in range(2, STEPS + 1)), layer
-    # at init the readout and the attention logits (q, k independent) shrink like width^-1/2: not judged
+    for layer in LAYERS:  # what is judged: the size at init against the prediction, the first update
+        assert result.exponent("mup", layer, 1) - predicted_init_exponent(layer) <= 0.25, layer
+        assert result.exponent("mup", layer, 2, "update") <= 0.25, layer
+    # at init the readout and the attention logits (q, k independent) shrink like width^-1/2
     assert result.exponent("mup", "logits", 1) == pytest.approx(-0.5, abs=0.1)
     assert result.exponent("mup", "blocks.0.attn_logits", 1) == pytest.approx(-0.5, abs=0.1)
-    assert all(row[-1] < row[0] for row in result.losses["mup"])  # every width learns
+    assert result.exponent("mup", "embedding", 2, "update") == pytest.approx(0.0, abs=0.1)
+    assert all(run[-1] < run[0] for seed in result.losses["mup"] for run in seed)  # every width learns
 
 
 def test_sp_fails_growing_like_a_power_of_width(result):
@@ -63,9 +69,12 @@ def test_sp_fails_growing_like_a_power_of_width(result):
     assert {"blocks.0.attn_logits", "blocks.0.attn", "blocks.0.mlp", "blocks.1.mlp"} <= named
 
 
-def test_mup_at_a_high_lr_still_passes(cfg):
-    high = coord_check(cfg, widths=WIDTHS, steps=STEPS, lr=0.05, seed=0, parametrizations=["mup"])
+def test_mup_at_a_high_lr_passes_though_later_steps_drift(cfg):
+    high = coord_check(cfg, widths=WIDTHS, steps=STEPS, lr=0.05, seeds=[1, 2], parametrizations=["mup"])
     assert high.passed is True, high.summary()
+    # why later steps are not judged: a correct μP's sizes there drift past the threshold at finite width
+    later = max(e for layer in LAYERS for t in range(3, STEPS + 1) for e in high.exponents("mup", layer, t))
+    assert later > 0.25
 
 
 def _groups(*, hidden_lr_times_m=False, embedding_lr_over_m=False):
@@ -111,18 +120,19 @@ MUTATIONS = {  # one broken rule each, and the tensors that must be named
     "logits not / m": (_multipliers(logits_not_over_m=True), {"logits"}),
     "hidden init not / sqrt(m)": (_init_not_over_sqrt_m(), {"blocks.0.mlp", "blocks.1.mlp"}),
     "embedding lr / m": (_groups(embedding_lr_over_m=True), {"embedding"}),
-    "attention 1/sqrt(d_head)": (_multipliers(attention_sqrt=True), {"blocks.0.attn_logits"}),
+    "attention 1/sqrt(d_head)": (_multipliers(attention_sqrt=True), {"blocks.0.attn_logits", "blocks.1.attn_logits"}),
 }
 
 
+@pytest.mark.parametrize("lr", [0.01, 0.05])
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
-def test_each_broken_rule_fails_naming_its_tensors(cfg, monkeypatch, mutation):
+def test_each_broken_rule_fails_naming_its_tensors(cfg, monkeypatch, mutation, lr):
     (where, patched), expected = MUTATIONS[mutation]
     if where == "optim":
         monkeypatch.setattr(windtunnel.training.optim, "param_groups", patched)
     else:
         monkeypatch.setattr(parametrization, where, patched)
-    broken = coord_check(cfg, widths=WIDTHS, steps=STEPS, lr=0.01, seed=0, parametrizations=["mup"])
+    broken = coord_check(cfg, widths=WIDTHS, steps=2, lr=lr, parametrizations=["mup"])  # judged: steps 1, 2
     assert broken.passed is False
     assert expected <= {o.layer for o in broken.offenders["mup"]}, broken.summary()
     assert "muP coord check: FAIL" in broken.summary() and "  offending: " in broken.summary()
@@ -130,12 +140,15 @@ def test_each_broken_rule_fails_naming_its_tensors(cfg, monkeypatch, mutation):
 
 def test_summary_and_json(result):
     text = result.summary()
-    assert "muP coord check: PASS (threshold 0.25" in text and "sp: largest size exponent" in text
+    assert "muP coord check: PASS (threshold 0.25, mean over 2 seed(s)" in text
+    assert "sp: init size exponent at most +1." in text and "later steps, not judged" in text
     data = json.loads(json.dumps(result.to_dict()))
     assert data["passed"] is True and data["widths"] == WIDTHS and data["threshold"] == 0.25
-    assert len(data["sizes"]["mup"]["blocks.1.attn_logits"]) == 4
-    assert len(data["sizes"]["mup"]["blocks.1.mlp"][0]) == STEPS
-    assert len(data["updates"]["mup"]["blocks.1.mlp"][0]) == STEPS - 1
+    assert data["seeds"] == [0, 1] and len(data["sizes"]["mup"]["blocks.1.attn_logits"]) == 2
+    assert len(data["sizes"]["mup"]["blocks.1.attn_logits"][0]) == 4
+    assert len(data["sizes"]["mup"]["blocks.1.mlp"][0][0]) == STEPS
+    assert len(data["updates"]["mup"]["blocks.1.mlp"][1][0]) == STEPS - 1
+    assert data["sizes"]["mup"]["embedding"][0] != data["sizes"]["mup"]["embedding"][1]  # own init and batch
 
 
 def test_the_logit_probe_is_removed_after_the_check(cfg, result):
@@ -157,6 +170,8 @@ def test_bad_arguments_are_config_errors(cfg):
         coord_check(cfg, widths=[64, 64])
     with pytest.raises(ConfigError, match="steps"):
         coord_check(cfg, widths=[64, 128], steps=0)
+    with pytest.raises(ConfigError, match="seeds"):
+        coord_check(cfg, widths=[64, 128], seeds=[3, 3])
     with pytest.raises(ConfigError, match="threshold"):
         coord_check(cfg, widths=[64, 128], threshold=0)
     with pytest.raises(ConfigError, match="model.d_model"):  # 100 / 4 heads = 25: odd head size
@@ -164,7 +179,7 @@ def test_bad_arguments_are_config_errors(cfg):
 
 
 def test_cli_writes_json_and_plots_and_exits_1_naming_offenders(tmp_path, capsys, monkeypatch):
-    args = ["check", "coord", str(XS), "--widths", "32,64,128", "--steps", "2", "--parametrizations", "mup",
+    args = ["check", "coord", str(XS), "--widths", "32,64,128", "--steps", "2", "--parametrizations", "mup", "--seeds", "3",
             "--out", str(tmp_path)] + [a for o in TINY + SHAPE for a in ("--set", o)]
     assert main(args) == 0
     assert "muP coord check: PASS (threshold 0.25" in capsys.readouterr().out
@@ -172,4 +187,4 @@ def test_cli_writes_json_and_plots_and_exits_1_naming_offenders(tmp_path, capsys
     assert (tmp_path / "coord_mup.png").exists() and not (tmp_path / "coord_sp.png").exists()
     monkeypatch.setattr(windtunnel.training.optim, "param_groups", _groups(hidden_lr_times_m=True)[1])
     assert main(args[:5] + ["--steps", "3"] + args[7:]) == 1
-    assert "offending: blocks.0.mlp size grows like width^+" in capsys.readouterr().out
+    assert "offending: blocks.0.mlp first update grows like width^+" in capsys.readouterr().out
