@@ -53,6 +53,10 @@ class SweepPlan:
     num_trials: int
     costs: list[dict[str, Any]] = field(default_factory=list)
     """Per point (or per sampled TPE draw): tokens, flops, and `error` when its config is invalid."""
+    fuse: int = 1
+    """Trials per fused group (`budget.fuse` resolved; 1: one trial per Ray trial)."""
+    groups: list[list[TrialPoint]] | None = None
+    """Grid/random with fuse > 1: the fused groups, each one Ray trial (see `windtunnel.sweep.fusion`)."""
 
     def frame(self):
         """The trials as a DataFrame: trial_id, seed, one column per swept key, tokens, flops, error."""
@@ -82,14 +86,17 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
         >>> plan.num_trials, plan.points[0].trial_id
         (16, 't0000')
     """
+    from .fusion import plan_groups
     base = base_dict(spec)
     if spec.method == "tpe":
         draws = sample_points(spec, _COST_SAMPLES)
         costs = [_cost_or_error(spec, p, base) for p in draws]
-        return SweepPlan(spec=spec, points=None, num_trials=spec.budget.num_trials, costs=costs)
+        k, _ = plan_groups(spec, None, base=base)
+        return SweepPlan(spec=spec, points=None, num_trials=spec.budget.num_trials, costs=costs, fuse=k)
     points = expand_points(spec)
+    k, groups = plan_groups(spec, points, base=base)
     return SweepPlan(spec=spec, points=points, num_trials=len(points),
-                     costs=[_cost_or_error(spec, p, base) for p in points])
+                     costs=[_cost_or_error(spec, p, base) for p in points], fuse=k, groups=groups)
 
 
 def expand_points(spec: SweepSpec) -> list[TrialPoint]:
@@ -222,11 +229,22 @@ def describe(plan: SweepPlan) -> str:
         lines.append(f"cost {what}: {_span(cost['tokens_min'], cost['tokens_max'])} tokens, "
                      f"{_span(cost['flops_min'], cost['flops_max'])} FLOPs; total {_eng(cost['tokens_total'])} "
                      f"tokens, {_eng(cost['flops_total'])} FLOPs")
+    lines += _describe_groups(plan)
     bad = sum(1 for c in plan.costs if c.get("error"))
     if bad:
         lines.append(f"{bad} of {len(plan.costs)} {'trials' if plan.points is not None else 'draws'} have an "
                      f"invalid config and would be recorded as `error`")
     return "\n".join(lines)
+
+
+def _describe_groups(plan: SweepPlan) -> list[str]:
+    if plan.fuse <= 1:
+        return ["fused: no (no two trials share a shape)"] if plan.spec.budget.fuse not in (None, 1) else []
+    if plan.groups is None:
+        return [f"fused: TPE asks {plan.fuse} configurations at a time and trains each same-shape batch as one model"]
+    lines = [f"fused: {len(plan.groups)} group(s) of up to {plan.fuse} same-shape trials, one Ray trial each"]
+    lines += [f"  group {i}: {', '.join(p.trial_id for p in group)}" for i, group in enumerate(plan.groups)]
+    return lines
 
 
 def _span(lo: float, hi: float) -> str:

@@ -15,9 +15,10 @@ Example:
 from __future__ import annotations
 
 import json
+
 from ..config import RunConfig, config_to_dict
 
-__all__ = ["FREE_KEYS", "fusion_key", "group_memory_bytes", "AUTO_MAX", "describe_key_difference"]
+__all__ = ["AUTO_MAX", "FREE_KEYS", "describe_key_difference", "fusion_key", "group_memory_bytes"]
 
 FREE_KEYS = frozenset({
     "model.dim_model_base", "model.parametrization", "model.scale_emb", "model.scale_depth",

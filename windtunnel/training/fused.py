@@ -23,9 +23,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -213,7 +214,7 @@ def _evaluate(fused, trials: list[_Trial], active: list[int], wanted: list[int],
     for slot, i in enumerate(active):
         if i in wanted:
             losses = iter([per_source[name][slot].item() for name in trials[i].val_set.batches])
-            out[i] = trials[i].val_set.evaluate(lambda _batches: next(losses))
+            out[i] = trials[i].val_set.evaluate(lambda _batches, it=losses: next(it))
     return out
 
 
