@@ -9,9 +9,9 @@ import math
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT, TINY
 from test_sweep_spec import write_spec
+
 from windtunnel.cli import main
 from windtunnel.config import load_config
 from windtunnel.errors import ConfigError

@@ -1,20 +1,15 @@
-"""Fused sweeps end to end through Ray: grid groups with ASHA, SIGKILL + resume, TPE asked K at a time."""
+"""Fused sweeps end to end through Ray: grid groups with ASHA, TPE asked K at a time. (SIGKILL + resume
+of a fused sweep: tests/test_sweep_run.py, parametrized `fused-groups`.)"""
 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 
 import optuna
 import pandas as pd
 import pytest
-
-from conftest import ROOT
-from test_sweep_run import _wait_for_rows
 from test_sweep_spec import tiny_set, write_spec
+
 from windtunnel.sweep import read_results, run_sweep
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
@@ -41,37 +36,10 @@ def test_fused_grid_keeps_one_row_per_configuration_and_prunes_inside_groups(tmp
     assert result.best["trial_id"] == "t0000"
 
 
-def test_a_killed_fused_sweep_resumes_without_losing_or_rerunning_trials(tmp_path):
-    spec = write_spec(tmp_path / "kill.yaml", name="kill", set={**tiny_set(), "train.steps": 24, "train.eval_every": 12},
-                      parameters={"train.lr": {"values": [0.002, 0.004, 0.008, 0.016]},
-                                  "model.init_std": {"values": [0.02, 0.1]}}, budget={"max_concurrent": 1, "fuse": 2})
-    run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "windtunnel", "sweep", str(spec), "--out", str(run), "--quiet"],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        rows = _wait_for_rows(run / "results.csv", proc, at_least=1, timeout=180)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray instance and the groups with it
-        proc.wait()
-    assert 1 <= rows < 8
-    killed = read_results(run)
-    before = {tid: (run / "trials" / tid / "summary.json").stat().st_mtime_ns for tid in killed["trial_id"]}
-
-    run_sweep(spec, out_dir=run, resume=True, progress=False, plots=False)
-    df = read_results(run)
-    assert sorted(df["trial_id"]) == [f"t{i:04d}" for i in range(8)] and df["trial_id"].is_unique
-    assert (df["status"] == "ok").all()
-    for tid, mtime in before.items():  # finished trials were not run again
-        assert (run / "trials" / tid / "summary.json").stat().st_mtime_ns == mtime
-    kept = df.set_index("trial_id").loc[list(killed["trial_id"]), "val_loss"]
-    assert list(kept) == list(killed["val_loss"])
-
-
 def test_fused_tpe_asks_k_configurations_per_group_and_tells_each(tmp_path):
-    fields = dict(name="tpe", method="tpe", budget={"num_trials": 5, "max_concurrent": 1, "fuse": 2},
-                  parameters={"train.lr": {"distribution": "log_uniform", "min": 1e-3, "max": 1e-1},
-                              "model.init_std": {"distribution": "log_uniform", "min": 0.01, "max": 0.2}})
+    fields = {"name": "tpe", "method": "tpe", "budget": {"num_trials": 5, "max_concurrent": 1, "fuse": 2},
+              "parameters": {"train.lr": {"distribution": "log_uniform", "min": 1e-3, "max": 1e-1},
+                             "model.init_std": {"distribution": "log_uniform", "min": 0.01, "max": 0.2}}}
     run = tmp_path / "run"
     run_sweep(write_spec(tmp_path / "tpe.yaml", **fields), out_dir=run, progress=False, plots=False)
     df = read_results(run)

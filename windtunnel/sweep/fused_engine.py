@@ -19,7 +19,7 @@ from .progress import Progress
 from .results import SUMMARY_FILE, ResultsTable, make_row, write_json
 from .trial import TrialContext
 
-__all__ = ["GroupSetup", "group_setup", "group_points_of"]
+__all__ = ["GroupSetup", "group_points_of", "group_setup"]
 
 
 @dataclass

@@ -11,7 +11,7 @@ Rules (decided here, stated in the README):
   fusing that cannot happen. `fuse: auto` then quietly runs one trial per Ray trial.
 - A group of K that does not fit one trial's memory share (RAM x resources.cpu / CPU count, or the
   GPU's memory x resources.gpu): ConfigError naming K and the estimate. `auto` picks the largest K
-  (at most 16) that fits.
+  (at most 16) that fits, and no larger than keeps every concurrent slot busy.
 """
 
 from __future__ import annotations
