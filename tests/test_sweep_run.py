@@ -101,10 +101,12 @@ def test_asha_stops_poor_trials_and_records_them_pruned(tmp_path):
         assert metrics["step"].max() < 30  # it really stopped training
 
 
-def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path):
+@pytest.mark.parametrize("budget", [{"max_concurrent": 2}, {"max_concurrent": 1, "fuse": 2}],  # fuse: issue 14
+                         ids=["trials", "fused-groups"])
+def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path, budget):
     spec = write_spec(tmp_path / "kill.yaml", name="kill", set={**tiny_set(), "train.steps": 24, "train.eval_every": 12},
                       parameters={"train.lr": {"values": [0.002, 0.004, 0.008, 0.016]},
-                                  "model.init_std": {"values": [0.02, 0.1]}}, budget={"max_concurrent": 2})
+                                  "model.init_std": {"values": [0.02, 0.1]}}, budget=budget)
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "windtunnel", "sweep", str(spec), "--out", str(run), "--quiet"],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

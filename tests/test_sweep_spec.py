@@ -16,7 +16,7 @@ from windtunnel.cli import main
 from windtunnel.config import parse_overrides
 from windtunnel.errors import ConfigError, WindtunnelError
 from windtunnel.sweep import ResultsTable, load_sweep, plan_sweep, read_results, run_sweep
-from windtunnel.sweep.plan import SHAPES_FILE, TrialPoint, expand_points, sample_points, trial_config
+from windtunnel.sweep.points import SHAPES_FILE, TrialPoint, expand_points, sample_points, trial_config
 from windtunnel.sweep.spec import spec_from_dict, spec_to_dict
 
 

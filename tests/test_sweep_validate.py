@@ -55,7 +55,7 @@ def test_invalid_trials_are_named_and_recorded_as_errors_without_running(tmp_pat
     monkeypatch.setattr(ray_engine, "init_ray", lambda address=None, **_: False)
     monkeypatch.setattr(ray_engine, "check_resources", lambda spec: None)
     monkeypatch.setattr(sweep_run, "_run_remaining",
-                        lambda run_dir, spec, base, table, show, todo, remaining: ran.extend(todo))
+                        lambda run_dir, spec, base, table, show, todo, remaining, **_: ran.extend(todo))
     spec = write_spec(tmp_path / "mixed.yaml", parameters={"model.d_model": {"values": [32, 30, 64]}})
     run_sweep(spec, out_dir=tmp_path / "run", plots=False)
     assert [p.trial_id for p in ran] == ["t0000", "t0002"]  # only the valid ones reach the engine

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import WindtunnelError
 from .cluster import AUTH_FIX, describe_cluster, find_token, prepare_join
-from .plan import TrialPoint
+from .points import TrialPoint
 from .progress import Progress
 from ..analysis.runs import SUMMARY_FILE
 from ..fileio import write_json
@@ -88,21 +88,28 @@ def _workers_import_this_windtunnel() -> None:
 
 
 def run_tune(ctx: TrialContext, *, table: ResultsTable, progress: Progress, points: list[TrialPoint] | None,
-             num_samples: int = 1) -> None:
-    """Run the trials on Ray Tune: `points` for grid/random, else `num_samples` TPE trials."""
+             num_samples: int = 1, fuse: int = 1, groups: list[list[TrialPoint]] | None = None) -> None:
+    """Run the trials on Ray Tune: `points` for grid/random, else `num_samples` TPE trials.
+    With `fuse` > 1, one Ray trial trains a fused group: `groups` (grid/random) or `fuse` TPE asks."""
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
     from ray import tune
     spec = ctx.spec
     pruned: set[str] = set()
-    scheduler = _asha(spec, pruned) if spec.early_terminate else None
-    if points is not None:
+    scheduler = _asha(spec, pruned) if spec.early_terminate and fuse <= 1 else None
+    callback, trainable = _recorder(ctx, table, progress, pruned), run_trial
+    if fuse > 1:
+        from .fused_engine import group_setup
+        setup = group_setup(ctx, table=table, progress=progress, groups=groups, k=fuse, remaining=num_samples)
+        trainable, param_space, search_alg = setup.trainable, setup.param_space, setup.search_alg
+        num_samples, callback = setup.num_samples, setup.callback
+    elif points is not None:
         search_alg, param_space = None, {"trial": tune.grid_search([p.to_dict() for p in points])}
         num_samples = 1
     else:
         from .study import make_searcher
         search_alg, param_space = make_searcher(ctx.run_dir, spec, pruned=pruned), {}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+    trainable = tune.with_resources(tune.with_parameters(trainable, ctx=ctx),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     tuner = tune.Tuner(
         trainable, param_space=param_space,
@@ -113,7 +120,7 @@ def run_tune(ctx: TrialContext, *, table: ResultsTable, progress: Progress, poin
             trial_dirname_creator=_dirname, trial_name_creator=_dirname),
         run_config=tune.RunConfig(
             name=_session_name(Path(ctx.run_dir) / "ray"), storage_path=str(Path(ctx.run_dir) / "ray"),
-            verbose=0, callbacks=[_recorder(ctx, table, progress, pruned)],
+            verbose=0, callbacks=[callback],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
     tuner.fit()
@@ -129,6 +136,8 @@ def _dirname(trial) -> str:
     cfg = trial.config or {}
     if "trial" in cfg:
         return cfg["trial"]["trial_id"]
+    if cfg.get("group"):  # a fused group: named by its first trial
+        return f"group-{cfg['group'][0]['trial_id']}"
     return f"t{int(cfg['trial_number']):04d}" if "trial_number" in cfg else trial.trial_id
 
 

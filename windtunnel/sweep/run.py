@@ -81,6 +81,8 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
     invalid = invalid_trials(plan, todo) if todo else {}  # recorded as error rows, never run
     runnable = [p for p in todo if p.trial_id not in invalid] if todo is not None else None
     remaining -= len(invalid)
+    from .fusion import plan_groups  # budget.fuse: checked before anything is written
+    fuse, groups = plan_groups(spec, runnable, base=base) if remaining else (1, None)
     show = Progress(spec.name, total=total, done=len(table.rows), param_keys=spec.param_keys,
                     metric=spec.metric.name, goal=spec.metric.goal, enabled=progress)
     for row in table.rows.values():
@@ -101,7 +103,7 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         if spec.method == "tpe":
             _close_stale_study_trials(run_dir, spec, table)
         if remaining:
-            _run_remaining(run_dir, spec, base, table, show, runnable, remaining)
+            _run_remaining(run_dir, spec, base, table, show, runnable, remaining, fuse=fuse, groups=groups)
     finally:
         if ray_started:
             import ray
@@ -143,14 +145,14 @@ def _pending(spec: SweepSpec, table: ResultsTable) -> tuple[int, list | None, in
     return len(points), todo, len(todo)
 
 
-def _run_remaining(run_dir, spec, base, table, show, todo, remaining) -> None:
+def _run_remaining(run_dir, spec, base, table, show, todo, remaining, *, fuse=1, groups=None) -> None:
     from .ray_engine import run_tune
     from .trial import TrialContext
     if show.enabled and table.rows:
         print(f"[{spec.name}] resuming: {len(table.rows)} trials already finished, {remaining} to run",
               flush=True, file=show.stream)
     ctx = TrialContext(spec=spec, base=base, run_dir=str(run_dir))
-    run_tune(ctx, table=table, progress=show, points=todo, num_samples=remaining)
+    run_tune(ctx, table=table, progress=show, points=todo, num_samples=remaining, fuse=fuse, groups=groups)
 
 
 def _check_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) -> dict[str, Any]:

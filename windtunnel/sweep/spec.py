@@ -9,7 +9,7 @@
       train.lr: {values: [0.001, 0.003, 0.01]}
       model.init_std: {distribution: log_uniform, min: 0.01, max: 0.2}   # random / tpe only
     seeds: [0]
-    budget: {num_trials: 16, max_concurrent: 2, time_budget_s: null}
+    budget: {num_trials: 16, max_concurrent: 2, time_budget_s: null, fuse: null}   # fuse: K | auto
     early_terminate: {type: asha, grace_period: 50, reduction_factor: 3}
     resources: {cpu: 1, gpu: 0}
 
@@ -59,6 +59,9 @@ class Budget:
     """Trials running at once; null lets the cluster's free resources decide."""
     time_budget_s: float | None = None
     """Stop the sweep after this many seconds; unfinished trials are left for --resume."""
+    fuse: int | Literal["auto"] | None = None
+    """Train up to this many same-shape trials as one fused model per Ray trial (`auto`: as many as
+    fit one trial's resources, at most 16); null or 1 runs one trial per Ray trial."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def spec_from_dict(data: Mapping[str, Any], *, source: str | None = None, root: 
         name=name, base=base, method=method, parameters=params, set=fixed,
         metric=_section(Metric, data.get("metric"), source, "metric"),
         seeds=seeds,
-        budget=_section(Budget, data.get("budget"), source, "budget"),
+        budget=_budget(data.get("budget"), source),
         early_terminate=_section(EarlyTerminate, data["early_terminate"], source, "early_terminate")
         if data.get("early_terminate") is not None else None,
         resources=_section(Resources, data.get("resources"), source, "resources"),
@@ -213,6 +216,18 @@ def _seeds(value: Any, source) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(source, "seeds", f"has duplicates: {list(seeds)}")
     return seeds
+
+
+def _budget(raw: Any, source) -> Budget:
+    """The budget section; `fuse` (a positive integer or `auto`) is checked here, the rest by type."""
+    if not isinstance(raw, Mapping) or "fuse" not in raw:
+        return _section(Budget, raw, source, "budget")
+    fuse = raw["fuse"]
+    ok = fuse is None or fuse == "auto" or (type(fuse) is int and fuse >= 1)
+    if not ok:
+        raise ConfigError(source, "budget.fuse", f"expected a positive integer, auto or null, got {fuse!r}")
+    rest = _section(Budget, {k: v for k, v in raw.items() if k != "fuse"}, source, "budget")
+    return dataclasses.replace(rest, fuse=fuse)
 
 
 def _section(cls, raw: Any, source, name: str):

@@ -16,7 +16,8 @@ from typing import Any
 from .spec import Param, SweepSpec
 from .trial import TRIAL_NUMBER_KEY
 
-__all__ = ["STUDY_FILE", "storage_url", "open_study", "close_stale_trials", "optuna_space", "make_searcher"]
+__all__ = ["STUDY_FILE", "storage_url", "open_study", "close_stale_trials", "optuna_space", "make_searcher",
+           "make_group_searcher"]
 
 STUDY_FILE = "study.db"
 
@@ -124,3 +125,69 @@ def make_searcher(run_dir: str | Path, spec: SweepSpec, *, pruned: set[str]):
     sampler = optuna.samplers.TPESampler(seed=spec.search_seed + len(study.trials))
     return _SweepOptunaSearch(space=optuna_space(spec), metric=spec.metric.name, mode=spec.metric.mode,
                               sampler=sampler, study_name=spec.name, storage=RDBStorage(storage_url(run_dir)))
+
+
+def make_group_searcher(run_dir: str | Path, spec: SweepSpec, *, k: int, total: int):
+    """A Ray Tune searcher for fused TPE sweeps: each suggestion is a group of `k` configurations
+    asked from the sweep's study at once (TPE with a constant liar, so the k differ), `total` in all.
+
+    Rows arrive in the group's reports (`fused_trial.rows_of`); each is told to the study as it
+    comes: its value, PRUNED (after reporting its last value at its step) or FAIL.
+    """
+    import optuna
+    from optuna.trial import TrialState
+    from ray.tune.search import Searcher
+
+    from .fused_trial import GROUP_KEY, rows_of
+    from .trial import point_from_config
+
+    study = open_study(run_dir, spec)
+    sampler = optuna.samplers.TPESampler(seed=spec.search_seed + len(study.trials), constant_liar=True)
+    study.sampler = sampler
+    space = optuna_space(spec)
+
+    class _GroupSearcher(Searcher):
+        def __init__(self):
+            super().__init__(metric=spec.metric.name, mode=spec.metric.mode)
+            self.asked = 0
+            self.live: dict[str, dict[str, Any]] = {}  # Tune trial id -> {our trial id: optuna trial}
+
+        def suggest(self, trial_id: str):
+            n = min(k, total - self.asked)
+            if n <= 0:
+                return Searcher.FINISHED
+            asked = [study.ask(space) for _ in range(n)]
+            self.asked += n
+            points = [point_from_config({**t.params, TRIAL_NUMBER_KEY: t.number}, spec) for t in asked]
+            self.live[trial_id] = {p.trial_id: t for p, t in zip(points, asked)}
+            return {GROUP_KEY: [p.to_dict() for p in points]}
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            self._tell(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            self._tell(trial_id, result)
+            for ot in self.live.pop(trial_id, {}).values():  # never reported: crashed or interrupted
+                study.tell(ot, state=TrialState.FAIL)
+
+        def _tell(self, trial_id: str, result: dict | None) -> None:
+            live = self.live.get(trial_id, {})
+            for row in rows_of(result):
+                ot = live.pop(row["trial_id"], None)
+                if ot is not None:
+                    _tell_row(study, ot, row, spec.metric.name)
+
+    return _GroupSearcher()
+
+
+def _tell_row(study, ot, row: dict[str, Any], metric: str) -> None:
+    from optuna.trial import TrialState
+    value = row.get(metric)
+    finite = value is not None and math.isfinite(float(value))
+    if row["status"] == "pruned" and finite:
+        ot.report(float(value), int(row.get("steps") or 0))
+        study.tell(ot, state=TrialState.PRUNED)
+    elif row["status"] in ("ok", "diverged") and value is not None and not math.isnan(float(value)):
+        study.tell(ot, float(value))
+    else:
+        study.tell(ot, state=TrialState.FAIL)

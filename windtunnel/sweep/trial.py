@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from .plan import SHAPES_FILE, TrialPoint, trial_config, trial_id
+from .points import SHAPES_FILE, TrialPoint, trial_config, trial_id
 from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
 from ..fileio import write_json
 from .spec import SweepSpec
 
 __all__ = ["TrialContext", "run_trial", "execute_trial", "point_from_config", "final_metrics",
-           "TRIAL_NUMBER_KEY"]
+           "TRIAL_NUMBER_KEY", "record_error", "trial_run_config"]
 
 TRIAL_NUMBER_KEY = "trial_number"  # TPE: the Optuna trial number, added to the config by the searcher
 ERROR_FILE = "error.txt"
@@ -63,20 +63,32 @@ def execute_trial(ctx: TrialContext, point: TrialPoint, *,
     tdir.mkdir(parents=True, exist_ok=True)
     write_json(tdir / TRIAL_FILE, point.to_dict())
     try:
-        cfg = trial_config(ctx.spec, point, base=ctx.base, trial_dir=tdir)
-        if cfg.model.base_shapes == str(tdir / SHAPES_FILE):
-            from ..model.parametrization import write_base_shapes
-            write_base_shapes(cfg.model, tdir / SHAPES_FILE)
+        cfg = trial_run_config(ctx, point)
         from ..training.loop import train
         return train(cfg, out_dir=tdir, on_eval=_reporter(report, cfg.train.steps))
     except Exception as e:  # noqa: BLE001 - a broken trial is recorded, the sweep goes on
-        message = f"{e.key}: {e.message}" if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
-        message = " ".join(message.split())[:500]
-        (tdir / ERROR_FILE).write_text(traceback.format_exc())
-        summary = {"status": "error", "val_loss": math.nan, "train_loss": math.nan, "steps": 0,
-                   "tokens": 0, "seconds": 0.0, "message": message}
-        write_json(tdir / SUMMARY_FILE, summary)
-        return summary
+        return record_error(tdir, e)
+
+
+def trial_run_config(ctx: TrialContext, point: TrialPoint):
+    """The trial's run config; a trial that needs its own base shapes gets the file written now."""
+    tdir = ctx.trial_dir(point.trial_id)
+    cfg = trial_config(ctx.spec, point, base=ctx.base, trial_dir=tdir)
+    if cfg.model.base_shapes == str(tdir / SHAPES_FILE):
+        from ..model.parametrization import write_base_shapes
+        write_base_shapes(cfg.model, tdir / SHAPES_FILE)
+    return cfg
+
+
+def record_error(tdir: Path, e: Exception) -> dict[str, Any]:
+    """Write the traceback and an `error` summary.json into a trial folder; returns the summary.
+    Call it inside the `except` block that caught `e`."""
+    message = f"{e.key}: {e.message}" if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+    (tdir / ERROR_FILE).write_text(traceback.format_exc())
+    summary = {"status": "error", "val_loss": math.nan, "train_loss": math.nan, "steps": 0,
+               "tokens": 0, "seconds": 0.0, "message": " ".join(message.split())[:500]}
+    write_json(tdir / SUMMARY_FILE, summary)
+    return summary
 
 
 def final_metrics(summary: dict[str, Any]) -> dict[str, Any]:

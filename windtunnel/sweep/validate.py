@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WindtunnelError
-from .plan import SweepPlan, TrialPoint, sample_points
+from .plan import SweepPlan
+from .points import TrialPoint, sample_points
 from ..formatting import fmt_params
 from .progress import Progress
 from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
