@@ -79,7 +79,7 @@ def _hparam_rows(plan: TransferPlan) -> list[Row]:
         else:
             note = "carried" if key in CARRIED else "carried (recipe)"
             if key == "model.attn_mult" and pc.model.attn_mult is None:
-                note += ", = sqrt(dim_model_base / n_heads) of the proxy"
+                note += ", the default (null) written out"
         rows.append(Row("hyperparameters", key, proxy, target, note))
     return rows
 
