@@ -28,6 +28,7 @@ EPILOG = """examples:
   windtunnel plot runs/lr_init
   windtunnel check coord proxies/xs.yaml --widths 64,128,256,512 --steps 5
   windtunnel check transfer runs/width_transfer
+  windtunnel check horizon runs/horizon --tokens 1.5e12
 """
 
 
