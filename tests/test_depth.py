@@ -5,17 +5,22 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import ROOT
 
 from windtunnel.config import config_from_dict, load_config
 from windtunnel.errors import ConfigError
-from windtunnel.model.parametrization import build_model, depth_rule, multipliers, param_groups, param_roles
+from windtunnel.model.parametrization import (
+    build_model,
+    depth_rule,
+    multipliers,
+    param_groups,
+    param_roles,
+)
 from windtunnel.target.axes import SECTION
 from windtunnel.target.hparams import effective_hparams
 from windtunnel.target.plan import transfer
 from windtunnel.target.presets import load_target
 from windtunnel.training.optim import build_optimizer
-
-from conftest import ROOT
 
 
 def cfg_at(d_model=64, n_layers=2, train=None, **model):

@@ -9,14 +9,13 @@ import re
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
+from runfolders import write_run
 
 from windtunnel.analysis.horizon_check import HORIZON_FILE, horizon_check
 from windtunnel.cli import main
 from windtunnel.errors import WindtunnelError
 from windtunnel.target.plan import transfer
-
-from conftest import ROOT
-from runfolders import write_run
 
 TRUE_SLOPE = -0.35
 STEPS = (100, 200, 400, 800)
@@ -57,6 +56,7 @@ def test_noise_free_curves_give_the_true_slope(tmp_path):
     assert [r.optimum.log2_lr for r in report.rows] == pytest.approx([true_log2_opt(s) for s in STEPS], abs=1e-6)
     lr, lo, hi = report.fit.predict(1e9)
     assert math.log2(lr) == pytest.approx(-5.0 + TRUE_SLOPE * math.log2(1e9 / (100 * TOKENS_PER_STEP)), abs=1e-5)
+    assert lo <= lr <= hi
     saved = json.loads((tmp_path / "h" / HORIZON_FILE).read_text())
     assert saved["verdict"] == "fitted" and saved["extrapolation"]["tokens"] == 1e9
     assert "standard error" in saved["interval"]

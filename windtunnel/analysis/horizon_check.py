@@ -21,8 +21,17 @@ from ..sweep.results import write_json
 from .runs import LR_KEY, RunResults, best_over, load_run
 from .transfer_check import Optimum, fit_optimum
 
-__all__ = ["BudgetOptimum", "HorizonFit", "HorizonReport", "horizon_check", "load_horizon_fit",
-           "MIN_BUDGETS", "MIN_LRS", "HORIZON_FILE", "INTERVAL_METHOD"]
+__all__ = [
+    "HORIZON_FILE",
+    "INTERVAL_METHOD",
+    "MIN_BUDGETS",
+    "MIN_LRS",
+    "BudgetOptimum",
+    "HorizonFit",
+    "HorizonReport",
+    "horizon_check",
+    "load_horizon_fit",
+]
 
 MIN_BUDGETS, MIN_LRS = 3, 3
 HORIZON_FILE = "horizon_check.json"
@@ -107,8 +116,8 @@ class HorizonReport:
 
     def table(self) -> str:
         """Per budget the optimum, then the fit and the extrapolation, as the CLI prints them."""
-        lines = [f"{self.budget_key:>12} {'tokens':>10} {'optimum lr':>11} {'log2':>7} {'best loss':>10} "
-                 f"{'ok/lrs':>7}  note"]
+        lines = [(f"{self.budget_key:>12} {'tokens':>10} {'optimum lr':>11} {'log2':>7} {'best loss':>10} "
+                 f"{'ok/lrs':>7}  note")]
         for r in self.rows:
             o = r.optimum
             lr = f"{o.lr:.3g}" if o.lr is not None else "-"

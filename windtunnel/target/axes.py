@@ -21,7 +21,7 @@ from .table import Row
 if TYPE_CHECKING:  # annotations only: plan.py builds the plan and imports this module
     from .plan import TransferPlan
 
-__all__ = ["axis_rows", "horizon_rows", "depth_warnings", "DEPTH_RATIO", "SECTION"]
+__all__ = ["DEPTH_RATIO", "SECTION", "axis_rows", "depth_warnings", "horizon_rows"]
 
 DEPTH_RATIO = 4.0
 """Warn when the target has more than this many times the proxy's layers."""
@@ -41,12 +41,12 @@ def axis_rows(plan: TransferPlan) -> list[Row]:
         ("width (d_model)", p.model.d_model, t.model.d_model,
          "muP width rule; `check transfer` on sweeps/width_transfer.yaml spans 8x (64 -> 512)"),
         ("depth (layers)", p.model.n_layers, t.model.n_layers,
-         f"depth_scaling={t.model.depth_scaling}; `check transfer` on sweeps/depth_transfer.yaml spans 8x "
-         "(2 -> 16 layers), sqrt vs completep"),
+         (f"depth_scaling={t.model.depth_scaling}; `check transfer` on sweeps/depth_transfer.yaml spans 8x "
+         "(2 -> 16 layers), sqrt vs completep")),
         ("heads (d_head)", f"{p.model.n_heads} ({p.model.d_head})", f"{t.model.n_heads} ({t.model.d_head})",
          _heads_status(p.model, t.model)),
-        ("vocabulary", p.model.vocab_size, t.model.vocab_size, "not verified: the embedding's HPs are tuned at "
-         "the proxy's vocabulary"),
+        ("vocabulary", p.model.vocab_size, t.model.vocab_size, ("not verified: the embedding's HPs are tuned at "
+         "the proxy's vocabulary")),
         ("sequence length", p.train.seq_len, t.train.seq_len, "not verified: the lr is tuned at the proxy's length"),
         ("batch (tokens per step)", p.tokens_per_step, plan.batch.tokens,
          f"not verified: the lr is tuned at the proxy's batch; the target's is from {plan.batch.source.split(' (')[0]}"),
@@ -64,11 +64,11 @@ def depth_warnings(plan: TransferPlan) -> list[str]:
     if t.n_layers <= DEPTH_RATIO * p_layers or t.parametrization != "mup":
         return []
     other = "completep" if t.depth_scaling == "sqrt" else "sqrt"
-    return [f"depth: the target has {t.n_layers} layers, the proxy {p_layers} ({t.n_layers / p_layers:.3g}x): "
+    return [(f"depth: the target has {t.n_layers} layers, the proxy {p_layers} ({t.n_layers / p_layers:.3g}x): "
             f"whether its optimal lr holds over depth under model.depth_scaling={t.depth_scaling} is not "
             f"verified here; settle it with `windtunnel sweep sweeps/depth_transfer.yaml` and `windtunnel check "
             f"transfer runs/depth_transfer` (it compares {t.depth_scaling} with {other}), then --set "
-            "model.depth_scaling=<the one that holds> on the proxy sweep and the transfer"]
+            "model.depth_scaling=<the one that holds> on the proxy sweep and the transfer")]
 
 
 def _heads_status(p, t) -> str:
