@@ -76,6 +76,7 @@ def effective_hparams(cfg: RunConfig) -> dict[str, float]:
         "lr_vector": groups["vector"]["lr"] if "vector" in groups else math.nan,
         "wd_hidden": hidden["weight_decay"],
         "shrink_hidden": hidden["lr"] * hidden["weight_decay"],  # AdamW: w -= lr * wd * w per step at peak
+        "eps_hidden": hidden["eps"],  # completep: eps x n_layers_base / n_layers
         "init_std_embedding": cfg.model.init_std,
         "init_std_hidden": cfg.model.init_std / math.sqrt(m),  # as parametrization.init_weights draws it
         "emb_mult": mults.emb_mult,

@@ -93,7 +93,8 @@ def _effective_rows(pc: RunConfig | None, cfg: RunConfig) -> list[Row]:
         ("lr_embedding", "lr, embedding and norms (lr)"), ("lr_hidden", "lr, hidden matrices (lr / m)"),
         ("init_std_embedding", "init std, embedding"), ("init_std_hidden", "init std, hidden (init_std / sqrt m)"),
         ("wd_hidden", "AdamW weight_decay, hidden group"), ("shrink_hidden", "weight shrink / step at peak (lr x wd)"),
-        ("emb_mult", "embedding multiplier"), ("residual_mult", "residual multiplier (scale_depth / sqrt L)"),
+        ("eps_hidden", "Adam eps, hidden (completep: x L_base / L)"),
+        ("emb_mult", "embedding multiplier"), ("residual_mult", "residual multiplier (model.depth_scaling)"),
         ("logit_mult", "logit multiplier (1 / m)"), ("attn_scale", "attention scale (attn_mult / d_head)"),
     ]
     return [Row("effective, per tensor", label, proxy.get(key), target[key]) for key, label in labels]
