@@ -148,3 +148,9 @@ def test_transfer_horizon_on_a_run_without_a_fit_is_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and str(run) in err[0] and "no horizon fit" in err[0]
     assert not out.exists() and not (run / HORIZON_FILE).exists()
+
+
+def test_transfer_horizon_needs_a_proxy(tmp_path, capsys):
+    run = write_horizon(tmp_path / "h", horizon_rows(seeds=(0,)))
+    assert main(["transfer", "--target", "1.2b", "--horizon", str(run), "--dry-run"]) == 2
+    assert "needs --from" in capsys.readouterr().err
