@@ -104,8 +104,9 @@ def main() -> int:
             print(f"  {d:>3} layers  optimum lr {opt:>8}  best loss {best}  ({note})")
         drift = f"{r['drift']:.2f}" if r["drift"] is not None else "n/a"
         slope = f"{r['slope']:+.2f}" if r["slope"] is not None else "n/a"
-        print(f"  drift {drift} log2 units over depths {r['depths'][0]}-{r['depths'][-1]} "
-              f"(per doubling of depth {slope})")
+        named = [d for d, v in zip(r["depths"], r["log2_opt"]) if v is not None]
+        print(f"  drift {drift} log2 units over depths {', '.join(map(str, named))} (those naming an optimum; "
+              f"per doubling of depth {slope})")
     return 0
 
 
