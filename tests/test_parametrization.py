@@ -55,7 +55,7 @@ def test_logits_are_divided_by_m():
 
 def test_mup_equals_sp_at_base_width():
     """At d_model == dim_model_base with neutral multipliers, muP and SP are the same model."""
-    neutral = {"scale_emb": 1.0, "scale_depth": math.sqrt(2)}
+    neutral = {"scale_emb": 1.0, "scale_depth": math.sqrt(2), "attn_mult": 4.0}  # 4 / 16 = 1 / sqrt(16)
     mup_cfg = cfg_at(64, **neutral)
     sp_cfg = cfg_at(64, parametrization="sp", **neutral)
     a, b = build_model(mup_cfg.model, seed=3), build_model(sp_cfg.model, seed=3)
@@ -82,9 +82,9 @@ def test_mup_multipliers_follow_brief():
     mults = multipliers(cfg.model)
     assert mults.emb_mult == 12.0
     assert mults.residual_mult == pytest.approx(1.4 / math.sqrt(2))
-    # attention: attn_mult / d_head with attn_mult = sqrt(dim_model_base / n_heads) = 4
-    assert mults.attn_scale == pytest.approx(4.0 / 64)
-    assert multipliers(cfg_at(256, attn_mult=8.0).model).attn_scale == pytest.approx(8.0 / 64)
+    # attention: attn_mult / d_head with the default attn_mult 8 = sqrt(64)
+    assert mults.attn_scale == pytest.approx(8.0 / 64)
+    assert multipliers(cfg_at(256, attn_mult=4.0).model).attn_scale == pytest.approx(4.0 / 64)
 
 
 def test_gqa_shapes():

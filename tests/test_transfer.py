@@ -74,8 +74,8 @@ def test_best_ok_trial_is_carried_and_attn_mult_resolved(sweep, tmp_path):
     assert plan.proxy.val_loss == 2.9 and proxy.train.lr == 0.016  # the diverged trial's inf/nan is skipped
     assert plan.config.train.lr == 0.016
     assert plan.config.model.init_std == proxy.model.init_std and plan.config.model.dim_model_base == 32
-    # proxy: null attn_mult = sqrt(dim_model_base / n_heads) of the proxy, written as a number
-    assert plan.config.model.attn_mult == pytest.approx(math.sqrt(32 / 2))
+    # the proxy's attn_mult (xs pins 4 = sqrt(64 / 4)) carries as a number
+    assert plan.config.model.attn_mult == pytest.approx(4.0)
     assert plan.config.model.d_model == 64 and plan.config.model.n_layers == 2  # the target keeps its shape
     assert plan.proxy.edges == []
 

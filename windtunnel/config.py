@@ -38,6 +38,10 @@ class ModelConfig:
     """Number of transformer blocks."""
     n_heads: int = 4
     """Query heads; d_head = d_model / n_heads (grows with width when n_heads is fixed)."""
+    head_dim: int | None = None
+    """Grow width by heads, as the 1.2B does (24 heads of 64): with head_dim set, n_heads is derived
+    as d_model / head_dim (it replaces model.n_heads) and d_head stays head_dim at every width.
+    Null: n_heads is fixed and d_head grows with width."""
     n_kv_heads: int | None = None
     """Key/value heads for grouped-query attention; null means n_heads (plain multi-head)."""
     ffn_mult: float = 2.5
@@ -53,12 +57,23 @@ class ModelConfig:
     scale_emb: float = 10.0
     """muP: the embedding output is multiplied by this (SP: 1)."""
     scale_depth: float = 1.4
-    """muP: each residual branch is scaled by scale_depth / sqrt(n_layers) (SP: 1)."""
+    """muP: the residual-branch constant; how it meets depth is model.depth_scaling (SP: branches x 1)."""
+    depth_scaling: Literal["sqrt", "completep"] = "sqrt"
+    """muP depth rule. `sqrt`: each residual branch x scale_depth / sqrt(n_layers) and nothing else
+    (MiniCPM, Xmodel-2). `completep`: CompleteP (Dey et al. 2025, alpha = 1): branch x
+    scale_depth / sqrt(n_layers_base) x n_layers_base / n_layers, i.e. 1/L, with Adam epsilon of the
+    tensors inside blocks x n_layers_base / n_layers; their lr and weight-decay shrink carry the
+    factor (L / L_base)^(alpha - 1) = 1. At n_layers == n_layers_base both rules give the same model."""
+    n_layers_base: int = 2
+    """Base depth of the depth rule (like dim_model_base for width): the depth the HPs were tuned at.
+    Only `completep` reads it; 2 is the CPU proxies' depth."""
     init_std: float = 0.05
     """Init std of embeddings; hidden matrices get init_std / sqrt(m) under muP."""
     attn_mult: float | None = None
-    """muP attention scale is attn_mult / d_head; null means sqrt(dim_model_base / n_heads), the
-    choice that equals SP's 1/sqrt(d_head) at the base width. Set it when width grows by heads."""
+    """muP attention scale is attn_mult / d_head, so it depends on d_head alone: adding heads at a
+    fixed d_head leaves it unchanged. Null means 8 = sqrt(64): 1/sqrt(d_head) at d_head 64, what
+    MiniCPM's and Xmodel-2's code divide by. The CPU ladder sets 4 = sqrt(64 / 4), which equals SP's
+    1/sqrt(d_head) at its base width."""
     norm_gain: bool = True
     """RMSNorm with a trainable gain; false gives gain-free norms (reported to transfer better)."""
     norm_eps: float = 1e-5
@@ -77,6 +92,10 @@ class ModelConfig:
     vocab) fp32 logits never exist (8 GiB for 8k tokens x 65k vocab); 0 computes the logits whole."""
     activation_checkpointing: bool = False
     """Recompute each block in the backward pass to save activation memory (full runs)."""
+
+    def __post_init__(self) -> None:
+        if self.head_dim is not None and self.head_dim > 0 and self.d_model % self.head_dim == 0:
+            self.n_heads = self.d_model // self.head_dim  # check() reports a head_dim that does not divide
 
     @property
     def d_head(self) -> int:
@@ -98,8 +117,14 @@ class ModelConfig:
     def check(self, source: str | None) -> None:
         check_positive(self, source, "model", ("d_model", "n_layers", "n_heads", "vocab_size", "max_seq_len",
                                          "dim_model_base", "ffn_mult", "init_std", "norm_eps",
-                                         "rope_theta", "scale_emb", "scale_depth"))
+                                         "rope_theta", "scale_emb", "scale_depth", "n_layers_base"))
         check_non_negative(self, source, "model", ("loss_chunk_tokens",))
+        if self.head_dim is not None and (self.head_dim <= 0 or self.d_model % self.head_dim):
+            raise ConfigError(source, "model.head_dim", f"must be > 0 and divide model.d_model={self.d_model} "
+                              f"(n_heads = d_model / head_dim), got {self.head_dim}")
+        if self.head_dim is not None and self.n_kv_heads is not None:
+            raise ConfigError(source, "model.n_kv_heads", "must be null with model.head_dim set: when width "
+                              f"grows by heads the key/value heads must grow too, got {self.n_kv_heads}")
         if self.n_kv_heads is not None and self.n_kv_heads <= 0:
             raise ConfigError(source, "model.n_kv_heads", f"must be > 0, got {self.n_kv_heads}")
         if self.d_model % self.n_heads:

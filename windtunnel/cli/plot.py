@@ -1,4 +1,4 @@
-"""`windtunnel plot` and `windtunnel check coord|transfer`."""
+"""`windtunnel plot` and `windtunnel check coord|transfer|horizon`."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from .train import add_set_option
 
 def register(sub) -> None:
     _add_plot(sub)
-    p = sub.add_parser("check", help="check that the tunnel tells the truth: coord check, transfer check",
+    p = sub.add_parser("check", help="check that the tunnel tells the truth: coord, transfer, horizon",
                        description="Checks of BRIEF §6. Exit status 0 when muP passes, 1 when it does not.")
     checks = p.add_subparsers(title="checks", metavar="CHECK")
     _add_coord(checks)
     _add_transfer(checks)
+    _add_horizon(checks)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -97,6 +98,28 @@ def _cmd_transfer(args) -> int:
     print(report.table())
     print(f"wrote {Path(args.run) / 'transfer_check.json'}", file=sys.stderr)
     return 0 if report.verdict == "pass" else 1
+
+
+def _add_horizon(sub) -> None:
+    p = sub.add_parser("horizon", help="optimal lr per token budget, fit of log2 lr* vs log2 tokens, extrapolation",
+                       description="Fit each budget's optimal lr (parabola vertex in log2 lr, seeds averaged), "
+                                   "then a line log2 lr* = a + slope x log2 tokens with its 95%% interval from "
+                                   "the fit's standard error, and extrapolate to --tokens. Needs >= 3 budgets "
+                                   "(train.steps swept) with >= 3 lr points each. Writes RUN/horizon_check.json; "
+                                   "exit 0 when a slope is fitted, 1 when not.")
+    p.add_argument("run", help="run folder of a horizon sweep, e.g. runs/horizon (sweeps/horizon.yaml)")
+    p.add_argument("--tokens", type=float, help="extrapolate the optimal lr to this many tokens, e.g. 1.5e12")
+    p.add_argument("--neighbors", type=int, default=1,
+                   help="grid points each side of the best one in the parabola fit (default 1)")
+    p.set_defaults(func=_cmd_horizon)
+
+
+def _cmd_horizon(args) -> int:
+    from ..analysis.horizon_check import HORIZON_FILE, horizon_check
+    report = horizon_check(args.run, tokens=args.tokens, neighbors=args.neighbors)
+    print(report.table())
+    print(f"wrote {Path(args.run) / HORIZON_FILE}", file=sys.stderr)
+    return 0 if report.fit is not None else 1
 
 
 def _int_list(text: str) -> list[int]:

@@ -8,8 +8,20 @@ Every parameter gets a role by the module that owns it, never by its name:
 | hidden    | every Linear inside a block  | init_std / sqrt(m)    | lr / m      | init_std, lr |
 | vector    | RMSNorm gains                | ones                  | lr          | same         |
 
-plus the forward multipliers: embedding x scale_emb, residual branches x scale_depth/sqrt(n_layers),
-logits / m (mup's shared readout), attention attn_mult / d_head. `m = cfg.width_mult`.
+plus the forward multipliers: embedding x scale_emb, residual branches (depth rule below),
+logits / m (mup's shared readout), attention attn_mult / d_head (8 when null: it depends on d_head
+only, so heads added at a fixed d_head leave it unchanged). `m = cfg.width_mult`.
+
+Depth (`model.depth_scaling`, muP only; `d = n_layers / n_layers_base`, alpha = 1 for CompleteP):
+
+| rule                                   | sqrt                      | completep                                  |
+|----------------------------------------|---------------------------|--------------------------------------------|
+| residual branch                        | scale_depth / sqrt(L)     | scale_depth / sqrt(L_base) x d^-alpha       |
+| lr, tensors inside blocks              | x 1                       | x d^(alpha - 1) = 1                        |
+| Adam eps, tensors inside blocks        | x 1                       | x d^-alpha                                 |
+| weight decay, tensors inside blocks    | shrink lr x wd kept       | shrink kept, so AdamW wd x d^(1 - alpha)   |
+| embedding, final norm                  | unchanged                 | unchanged                                  |
+
 A parameter the table does not cover raises, so a new layer cannot silently lose its scaling.
 """
 
@@ -17,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -29,11 +42,49 @@ from ..errors import ConfigError
 from ..fileio import atomic_write
 from .transformer import Multipliers, RMSNorm, Transformer
 
-__all__ = ["Role", "multipliers", "build_model", "param_roles", "param_groups", "base_shapes",
-           "write_base_shapes", "init_weights", "unwrap", "peak_shrink", "weight_decay_warning",
-           "MAX_SHRINK_PER_STEP"]
+__all__ = ["Role", "DepthRule", "depth_rule", "DEFAULT_ATTN_MULT", "COMPLETEP_ALPHA", "multipliers", "build_model",
+           "param_roles", "param_groups", "base_shapes", "write_base_shapes", "init_weights", "unwrap", "peak_shrink",
+           "weight_decay_warning", "MAX_SHRINK_PER_STEP"]
 
 Role = Literal["embedding", "hidden", "vector"]
+
+DEFAULT_ATTN_MULT = 8.0
+"""muP attention scale attn_mult / d_head when model.attn_mult is null: sqrt(64), so 1/sqrt(d_head) at
+d_head 64 (MiniCPM's and Xmodel-2's code). A constant: the scale then follows d_head alone."""
+COMPLETEP_ALPHA = 1.0
+"""CompleteP's depth exponent: residual branches x (L / L_base)^-alpha."""
+
+
+@dataclass(frozen=True)
+class DepthRule:
+    """What depth does under a config's `model.depth_scaling` (see the module's depth table)."""
+
+    residual_mult: float
+    """Each residual branch (attention, MLP) is multiplied by this."""
+    lr_factor: float
+    """Times the lr of every tensor inside a block (hidden matrices, block norm gains)."""
+    eps_factor: float
+    """Times Adam's epsilon of every tensor inside a block."""
+
+
+def depth_rule(cfg: ModelConfig) -> DepthRule:
+    """The depth rule of `cfg`: `sqrt` scales the branches only; `completep` also corrects the
+    optimizer of the tensors inside blocks. SP has none.
+
+    Example:
+        >>> r = depth_rule(ModelConfig(n_layers=8, n_layers_base=2, depth_scaling="completep", scale_depth=1.0))
+        >>> round(r.residual_mult * 8, 4), r.lr_factor, r.eps_factor   # branch ~ 1/L, eps x L_base / L
+        (5.6569, 1.0, 0.25)
+    """
+    if cfg.parametrization == "sp":
+        return DepthRule(1.0, 1.0, 1.0)
+    if cfg.depth_scaling == "sqrt":
+        return DepthRule(cfg.scale_depth / math.sqrt(cfg.n_layers), 1.0, 1.0)
+    d, alpha = cfg.n_layers / cfg.n_layers_base, COMPLETEP_ALPHA
+    # anchored so that at n_layers == n_layers_base the branch equals sqrt's: a proxy tuned at the base
+    # depth is the same model under either rule
+    base_branch = cfg.scale_depth / math.sqrt(cfg.n_layers_base)
+    return DepthRule(base_branch * d ** -alpha, d ** (alpha - 1.0), d ** -alpha)
 
 
 def multipliers(cfg: ModelConfig) -> Multipliers:
@@ -45,10 +96,10 @@ def multipliers(cfg: ModelConfig) -> Multipliers:
     """
     if cfg.parametrization == "sp":
         return Multipliers(emb_mult=1.0, residual_mult=1.0, attn_scale=1.0 / math.sqrt(cfg.d_head), width_mult=1.0)
-    attn_mult = cfg.attn_mult if cfg.attn_mult is not None else math.sqrt(cfg.dim_model_base / cfg.n_heads)
+    attn_mult = cfg.attn_mult if cfg.attn_mult is not None else DEFAULT_ATTN_MULT
     return Multipliers(
         emb_mult=cfg.scale_emb,
-        residual_mult=cfg.scale_depth / math.sqrt(cfg.n_layers),
+        residual_mult=depth_rule(cfg).residual_mult,
         attn_scale=attn_mult / cfg.d_head,
         width_mult=cfg.width_mult,
     )
@@ -114,11 +165,13 @@ def init_weights(model: Transformer, cfg: ModelConfig, *, seed: int) -> None:
 
 
 def param_groups(model: nn.Module, cfg: RunConfig, *, roles: dict[str, Role] | None = None) -> list[dict]:
-    """AdamW parameter groups: lr and weight decay per role and width (muP's MuAdamW, made explicit).
+    """AdamW parameter groups: lr, eps and weight decay per role, width and depth (muP's MuAdamW, made
+    explicit, plus the depth rule's corrections for the tensors inside blocks).
 
     `roles` may be computed before the model is wrapped (DDP, FSDP) and passed in; names are matched
     after stripping wrapper prefixes. Each group also carries `peak_lr` (the schedule scales from it)
-    and `role`, so the optimizer shows exactly what every tensor gets.
+    and `role`, so the optimizer shows exactly what every tensor gets. Tensors of one role whose
+    depth corrections differ (block norms vs the final norm under completep) get separate groups.
 
     Example:
         >>> groups = param_groups(build_model(cfg.model), cfg)
@@ -127,19 +180,23 @@ def param_groups(model: nn.Module, cfg: RunConfig, *, roles: dict[str, Role] | N
     """
     roles = roles or param_roles(unwrap(model))
     m = cfg.model.width_mult if cfg.model.parametrization == "mup" else 1.0
-    lr = cfg.train.lr
+    lr, depth = cfg.train.lr, depth_rule(cfg.model)
     lr_by_role = {"embedding": lr, "hidden": lr / m, "vector": lr}
-    buckets: dict[str, list] = {"embedding": [], "hidden": [], "vector": []}
+    buckets: dict[tuple[str, bool], list] = {}
     for name, p in model.named_parameters():
-        buckets[roles[_strip_prefix(name)]].append(p)
+        name = _strip_prefix(name)
+        in_block = name.startswith("blocks.") and (depth.lr_factor != 1.0 or depth.eps_factor != 1.0)
+        buckets.setdefault((roles[name], in_block), []).append(p)
     groups = []
-    for role, params in buckets.items():
-        if not params:
-            continue
-        group_lr = lr_by_role[role]
+    for (role, in_block), params in sorted(buckets.items(), key=lambda kv: (_ROLE_ORDER.index(kv[0][0]), kv[0][1])):
+        group_lr = lr_by_role[role] * (depth.lr_factor if in_block else 1.0)
         groups.append({"params": params, "role": role, "lr": group_lr, "peak_lr": group_lr,
+                       "eps": cfg.train.eps * (depth.eps_factor if in_block else 1.0),
                        "weight_decay": 0.0 if role == "vector" else _weight_decay(cfg, group_lr)})
     return groups
+
+
+_ROLE_ORDER = ("embedding", "hidden", "vector")
 
 
 def _weight_decay(cfg: RunConfig, group_lr: float) -> float:

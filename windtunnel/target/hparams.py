@@ -24,7 +24,8 @@ from ..training.schedule import make_schedule
 __all__ = ["CARRIED", "RECIPE", "get_value", "proxy_hparams", "effective_hparams", "minicpm_batch_tokens"]
 
 CARRIED = ("train.lr", "model.init_std", "model.scale_emb", "model.scale_depth", "model.dim_model_base",
-           "model.attn_mult", "model.norm_gain", "model.parametrization")
+           "model.attn_mult", "model.norm_gain", "model.parametrization", "model.depth_scaling",
+           "model.n_layers_base")
 """Width-independent under muP: the proxy's values are the target's."""
 
 RECIPE = ("train.betas", "train.eps", "train.weight_decay", "train.weight_decay_mode", "train.schedule",
@@ -42,7 +43,7 @@ def get_value(cfg: RunConfig, key: str) -> Any:
 def proxy_hparams(cfg: RunConfig) -> dict[str, Any]:
     """The proxy's CARRIED and RECIPE values, resolved to what it actually trained with."""
     values = {key: get_value(cfg, key) for key in CARRIED + RECIPE}
-    if cfg.model.parametrization == "mup":  # null attn_mult means sqrt(base / n_heads) *of the proxy*
+    if cfg.model.parametrization == "mup":  # null attn_mult: the number the proxy trained with, written out
         values["model.attn_mult"] = multipliers(cfg.model).attn_scale * cfg.model.d_head
     if cfg.train.schedule == "wsd":  # the decay length as a fraction, whether given in steps or not
         values["train.decay_fraction"] = make_schedule(cfg).decay_steps / cfg.train.steps
@@ -75,6 +76,7 @@ def effective_hparams(cfg: RunConfig) -> dict[str, float]:
         "lr_vector": groups["vector"]["lr"] if "vector" in groups else math.nan,
         "wd_hidden": hidden["weight_decay"],
         "shrink_hidden": hidden["lr"] * hidden["weight_decay"],  # AdamW: w -= lr * wd * w per step at peak
+        "eps_hidden": hidden["eps"],  # completep: eps x n_layers_base / n_layers
         "init_std_embedding": cfg.model.init_std,
         "init_std_hidden": cfg.model.init_std / math.sqrt(m),  # as parametrization.init_weights draws it
         "emb_mult": mults.emb_mult,

@@ -25,7 +25,7 @@ import math
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -41,6 +41,8 @@ from .proxy import Proxy, load_proxy
 from .presets import Target, load_target
 from ..training.schedule import make_schedule
 from .table import Row, format_plan, plan_rows, plan_warnings
+from .axes import axis_rows, depth_warnings, horizon_rows
+from .horizon import HorizonCorrection, horizon_correction
 
 __all__ = ["BatchPlan", "TransferPlan", "transfer", "write_plan", "format_plan", "launch", "check_launchable"]
 
@@ -74,13 +76,18 @@ class TransferPlan:
     rows: list[Row] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     set_keys: tuple[str, ...] = ()
+    horizon: HorizonCorrection | None = None
+    """The horizon correction of the carried lr (`--horizon RUN`), else None."""
 
 
 def transfer(*, target: str | os.PathLike, source: str | os.PathLike | None = None, tokens: float | None = None,
              batch_tokens: float | None = None, nproc: int = 1,
-             overrides: Mapping[str, Any] | Sequence[str] = ()) -> TransferPlan:
+             overrides: Mapping[str, Any] | Sequence[str] = (),
+             horizon: str | os.PathLike | None = None) -> TransferPlan:
     """Plan the full run of `target` with the HPs of `source` (a sweep folder's best trial, a run
     folder or a proxy config; None: the preset's own HPs). `overrides` (`--set`) win over both.
+    `horizon` (a run folder with a horizon fit, see `windtunnel check horizon`) corrects the carried
+    lr from the proxy's tokens per parameter to the target's.
 
     Example:
         >>> plan = transfer(target="1.2b", source="runs/lr-grid", nproc=8)
@@ -106,12 +113,28 @@ def transfer(*, target: str | os.PathLike, source: str | os.PathLike | None = No
         raise (ConfigError("--set", e.key, e.message) if from_set else e) from None
     batch = _batch_plan(tgt, proxy, preview, batch_tokens, nproc)
     steps = max(1, round(total_tokens / batch.tokens))
+    correction = None
+    if horizon is not None:
+        correction = _horizon(horizon, proxy, preview, steps * batch.tokens, applied="train.lr" not in sets)
+        if correction.applied:
+            carried["train.lr"] = correction.lr
     cfg = _final_config(tgt, carried, steps, batch, proxy)
     plan = TransferPlan(target=tgt, proxy=proxy, config=cfg, batch=batch, tokens=steps * batch.tokens,
-                        memory=memory_per_gpu(cfg, nproc=nproc), warnings=warnings, set_keys=tuple(sets))
-    plan.rows = plan_rows(plan)
-    plan.warnings += plan_warnings(plan)
+                        memory=memory_per_gpu(cfg, nproc=nproc), warnings=warnings, set_keys=tuple(sets),
+                        horizon=correction)
+    plan.rows = plan_rows(plan) + horizon_rows(plan) + axis_rows(plan)
+    plan.warnings += plan_warnings(plan) + depth_warnings(plan)
     return plan
+
+
+def _horizon(run, proxy: Proxy | None, preview: RunConfig, tokens: float, *, applied: bool) -> HorizonCorrection:
+    if proxy is None:
+        raise WindtunnelError(f"--horizon {run}: needs --from (the proxy whose lr and tokens per parameter "
+                              "the correction starts from)")
+    proxy_tpp = proxy.tokens / count_params(proxy.config.model).non_embedding
+    target_tpp = tokens / count_params(preview.model).non_embedding
+    correction = horizon_correction(run, raw_lr=proxy.config.train.lr, proxy_tpp=proxy_tpp, target_tpp=target_tpp)
+    return replace(correction, applied=applied)
 
 
 def _carry(tgt: Target, proxy: Proxy | None, sets: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

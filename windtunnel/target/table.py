@@ -79,8 +79,10 @@ def _hparam_rows(plan: TransferPlan) -> list[Row]:
             note = "preset"
         else:
             note = "carried" if key in CARRIED else "carried (recipe)"
+            if key == "train.lr" and plan.horizon is not None and plan.horizon.applied:
+                note += ", horizon-corrected (see the horizon section)"
             if key == "model.attn_mult" and pc.model.attn_mult is None:
-                note += ", = sqrt(dim_model_base / n_heads) of the proxy"
+                note += ", the default (null) written out"
         rows.append(Row("hyperparameters", key, proxy, target, note))
     return rows
 
@@ -92,7 +94,8 @@ def _effective_rows(pc: RunConfig | None, cfg: RunConfig) -> list[Row]:
         ("lr_embedding", "lr, embedding and norms (lr)"), ("lr_hidden", "lr, hidden matrices (lr / m)"),
         ("init_std_embedding", "init std, embedding"), ("init_std_hidden", "init std, hidden (init_std / sqrt m)"),
         ("wd_hidden", "AdamW weight_decay, hidden group"), ("shrink_hidden", "weight shrink / step at peak (lr x wd)"),
-        ("emb_mult", "embedding multiplier"), ("residual_mult", "residual multiplier (scale_depth / sqrt L)"),
+        ("eps_hidden", "Adam eps, hidden (completep: x L_base / L)"),
+        ("emb_mult", "embedding multiplier"), ("residual_mult", "residual multiplier (model.depth_scaling)"),
         ("logit_mult", "logit multiplier (1 / m)"), ("attn_scale", "attention scale (attn_mult / d_head)"),
     ]
     return [Row("effective, per tensor", label, proxy.get(key), target[key]) for key, label in labels]
@@ -194,9 +197,16 @@ def _horizon_warnings(plan: TransferPlan) -> list[str]:
     t_ratio = plan.tokens / count_params(cfg.model).non_embedding
     out = []
     if not 1 / HORIZON_RATIO <= t_ratio / p_ratio <= HORIZON_RATIO:
-        out.append(f"horizon: the proxy saw {p_ratio:.3g} tokens per parameter, the target {t_ratio:.3g} "
-                   f"({t_ratio / p_ratio:.3g}x): the optimal lr moves with the horizon (BRIEF §5, "
-                   "LR* ~ D^-beta, lower for longer runs); sweep proxies at a closer ratio or expect a lower optimum")
+        head = (f"horizon: the proxy saw {p_ratio:.3g} tokens per parameter, the target {t_ratio:.3g} "
+                f"({t_ratio / p_ratio:.3g}x): the optimal lr moves with the horizon (LR* ~ D^slope, lower for "
+                "longer runs); ")
+        c = plan.horizon
+        if c is None:
+            out.append(head + "measure it with `windtunnel sweep sweeps/horizon.yaml` and `windtunnel check "
+                       "horizon runs/horizon`, then pass --horizon runs/horizon to correct the carried lr")
+        elif c.doublings_beyond > 0:
+            out.append(head + f"corrected x{c.factor:.3g} by {c.run}'s fit, extrapolated {c.doublings_beyond:.1f} "
+                       "doublings beyond its budgets: indicative, the interval assumes the line holds")
     p_eff, t_eff = effective_hparams(proxy.config), effective_hparams(cfg)
     if p_eff["shrink_hidden"] > 0 and t_eff["shrink_hidden"] > 0:
         p_tau = 1 / (p_eff["shrink_hidden"] * proxy.config.train.steps)
