@@ -18,7 +18,7 @@ from windtunnel.model.parametrization import (
 )
 from windtunnel.target.axes import SECTION
 from windtunnel.target.hparams import effective_hparams
-from windtunnel.target.plan import transfer
+from windtunnel.target.carry import transfer
 from windtunnel.target.presets import load_target
 from windtunnel.training.optim import build_optimizer
 

@@ -116,7 +116,7 @@ def test_torchrun_command_forms():
 def test_launch_with_more_processes_than_gpus_is_refused(monkeypatch):
     import torch
 
-    from windtunnel.target.plan import check_launchable
+    from windtunnel.target.launch import check_launchable
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(WindtunnelError, match="--nproc 4 but only 2 CUDA devices are visible"):

@@ -15,7 +15,7 @@ from runfolders import write_run
 from windtunnel.analysis.horizon_check import HORIZON_FILE, horizon_check
 from windtunnel.cli import main
 from windtunnel.errors import WindtunnelError
-from windtunnel.target.plan import transfer
+from windtunnel.target.carry import transfer
 
 TRUE_SLOPE = -0.35
 STEPS = (100, 200, 400, 800)

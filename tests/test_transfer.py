@@ -17,7 +17,7 @@ from windtunnel.target.hparams import effective_hparams, minicpm_batch_tokens
 from windtunnel.model.parametrization import build_model, param_roles
 from windtunnel.target.proxy import edge_messages, load_proxy
 from windtunnel.target.presets import load_target
-from windtunnel.target.plan import transfer
+from windtunnel.target.carry import transfer
 
 from conftest import ROOT, TINY
 

@@ -11,7 +11,7 @@ from windtunnel.model.parametrization import (
     peak_shrink,
     weight_decay_warning,
 )
-from windtunnel.target.plan import transfer
+from windtunnel.target.carry import transfer
 from windtunnel.training.loop import train
 
 PROXIES = sorted((ROOT / "proxies").glob("*.yaml"))

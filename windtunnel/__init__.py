@@ -25,8 +25,8 @@ _EXPORTS = {
     "train": "training.loop",
     "open_data": "data.corpus",
     # transfer to a target and the full run
-    "transfer": "target.plan", "TransferPlan": "target.plan", "format_plan": "target.plan",
-    "write_plan": "target.plan", "launch": "target.plan",
+    "transfer": "target.carry", "TransferPlan": "target.plan", "format_plan": "target.table",
+    "write_plan": "target.plan", "launch": "target.launch",
     "load_target": "target.presets", "load_proxy": "target.proxy", "effective_hparams": "target.hparams",
     "count_params": "model.accounting", "memory_per_gpu": "model.accounting",
     "save_checkpoint": "training.checkpoint", "load_checkpoint": "training.checkpoint", "latest_checkpoint": "training.checkpoint",

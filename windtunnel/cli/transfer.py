@@ -49,7 +49,10 @@ def register(sub) -> None:
 
 
 def _cmd_transfer(args) -> int:
-    from ..target.plan import check_launchable, format_plan, launch, transfer, write_plan
+    from ..target.carry import transfer
+    from ..target.launch import check_launchable, launch
+    from ..target.plan import write_plan
+    from ..target.table import format_plan
     if args.dry_run and args.launch:
         print("windtunnel: error: --dry-run and --launch exclude each other", file=sys.stderr)
         return 2

@@ -13,13 +13,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from ..model.accounting import count_params
-from .table import Row
+from .plan import Row, TransferPlan
 
-if TYPE_CHECKING:  # annotations only: plan.py builds the plan and imports this module
-    from .plan import TransferPlan
 
 __all__ = ["DEPTH_RATIO", "SECTION", "axis_rows", "depth_warnings", "horizon_rows"]
 

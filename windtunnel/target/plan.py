@@ -1,50 +1,40 @@
-"""Carry a sweep's winner to a target and plan the full run: `transfer(...)` returns a `TransferPlan`.
-
-The proxy's width-independent HPs (`hparams.CARRIED`) and its optimizer and schedule shape
-(`hparams.RECIPE`) are copied to the target, with a warning wherever the target preset says
-otherwise; `--set` wins over both. The target keeps its own shape, batch, length, warmup,
-clipping, precision and data. Steps and gradient accumulation follow from the token budget, the
-batch and the GPU count.
-
-Weight decay carries unchanged in both modes, because both are defined width-free: `independent`
-shrinks every matrix by wd x schedule(t) per step, `coupled` by lr(t) x wd with the base lr; the
-per-group AdamW value differs by width (hidden: x m) so that lr_group x wd_group stays the same.
+"""The plan of a full run, as data: the target's resolved config, its batch, and the rows and warnings
+the transfer table shows. `windtunnel.target.carry.transfer` builds one; `table.format_plan` prints it;
+`write_plan` writes its config.
 
 Example:
     >>> plan = transfer(target="1.2b", source="runs/lr-grid", tokens=1.5e12)
-    >>> plan.config.train.lr == plan.proxy.config.train.lr
-    True
-    >>> print(format_plan(plan))
     >>> write_plan(plan, "runs/1.2b.yaml")
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import subprocess
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
-from ..config import RunConfig, config_to_dict, load_config, parse_overrides
-from ..errors import ConfigError, WindtunnelError
+from ..config import RunConfig, config_to_dict
 from ..fileio import write_text
-from ..training.distributed import torchrun_command
-from ..model.accounting import MemoryEstimate, count_params, memory_per_gpu
-from .hparams import RECIPE, get_value, minicpm_batch_tokens, proxy_hparams
-from .proxy import Proxy, load_proxy
-from .presets import Target, load_target
-from ..training.schedule import make_schedule
-from .table import Row, format_plan, plan_rows, plan_warnings
-from .axes import axis_rows, depth_warnings, horizon_rows
-from .horizon import HorizonCorrection, horizon_correction
+from ..model.accounting import MemoryEstimate
+from .horizon import HorizonCorrection
+from .presets import Target
+from .proxy import Proxy
 
-__all__ = ["BatchPlan", "TransferPlan", "transfer", "write_plan", "format_plan", "launch", "check_launchable"]
+__all__ = ["Row", "BatchPlan", "TransferPlan", "write_plan"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the transfer table: a quantity at the proxy and at the target."""
+
+    section: str
+    label: str
+    proxy: Any
+    target: Any
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,132 +70,6 @@ class TransferPlan:
     """The horizon correction of the carried lr (`--horizon RUN`), else None."""
 
 
-def transfer(*, target: str | os.PathLike, source: str | os.PathLike | None = None, tokens: float | None = None,
-             batch_tokens: float | None = None, nproc: int = 1,
-             overrides: Mapping[str, Any] | Sequence[str] = (),
-             horizon: str | os.PathLike | None = None) -> TransferPlan:
-    """Plan the full run of `target` with the HPs of `source` (a sweep folder's best trial, a run
-    folder or a proxy config; None: the preset's own HPs). `overrides` (`--set`) win over both.
-    `horizon` (a run folder with a horizon fit, see `windtunnel check horizon`) corrects the carried
-    lr from the proxy's tokens per parameter to the target's.
-
-    Example:
-        >>> plan = transfer(target="1.2b", source="runs/lr-grid", nproc=8)
-        >>> plan.config.train.steps, plan.batch.grad_accum
-        (381470, 480)
-    """
-    if nproc < 1:
-        raise WindtunnelError(f"--nproc must be >= 1, got {nproc}")
-    tgt = load_target(target)
-    proxy = load_proxy(source) if source is not None else None
-    sets = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides, source="--set")
-    for key in ("train.steps", "train.grad_accum"):
-        if key in sets:
-            raise ConfigError("--set", key, "is computed from --tokens and --batch-tokens; set those instead")
-    carried, warnings = _carry(tgt, proxy, sets)
-    total_tokens = float(tokens) if tokens is not None else tgt.tokens
-    if not total_tokens > 0:
-        raise WindtunnelError(f"--tokens must be > 0, got {tokens}")
-    try:
-        preview = tgt.config(steps=_placeholder_steps(tgt, carried), overrides=carried)
-    except ConfigError as e:  # a bad --set value is the command line's fault, not the target file's
-        from_set = any(k == e.key or k.startswith(e.key + ".") for k in sets)
-        raise (ConfigError("--set", e.key, e.message) if from_set else e) from None
-    batch = _batch_plan(tgt, proxy, preview, batch_tokens, nproc)
-    steps = max(1, round(total_tokens / batch.tokens))
-    correction = None
-    if horizon is not None:
-        correction = _horizon(horizon, proxy, preview, steps * batch.tokens, applied="train.lr" not in sets)
-        if correction.applied:
-            carried["train.lr"] = correction.lr
-    cfg = _final_config(tgt, carried, steps, batch, proxy)
-    plan = TransferPlan(target=tgt, proxy=proxy, config=cfg, batch=batch, tokens=steps * batch.tokens,
-                        memory=memory_per_gpu(cfg, nproc=nproc), warnings=warnings, set_keys=tuple(sets),
-                        horizon=correction)
-    plan.rows = plan_rows(plan) + horizon_rows(plan) + axis_rows(plan)
-    plan.warnings += plan_warnings(plan) + depth_warnings(plan)
-    return plan
-
-
-def _horizon(run, proxy: Proxy | None, preview: RunConfig, tokens: float, *, applied: bool) -> HorizonCorrection:
-    if proxy is None:
-        raise WindtunnelError(f"--horizon {run}: needs --from (the proxy whose lr and tokens per parameter "
-                              "the correction starts from)")
-    proxy_tpp = proxy.tokens / count_params(proxy.config.model).non_embedding
-    target_tpp = tokens / count_params(preview.model).non_embedding
-    correction = horizon_correction(run, raw_lr=proxy.config.train.lr, proxy_tpp=proxy_tpp, target_tpp=target_tpp)
-    return replace(correction, applied=applied)
-
-
-def _carry(tgt: Target, proxy: Proxy | None, sets: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Dotted-key values for the target: the proxy's carried and recipe HPs, then --set."""
-    out: dict[str, Any] = {}
-    warnings: list[str] = []
-    if proxy is None:
-        warnings.append("no --from: the HPs are the target preset's own (and --set); nothing was tuned here")
-    else:
-        for key, value in proxy_hparams(proxy.config).items():
-            out[key] = value
-            preset = _preset_value(tgt, key)
-            if key in RECIPE and preset is not None and not _same(preset, value) and key not in sets:
-                warnings.append(f"{key}: the target preset says {_show(preset)}, "
-                                f"the proxy trained with {_show(value)}; "
-                                f"carrying the proxy's (the optimum was found with it); --set {key}=... to override")
-        if tgt.sections["data"].get("path") is None and proxy.config.data.path is not None:
-            out["data.path"] = proxy.config.data.path
-    out.update(sets)
-    return out, warnings
-
-
-
-def _final_config(tgt: Target, carried: dict, steps: int, batch: BatchPlan, proxy: Proxy | None) -> RunConfig:
-    values = dict(carried)
-    values["train.batch_size"] = batch.micro_batch
-    if proxy is not None and "train.half_life" not in carried:
-        values["train.half_life"] = _half_life(proxy.config, tgt, steps, carried)
-    try:
-        return tgt.config(steps=steps, grad_accum=batch.grad_accum, overrides=values)
-    except ConfigError as e:
-        if e.key == "train.warmup_steps":
-            raise ConfigError(e.source, e.key, f"{e.message}; the steps come from the tokens / batch "
-                              "tokens: lower it with --set train.warmup_steps=N or raise --tokens") from None
-        raise
-
-
-def _half_life(proxy_cfg: RunConfig, tgt: Target, steps: int, carried: dict) -> float | None:
-    """An explicit exponential half-life carries as a fraction of the decay; null stays null (D / 4)."""
-    t = proxy_cfg.train
-    if t.decay != "exponential" or t.half_life is None or carried.get("train.decay") != "exponential":
-        return None
-    fraction = t.half_life / make_schedule(proxy_cfg).decay_steps
-    return fraction * max(1, round(carried["train.decay_fraction"] * steps))
-
-
-def _batch_plan(tgt: Target, proxy: Proxy | None, cfg: RunConfig, batch_tokens, nproc: int) -> BatchPlan:
-    if batch_tokens is not None:
-        requested, source = float(batch_tokens), "given (--batch-tokens)"
-    elif tgt.batch_tokens is not None:
-        requested, source = float(tgt.batch_tokens), f"target preset ({tgt.path.name})"
-    elif proxy is not None and proxy.val_loss is not None:
-        requested = minicpm_batch_tokens(proxy.val_loss)
-        source = (f"MiniCPM's law 1.21e9 / L^6.24 at the proxy's val loss L = {proxy.val_loss:.3f} "
-                  "(the law was fitted to C4 loss: indicative only)")
-    else:
-        raise ConfigError(str(tgt.path), "transfer.batch_tokens", "is null and there is no proxy loss for "
-                          "MiniCPM's batch law; give --batch-tokens")
-    if not requested > 0:
-        raise WindtunnelError(f"--batch-tokens must be > 0, got {batch_tokens}")
-    per_pass = cfg.train.batch_size * cfg.train.seq_len * nproc  # one micro-batch on every GPU
-    accum = max(1, round(requested / per_pass)) * nproc
-    return BatchPlan(requested=requested, source=source, micro_batch=cfg.train.batch_size,
-                     seq_len=cfg.train.seq_len, grad_accum=accum, nproc=nproc)
-
-
-def _placeholder_steps(tgt: Target, carried: dict) -> int:
-    warmup = carried.get("train.warmup_steps", tgt.sections["train"].get("warmup_steps", 0))
-    return int(warmup or 0) + 1
-
-
 def write_plan(plan: TransferPlan, path: str | os.PathLike) -> Path:
     """Write the full run's config (YAML, every value resolved) with a provenance header, atomically."""
     path = Path(path)
@@ -216,84 +80,3 @@ def write_plan(plan: TransferPlan, path: str | os.PathLike) -> Path:
             f"grad_accum counts micro-batches across all {plan.batch.nproc} GPU(s)"]
     text = "\n".join(head) + "\n" + yaml.safe_dump(config_to_dict(plan.config), sort_keys=False)
     return write_text(path, text, mode=0o644)
-
-
-def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int = 1, resume: bool = False,
-           progress: bool = True, nnodes: int = 1, rdzv_endpoint: str | None = None,
-           max_restarts: int = 0) -> dict[str, Any]:
-    """Train a written run config with the shared loop and return its summary: in this process on one
-    device; through torchrun (one process per GPU, `train.parallel` DDP or FSDP) when `nproc` > 1,
-    `nnodes` > 1 or `max_restarts` > 0. With `max_restarts`, torchrun restarts the processes after a
-    failure and they resume from the newest complete checkpoint. On several nodes, run the same
-    call on each, with one node's `host:port` as `rdzv_endpoint`; the summary is read on the node
-    that holds rank 0 (elsewhere, this returns {"status": "ok", "node": "worker"} when torchrun did).
-
-    Example:
-        >>> summary = launch("runs/cpu.yaml", run_dir="runs/cpu")
-        >>> summary["status"]
-        'ok'
-    """
-    cfg = load_config(config)
-    check_launchable(cfg, nproc=nproc)
-    if nproc == 1 and nnodes == 1 and not max_restarts:
-        from ..training.loop import train
-        return train(cfg, out_dir=run_dir, progress=progress, resume=resume, tensorboard=True)
-    summary_path = Path(run_dir) / "summary.json"
-    started = time.time()
-    command = torchrun_command(config, out=run_dir, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint,
-                               max_restarts=max_restarts, train_args=["--resume"] if resume else [])
-    code = subprocess.run(command, check=False).returncode
-    if nnodes > 1 and code == 0 and not summary_path.is_file():
-        return {"status": "ok", "node": "worker"}
-    if not summary_path.is_file() or summary_path.stat().st_mtime < started:
-        raise WindtunnelError(f"torchrun exited with status {code} without writing {summary_path}; "
-                              "see its output above")
-    return json.loads(summary_path.read_text())
-
-
-def check_launchable(cfg: RunConfig, *, nproc: int = 1) -> None:
-    """Refuse a launch this machine cannot run: CUDA asked for and absent, too few GPUs, or a CPU
-    run whose estimated memory exceeds the machine's.
-
-    Example:
-        >>> check_launchable(load_config("runs/1.2b.yaml"))   # on a machine without CUDA
-        WindtunnelError: runs/1.2b.yaml: train.device is cuda but this machine has no CUDA device; ...
-    """
-    import torch
-    has_cuda = torch.cuda.is_available()
-    if cfg.train.device == "cuda" and not has_cuda:
-        size = count_params(cfg.model).total / 1e9
-        raise WindtunnelError(f"{cfg.source}: train.device is cuda but this machine has no CUDA device; "
-                              f"not launching a {size:.2f}B-parameter run on CPU. Write the config without "
-                              "--launch (or use --dry-run) and launch it on a GPU machine")
-    on_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and has_cuda)
-    if on_cuda and nproc > torch.cuda.device_count():
-        raise WindtunnelError(f"--nproc {nproc} but only {torch.cuda.device_count()} CUDA devices are visible "
-                              "on this node (--nproc counts processes per node)")
-    if not on_cuda:
-        need = memory_per_gpu(cfg).total * nproc
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if need > 0.8 * ram:
-            raise WindtunnelError(f"{cfg.source}: no GPU here, and the run needs ~{need / 2**30:.0f} GiB, more "
-                                  f"than this machine's {ram / 2**30:.0f} GiB; launch it on a GPU machine")
-
-
-# --- small helpers ----------------------------------------------------------------------------
-
-
-def _preset_value(tgt: Target, key: str) -> Any:
-    """The preset's value of a key, defaults included (what the preset means where it is silent)."""
-    warmup = int(tgt.sections["train"].get("warmup_steps", 0) or 0)
-    return get_value(tgt.config(steps=warmup + 1), key)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9)
-    return a == b
-
-
-def _show(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else repr(value)

@@ -8,35 +8,22 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import RunConfig
 from ..formatting import fmt_number
 from ..model.accounting import count_params, memory_per_gpu, run_flops
 from ..model.parametrization import weight_decay_warning
+from .plan import Row, TransferPlan
 from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
 from ..model.transformer import flops_per_token
 from ..training.schedule import make_schedule
 
-if TYPE_CHECKING:  # annotations only: transfer.py builds the plan and imports this module
-    from .plan import TransferPlan
 
 __all__ = ["Row", "GiB", "plan_rows", "plan_warnings", "format_plan", "HORIZON_RATIO", "REFERENCE_GPU"]
 
 HORIZON_RATIO = 4.0     # warn when tokens per parameter differ by more than this factor
 REFERENCE_GPU = ("H100 SXM", 989.5e12, 80 * 2**30)  # for GPU-hours at 50 % MFU and the memory warning
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the transfer table: a quantity at the proxy and at the target."""
-
-    section: str
-    label: str
-    proxy: Any
-    target: Any
-    note: str = ""
 
 
 class GiB(float):
