@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT, TINY
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,15 +20,6 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("WINDTUNNEL_CACHE", None)
     else:
         os.environ["WINDTUNNEL_CACHE"] = old
-
-
-TINY = [
-    "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1",
-    "model.dim_model_base=32", "model.max_seq_len=64", "model.base_shapes=null",
-    "train.steps=12", "train.batch_size=4", "train.seq_len=32", "train.warmup_steps=2",
-    "train.eval_every=6", "train.eval_batches=2", "train.log_every=1", "train.threads=1",
-    "data.embedded_bytes=400000",
-]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from windtunnel.training.optim import build_optimizer
 from windtunnel.model.parametrization import build_model
 from windtunnel.training.loop import train
 
-from conftest import ROOT, TINY
+from support import ROOT, TINY
 
 
 def tiny(*extra):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from test_sweep_spec import write_spec
+from support import ROOT
+from support import write_spec
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
 from windtunnel.sweep import read_results

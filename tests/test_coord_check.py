@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT, TINY
+from support import ROOT, TINY
 
 import windtunnel.training.optim
 from windtunnel.analysis.coord_check import (

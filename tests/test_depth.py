@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 from windtunnel.config import config_from_dict, load_config
 from windtunnel.errors import ConfigError

@@ -35,13 +35,13 @@ def run(tmp_path_factory, xs_path_module, tiny_module):
 
 @pytest.fixture(scope="module")
 def xs_path_module():
-    from conftest import ROOT
+    from support import ROOT
     return ROOT / "proxies" / "xs.yaml"
 
 
 @pytest.fixture(scope="module")
 def tiny_module():
-    from conftest import TINY
+    from support import TINY
     return list(TINY)
 
 

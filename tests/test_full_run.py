@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TINY
+from support import ROOT, TINY
 
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError

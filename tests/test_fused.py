@@ -9,8 +9,8 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, TINY
-from test_sweep_spec import write_spec
+from support import ROOT, TINY
+from support import write_spec
 
 from windtunnel.cli import main
 from windtunnel.config import load_config

@@ -8,7 +8,7 @@ import math
 import optuna
 import pandas as pd
 import pytest
-from test_sweep_spec import tiny_set, write_spec
+from support import tiny_set, write_spec
 
 from windtunnel.sweep import read_results, run_sweep
 

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
+from support import ROOT
 from runfolders import write_run
 
 from windtunnel.analysis.horizon_check import HORIZON_FILE, horizon_check

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, TINY
+from support import ROOT, TINY
 
 from windtunnel.config import load_config
 from windtunnel.model.loss import chunked_cross_entropy

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
+from support import ROOT, TINY
 from runfolders import write_run
 
 from windtunnel.cli import main

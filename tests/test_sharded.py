@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
+from support import ROOT, TINY
 
 from windtunnel.config import load_config
 from windtunnel.data.sampling import StreamSampler

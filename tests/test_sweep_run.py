@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
-from test_sweep_spec import tiny_set, write_spec
+from support import ROOT
+from support import tiny_set, write_spec
 from windtunnel.cli import main
 from windtunnel.sweep import read_results, run_sweep
 

@@ -5,32 +5,17 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, TINY
+from support import ROOT, tiny_set, write_spec
 from windtunnel.cli import main
-from windtunnel.config import parse_overrides
 from windtunnel.errors import ConfigError, WindtunnelError
 from windtunnel.sweep import ResultsTable, load_sweep, plan_sweep, read_results, run_sweep
 from windtunnel.sweep.points import SHAPES_FILE, TrialPoint, expand_points, sample_points, trial_config
 from windtunnel.sweep.spec import spec_from_dict, spec_to_dict
-
-
-def tiny_set(*swept: str) -> dict:
-    """TINY as a spec's `set:` block, minus the keys a test sweeps."""
-    return {k: v for k, v in parse_overrides(TINY).items() if k not in swept}
-
-
-def write_spec(path: Path, **fields) -> Path:
-    spec = {"name": "t", "base": str(ROOT / "proxies" / "xs.yaml"), "set": tiny_set(*fields.get("parameters", {})),
-            "method": "grid", "parameters": {"train.lr": {"values": [0.01, 0.03]}}}
-    spec.update(fields)
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
 
 
 def test_presets_load_and_describe_the_jobs_they_are_for():

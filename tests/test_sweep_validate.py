@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from test_sweep_spec import write_spec
+from support import write_spec
 
 import windtunnel.sweep.run as sweep_run
 from windtunnel.cli import main

@@ -19,7 +19,7 @@ from windtunnel.target.proxy import edge_messages, load_proxy
 from windtunnel.target.presets import load_target
 from windtunnel.target.carry import transfer
 
-from conftest import ROOT, TINY
+from support import ROOT, TINY
 
 # a sweep over lr on the tiny proxy: (trial_id, status, lr, val_loss); 0003 is the best ok trial
 TRIALS = [("0000", "ok", 0.004, 3.2), ("0001", "ok", 0.008, 3.0), ("0002", "diverged", 0.064, math.inf),

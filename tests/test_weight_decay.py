@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 from windtunnel.config import load_config
 from windtunnel.model.parametrization import (
