@@ -129,23 +129,34 @@ def write_run(out: Path, rows: list[dict], args, base: list[str]) -> None:
 
 
 def report(out: Path, minutes: float) -> int:
-    from windtunnel.analysis.transfer_check import transfer_check
     from windtunnel.analysis.plots import plot_sweep
+    from windtunnel.analysis.transfer_check import transfer_check
 
     rep = transfer_check(out)
     print(rep.table())
     plots = plot_sweep(out)
     print(f"plots: {', '.join(p.name for p in plots if p.suffix == '.png')} in {out / 'plots'}")
-    mup, sp = rep.summaries.get("mup"), rep.summaries.get("sp")
-    drift = {k: (s.drift if s else None) for k, s in (("mup", mup), ("sp", sp))}
-    ratio = drift["sp"] / drift["mup"] if drift["mup"] and drift["sp"] is not None else math.inf
-    target = (drift["mup"] is not None and drift["mup"] <= 1.0 and drift["sp"] is not None and drift["sp"] >= 2.0)
-    print(json.dumps({"mup_drift_log2": drift["mup"], "sp_drift_log2": drift["sp"], "sp_over_mup": ratio,
-                      "mup_verdict": rep.verdict, "target_met": target, "minutes": round(minutes, 1)}))
-    print(f"muP drift {_fmt(drift['mup'])} vs SP drift {_fmt(drift['sp'])} log2 units over widths "
-          f"{rep.summaries[next(iter(rep.summaries))].widths}: SP/muP = {ratio:.1f}x; target (muP <= 1, SP >= 2) "
-          f"{'met' if target else 'NOT met'}")
+    fig = {k: _figures(rep.summaries.get(k)) for k in ("mup", "sp")}
+    mup, sp = fig["mup"], fig["sp"]
+    target = (mup["drift"] is not None and mup["drift"] <= 0.5 and mup["drift_high"] is not None
+              and mup["drift_high"] <= 1.0 and sp["drift"] is not None and sp["drift"] >= 2.0)
+    print(json.dumps({"mup": mup, "sp": sp, "mup_verdict": rep.verdict, "seeds": rep.n_seeds,
+                      "target_met": target, "minutes": round(minutes, 1)}))
+    widths = rep.summaries[next(iter(rep.summaries))].widths
+    for name, f in (("muP", mup), ("SP", sp)):
+        print(f"{name}: drift {_fmt(f['drift'])} [{_fmt(f['drift_low'])}, {_fmt(f['drift_high'])}] log2 over widths "
+              f"{widths}; regret at {widths[-1]} {f['regret_text']} nats ({rep.n_seeds} seeds)")
+    print(f"target (muP drift <= 0.5 with upper bound <= 1, SP drift >= 2): {'met' if target else 'NOT met'}")
     return 0
+
+
+def _figures(s) -> dict:
+    if s is None:
+        return {"drift": None, "drift_low": None, "drift_high": None, "regret": None, "regret_text": "n/a"}
+    g = s.regret_widest
+    return {"drift": s.drift, "drift_low": s.drift_low, "drift_high": s.drift_high, "verdict": s.verdict,
+            "regret": g.value if g else None, "regret_low": g.low if g else None,
+            "regret_high": g.high if g else None, "regret_text": g.text() if g else "n/a"}
 
 
 def _fmt(x) -> str:

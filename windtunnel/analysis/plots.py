@@ -150,7 +150,9 @@ def _draw_cells(ax, grid: dict, xa: _Axis, ya: _Axis, vmin, vmax):
     for (i, j), c in grid.items():
         if not math.isfinite(c["loss"]):
             ax.add_patch(_hatched(i, j))
-            ax.text(i, j, c["status"], ha="center", va="center", fontsize=size - 1, color="#555555")
+            # a seed that diverged sinks the cell: say how many seeds did finish
+            text = c["status"] + (f"\n{c['n_ok']}/{c['n']} ok" if seeds else "")
+            ax.text(i, j, text, ha="center", va="center", fontsize=size - 1, color="#555555")
             continue
         shade = (c["loss"] - vmin) / (vmax - vmin) if vmax > vmin else 0.0
         text = f"{c['loss']:.3f}" + (f"\n{c['n_ok']}/{c['n']} seeds" if seeds else "")
