@@ -6,8 +6,9 @@ every lr point, a weighted quadratic in log2(lr) over a window of up to five poi
 one (more points than a three-point parabola, so one noisy point in a flat basin cannot throw the
 vertex a grid step away), and a 95 % interval for the vertex:
 
-- several seeds per point: a bootstrap over seeds (each lr point's seeds resampled with replacement,
-  the window re-chosen and the quadratic refitted per resample);
+- several seeds per point: a bootstrap over seeds (each lr point's seed mean redrawn from the seeds'
+  scatter, pooled over the curve, see `resample_means`; the window re-chosen and the quadratic
+  refitted per resample);
 - one seed: a residual bootstrap of the quadratic fit (its own uncertainty, from the scatter of the
   points around it); a three-point window has no scatter to resample, so no interval.
 
@@ -226,7 +227,7 @@ def _vertex(x: np.ndarray, means: np.ndarray, i: int, half_window: int) -> tuple
 
 
 def _seed_bootstrap(x, seeds, diverged, half_window, n_boot, seed) -> np.ndarray:
-    """Vertices of `n_boot` resamples: each finite point's seeds drawn with replacement."""
+    """Vertices of `n_boot` resamples of the seed means (see `resample_means`)."""
     reps = resample_means(seeds, diverged, n_boot, seed)
     centers = np.argmin(reps, axis=1)
     out = x[centers].astype(float)  # an edge or a lone point: the best grid point
@@ -242,12 +243,14 @@ def _seed_bootstrap(x, seeds, diverged, half_window, n_boot, seed) -> np.ndarray
 
 
 def resample_means(seeds: Sequence[np.ndarray], diverged: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_points) bootstrap means: each point's seeds drawn with replacement; inf at diverged
-    points. A plain bootstrap of 2-3 seeds understates the spread of their mean (by sqrt(n/(n-1)),
-    and its tails are bounded by the seeds seen), so each deviation from the mean is scaled by
-    sqrt(n/(n-1)) * t(0.975, n-1) / 1.96, the width of a t-interval for the mean. This errs wide:
-    on exact quadratics with Gaussian noise and 3 seeds, the vertex's 95 % interval covered the truth
-    in 99.7 % of 300 draws (89 % unscaled).
+    """(n_boot, n_points) bootstrap means over seeds; inf at diverged points.
+
+    Each point's mean is redrawn as mean + s / sqrt(n) * T, with s the seeds' scatter pooled over the
+    curve's points (seed noise is alike at neighbouring lrs) and T a Student t draw with the pooled
+    degrees of freedom. Resampling each point's own 2-3 seeds with replacement understates the spread
+    (bounded by the seeds seen, and a 2-3 seed scatter is itself noise): on exact quadratics with
+    Gaussian noise its 95 % vertex interval covered the truth in 89 % of 300 draws at 3 seeds; this one
+    in 94 % (3 seeds) and 97 % (2 seeds).
 
     Example:
         >>> resample_means([np.array([1.0, 2.0, 3.0])], np.array([False]), 4, 0).shape
@@ -255,23 +258,14 @@ def resample_means(seeds: Sequence[np.ndarray], diverged: np.ndarray, n_boot: in
     """
     rng = np.random.default_rng(seed)
     reps = np.full((n_boot, len(seeds)), np.inf)
+    live = [np.asarray(s, dtype=float) for s, d in zip(seeds, diverged) if not d and len(s) > 1]
+    dof = sum(len(s) - 1 for s in live)
+    scatter = math.sqrt(sum(float(((s - s.mean()) ** 2).sum()) for s in live) / dof) if dof else 0.0
+    draws = rng.standard_t(dof, size=(n_boot, len(seeds))) if dof else np.zeros((n_boot, len(seeds)))
     for j, s in enumerate(seeds):
         if not diverged[j] and len(s):
-            mean = s.mean()
-            drawn = s[rng.integers(0, len(s), size=(n_boot, len(s)))].mean(axis=1)
-            reps[:, j] = mean + (drawn - mean) * _small_sample_factor(len(s))
+            reps[:, j] = float(np.mean(s)) + scatter / math.sqrt(len(s)) * draws[:, j]
     return reps
-
-
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)  # t(0.975, dof 1..10)
-
-
-def _small_sample_factor(n: int) -> float:
-    if n < 2:
-        return 1.0
-    z, dof = 1.959964, n - 1
-    t = T975[dof - 1] if dof <= len(T975) else z + (z**3 + z) / (4 * dof)  # Cornish-Fisher beyond 10
-    return math.sqrt(n / (n - 1)) * t / z
 
 
 def _residual_bootstrap(x, y, i, n_boot, seed) -> np.ndarray:

@@ -9,8 +9,9 @@ the winner at the source width is re-chosen (so the noise in picking it counts) 
 recomputed; 95 % percentile interval. The best-of-grid minimum favours a lucky cell, so with few
 seeds the regret leans slightly high. When the carried lr was not run at a width (or every trial of
 it there failed to run), its loss is read off that width's fitted quadratic when the lr lies inside
-the fit's window, else interpolated linearly in log2 lr between the neighbouring lrs; such a value
-has no seed interval. Outside the lrs swept at a width the regret is unknown, never 0.
+the fit's window (and measured from the quadratic's minimum when that lies below the best grid
+point), else interpolated linearly in log2 lr between the neighbouring lrs; such a value has no seed
+interval. Outside the lrs swept at a width the regret is unknown, never 0.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def _interpolated(width, finite: list[Cell], carried: Cell, best: float, fit) ->
         return Regret(width, None, reason=f"carried lr 2^{x:g} outside the lrs run at width {width} ({span})")
     if fit is not None and not others and fit[3] <= x <= fit[4]:
         a, b, c = fit[:3]
-        return Regret(width, a * x * x + b * x + c - best, how="interpolated on the fitted quadratic (lr not run here)")
+        floor = min(best, c - b * b / (4 * a)) if a > 0 else best  # the curve's own minimum, if lower
+        return Regret(width, a * x * x + b * x + c - floor, how="interpolated on the fitted quadratic (lr not run here)")
     xs, ys = [c.log2_lr for c in line], [c.mean for c in line]
     return Regret(width, float(np.interp(x, xs, ys)) - best,
                   how="interpolated linearly in log2 lr (lr not run here)")

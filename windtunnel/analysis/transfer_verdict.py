@@ -92,12 +92,12 @@ def _settle(s, max_drift: float, tol: float) -> str:
     """What would turn an inconclusive verdict into a verdict."""
     hints = []
     n = max(1, s.n_seeds)
-    if s.drift is not None and s.drift_low is not None and s.drift_low <= max_drift < s.drift_high:
+    if s.drift is not None and s.drift_low is None:
+        hints.append("more seeds (>= 3), or more lr points near each optimum, to put an interval on the drift")
+    elif s.drift is not None and s.drift_low <= max_drift < s.drift_high:
         need = seeds_to_settle(s.drift, s.drift_low, s.drift_high, max_drift, n)
         if need:
             hints.append(f"about {need} seeds per point for the drift")
-    elif s.drift is not None:
-        hints.append("more seeds (>= 3), or more lr points near each optimum, to put an interval on the drift")
     g = s.regret_widest
     if g is not None and g.value is not None and g.low is not None and g.low <= tol < g.high:
         need = seeds_to_settle(g.value, g.low, g.high, tol, n)
