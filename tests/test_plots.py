@@ -10,11 +10,11 @@ import pytest
 from conftest import ROOT, TINY
 from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
 
+from windtunnel.analysis.plots import plot_sweep
+from windtunnel.analysis.runs import aggregate, best_over, load_run
 from windtunnel.cli import main
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
-from windtunnel.analysis.plots import plot_sweep
-from windtunnel.analysis.runs import aggregate, best_over, load_run
 
 LRS = [2.0**e for e in range(-10, -3)]
 INITS = [0.02, 0.05, 0.1]

@@ -19,13 +19,21 @@ up on one seed in three is not a candidate); error/pruned trials never reach her
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Optimum", "fit_optimum", "OptimumEstimate", "estimate_optimum", "percentile_interval", "resample_means",
-           "CONFIDENCE", "N_BOOT"]
+__all__ = [
+    "CONFIDENCE",
+    "N_BOOT",
+    "Optimum",
+    "OptimumEstimate",
+    "estimate_optimum",
+    "fit_optimum",
+    "percentile_interval",
+    "resample_means",
+]
 
 CONFIDENCE, N_BOOT = 0.95, 1000
 
@@ -63,7 +71,7 @@ def fit_optimum(lrs: Sequence[float], losses: Sequence[float], *, neighbors: int
     if not finite.any():
         return Optimum(None, None, False, "none", n_points=0, note="every point diverged")
     i = int(np.argmin(np.where(finite, y, np.inf)))
-    best = dict(best_lr=float(2.0 ** x[i]), best_loss=float(y[i]))
+    best = {"best_lr": float(2.0 ** x[i]), "best_loss": float(y[i])}
     if i in (0, len(x) - 1):
         side = "smallest" if i == 0 else "largest"
         return Optimum(None, None, True, "none", n_points=1, **best,
@@ -141,7 +149,7 @@ def estimate_optimum(log2_lrs: Sequence[float], seed_losses: Sequence[Sequence[f
     if diverged.all():
         return OptimumEstimate(None, None, None, "none", "none: every point diverged", note="every point diverged")
     i = int(np.argmin(means))
-    best = dict(best_lr=float(2.0 ** x[i]), best_loss=float(means[i]), n_seeds=n_seeds)
+    best = {"best_lr": float(2.0 ** x[i]), "best_loss": float(means[i]), "n_seeds": n_seeds}
     if i in (0, len(x) - 1):
         side = "smallest" if i == 0 else "largest"
         return OptimumEstimate(None, None, None, "none", "none: no optimum", on_edge=True, **best,

@@ -25,7 +25,15 @@ import numpy as np
 
 from ..errors import WindtunnelError
 from .figures import FORMATS, colormap, figure_grid, fmt_value, save_figure
-from .runs import LR_KEY, PARAM_KEY, WIDTH_KEY, RunResults, aggregate, label_of, load_run
+from .runs import (
+    LR_KEY,
+    PARAM_KEY,
+    WIDTH_KEY,
+    RunResults,
+    aggregate,
+    label_of,
+    load_run,
+)
 from .transfer_check import SHAPE_KEYS, transfer_check
 
 __all__ = ["plot_sweep"]

@@ -17,8 +17,8 @@ interval. Outside the lrs swept at a width the regret is unknown, never 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -17,6 +17,7 @@ is expected to drift about one log2 unit per doubling and is reported beside it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,14 +26,36 @@ import numpy as np
 
 from ..errors import WindtunnelError
 from ..fileio import write_json
-from .optimum import N_BOOT, Optimum, OptimumEstimate, estimate_optimum, fit_optimum, percentile_interval
+from .optimum import (
+    N_BOOT,
+    Optimum,
+    OptimumEstimate,
+    estimate_optimum,
+    fit_optimum,
+    percentile_interval,
+)
 from .regret import Cell, Regret, transfer_regret
-from .runs import LR_KEY, PARAM_KEY, WIDTH_KEY, RunResults, aggregate, load_run, with_parametrization
+from .runs import (
+    LR_KEY,
+    PARAM_KEY,
+    WIDTH_KEY,
+    RunResults,
+    aggregate,
+    load_run,
+    with_parametrization,
+)
 from .transfer_report import report_table
 from .transfer_verdict import judge
 
-__all__ = ["Optimum", "fit_optimum", "WidthOptimum", "ParamSummary", "TransferReport", "transfer_check",
-           "SHAPE_KEYS"]
+__all__ = [
+    "SHAPE_KEYS",
+    "Optimum",
+    "ParamSummary",
+    "TransferReport",
+    "WidthOptimum",
+    "fit_optimum",
+    "transfer_check",
+]
 
 MIN_WIDTHS, MIN_SPAN = 4, 8.0  # >= 4 shapes spanning >= 8x: fewer cannot tell a trend from noise
 SHAPE_KEYS = (WIDTH_KEY, "model.n_layers", "width")
@@ -197,7 +220,7 @@ def _source(res: RunResults, shapes: list[int], from_width: int | None) -> int:
     return from_width
 
 
-def _has_data(g) -> "np.ndarray":
+def _has_data(g) -> np.ndarray:
     """Cells with a finished seed or a diverged one; all-error/pruned cells are missing points."""
     return ((g["n_ok"] > 0) | (g["status"] == "diverged")).to_numpy()
 
@@ -241,7 +264,7 @@ def _summarise(label, rows: list[WidthOptimum], carried, config_keys, max_drift,
         low, high = percentile_interval(reps.max(axis=0) - reps.min(axis=0), drift)
     slope = float(np.polyfit(np.log2([r.width for r in named]), logs, 1)[0]) if len(named) >= 2 else None
     best = [r.optimum.best_loss if r.optimum.best_loss is not None else math.inf for r in rows]
-    falls = len(best) >= 2 and all(b < a for a, b in zip(best, best[1:]))
+    falls = len(best) >= 2 and all(b < a for a, b in itertools.pairwise(best))
     edges = [r.width for r in rows if r.optimum.on_edge]
     widest = rows[-1].regret
     s = ParamSummary(label, widths, drift, low, high, slope, best, falls, edges, "", "", "",

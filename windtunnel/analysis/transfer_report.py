@@ -17,8 +17,9 @@ def report_table(report) -> str:
         >>> print(report_table(transfer_check("runs/width_transfer", write=False)))   # doctest: +SKIP
     """
     shape = SHORT.get(report.shape_key, report.shape_key)
-    lines = [f"{'param':<8} {shape:>6} {'log2 opt':>8} {'95% interval':>16} {'best loss':>10} {'best lr':>8} "
-             f"{'ok/lrs':>6} {'seeds':>5}  {'regret (nats)':<24} note"]
+    header = (f"{'param':<8} {shape:>6} {'log2 opt':>8} {'95% interval':>16} {'best loss':>10} {'best lr':>8} "
+              f"{'ok/lrs':>6} {'seeds':>5}  {'regret (nats)':<24} note")
+    lines = [header]
     for r in report.rows:
         o = r.optimum
         log2 = f"{o.log2_lr:.2f}" if o.log2_lr is not None else "-"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["judge", "drift_state", "regret_state", "seeds_to_settle"]
+__all__ = ["drift_state", "judge", "regret_state", "seeds_to_settle"]
 
 
 def drift_state(drift, low, high, max_drift: float) -> str:
