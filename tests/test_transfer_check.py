@@ -294,7 +294,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     short = write_run(tmp_path / "short", rows, TRANSFER_PARAMETERS)
     assert main(["check", "transfer", str(short)]) == 2
     err = capsys.readouterr().err
-    assert str(short) in err and "at 256 has 2 lr point(s)" in err and ">= 3" in err
+    assert str(short) in err and "mup at model.d_model=256 has 2 lr point(s)" in err and ">= 3" in err
     both = [{**r, "model.n_layers": n} for r in transfer_rows(mup_holds_sp_moves, params=("mup",)) for n in (2, 4)]
     two = write_run(tmp_path / "two", both, {**TRANSFER_PARAMETERS, "model.n_layers": {"values": [2, 4]}})
     assert main(["check", "transfer", str(two)]) == 2

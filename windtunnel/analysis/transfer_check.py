@@ -172,7 +172,7 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float 
     rows, summaries = [], {}
     for label in sorted(table["_label"].unique(), key=lambda s: (s.split("/")[0] == "sp", s)):
         part = table[table["_label"] == label]
-        fam = [_shape_row(res, label, int(w), g, others, neighbors, n_boot) for w, g in part.groupby(key, sort=True)]
+        fam = [_shape_row(res, label, (key, int(w)), g, neighbors, n_boot) for w, g in part.groupby(key, sort=True)]
         cells = {int(w): _cells(g, others) for w, g in part.groupby(key, sort=True)}
         fits = {r.width: r.optimum.fit for r in fam if r.optimum.fit is not None}
         carried, regrets = transfer_regret(cells, from_width=source, fits=fits, n_boot=n_boot)
@@ -225,8 +225,9 @@ def _has_data(g) -> np.ndarray:
     return ((g["n_ok"] > 0) | (g["status"] == "diverged")).to_numpy()
 
 
-def _shape_row(res, label, width, g, others, neighbors, n_boot) -> WidthOptimum:
+def _shape_row(res, label, shape: tuple[str, int], g, neighbors, n_boot) -> WidthOptimum:
     """Best over the other swept keys per lr (by seed mean), then the optimum over lr."""
+    key, width = shape
     g = g[_has_data(g)]
     per_lr = []
     for lr, cells in g.groupby(LR_KEY, sort=True):
@@ -234,7 +235,7 @@ def _shape_row(res, label, width, g, others, neighbors, n_boot) -> WidthOptimum:
         per_lr.append(finite.loc[finite["loss"].idxmin()] if len(finite) else cells.iloc[0])
     if len(per_lr) < 3:
         have = ", ".join(f"2^{math.log2(float(r[LR_KEY])):g}" for r in per_lr) or "none"
-        raise WindtunnelError(f"{res.run_dir}: {label} at {width} has {len(per_lr)} lr point(s) with a finished "
+        raise WindtunnelError(f"{res.run_dir}: {label} at {key}={width} has {len(per_lr)} lr point(s) with a finished "
                               f"or diverged trial ({have}); the check needs >= 3 (error/pruned trials are missing)")
     x = [math.log2(float(r[LR_KEY])) for r in per_lr]
     seeds = [list(r["seed_losses"]) + ([math.inf] if r["status"] == "diverged" else []) for r in per_lr]
