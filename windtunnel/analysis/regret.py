@@ -111,7 +111,7 @@ def _regret_at(width, cells, carried: Cell, source_configs, winners, fit, n_boot
         return Regret(width, None, diverged=True, how="the carried configuration diverged at this width")
     n_seeds = int(np.median([len(c.seeds) for c in finite]))
     if n_seeds < 2:
-        return Regret(width, here.mean - best, how="one seed: no spread")
+        return Regret(width, here.mean - best, how="one seed: seed means at the grid points, no spread")
     reps = _reps(cells, n_boot, seed)
     index = {c.config: j for j, c in enumerate(cells)}
     cols = np.array([index.get(source_configs[w], -1) for w in winners])

@@ -8,6 +8,7 @@ import math
 __all__ = ["report_table"]
 
 SHORT = {"model.d_model": "width", "model.n_layers": "depth"}
+ROUTINE = ("seed means", "one seed")  # how most regrets are computed: said once below the table
 
 
 def report_table(report) -> str:
@@ -27,12 +28,16 @@ def report_table(report) -> str:
         loss = f"{o.best_loss:.4f}" if o.best_loss is not None else "-"
         best_lr = f"2^{math.log2(o.best_lr):.3g}" if o.best_lr else "-"
         regret = r.regret.text() if r.regret else "-"
-        note = "; ".join(x for x in (o.note or o.method, r.regret.how if r.regret else "") if x)
+        how = r.regret.how if r.regret and not r.regret.how.startswith(ROUTINE) else ""
+        note = "; ".join(x for x in (o.note or o.method, how) if x)
         lines.append(f"{r.parametrization:<8} {r.width:>6} {log2:>8} {band:>16} {loss:>10} {best_lr:>8} "
                      f"{f'{r.n_ok}/{r.n_lrs}':>6} {o.n_seeds:>5}  {regret:<24} {note}")
     intervals = sorted({r.optimum.interval for r in report.rows})
     lines.append(f"optimum: weighted quadratic in log2 lr over <= {2 * report.neighbors + 1} points around the best; "
                  f"95% interval: {', '.join(intervals)}")
+    routine = sorted({r.regret.how for r in report.rows if r.regret and r.regret.how.startswith(ROUTINE)})
+    if routine:
+        lines.append(f"regret: {', '.join(routine)}")
     for s in report.summaries.values():
         carried = ", ".join(f"{k}={_fmt(v)}" for k, v in (s.carried or {}).items()) or "nothing"
         lines.append(f"{s.parametrization}: carried from {shape} {report.from_width}: {carried} -> {s.verdict}"
