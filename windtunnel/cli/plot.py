@@ -13,7 +13,8 @@ from ..fileio import write_json
 def register(sub) -> None:
     _add_plot(sub)
     p = sub.add_parser("check", help="check that the tunnel tells the truth: coord check, transfer check",
-                       description="Checks of BRIEF §6. Exit status 0 when muP passes, 1 when it does not.")
+                       description="Checks that the proxies tell the truth about bigger models. Exit status 0 "
+                                   "when muP passes, 1 when it fails or is inconclusive, 2 on bad input.")
     checks = p.add_subparsers(title="checks", metavar="CHECK")
     _add_coord(checks)
     _add_transfer(checks)
