@@ -89,3 +89,11 @@ def test_unknown_and_diverged_regret_are_never_zero():
     carried, rows = transfer_regret({64: [cell(-7, 3.0), cell(-6, 3.1)], 512: [cell(-7, 0, True), cell(-6, 2.5)]},
                                     from_width=64)
     assert carried == (2.0**-7,) and rows[1].diverged and rows[1].value is None and rows[1].text() == "diverged"
+
+
+def test_regret_at_the_source_width_is_exactly_zero_with_its_interval(tmp_path):
+    rows = transfer_rows(lambda p, w: -7.0, params=("mup",))
+    noisy = [{**r, "seed": s, "val_loss": r["val_loss"] + d} for r in rows for s, d in enumerate((-0.05, 0.0, 0.05))]
+    report = transfer_check(write_run(tmp_path / "src", noisy, MUP_ONLY), from_width=128)
+    r128 = by_width(report)[128]
+    assert (r128.value, r128.low, r128.high) == (0.0, 0.0, 0.0)

@@ -89,8 +89,9 @@ def transfer_regret(cells: dict[int, Sequence[Cell]], *, from_width: int, fits: 
     winners = np.argmin(source_reps, axis=1)
     rows = []
     for k, width in enumerate(sorted(cells)):
+        # the source width reuses its own resamples, so its regret is 0 in every one of them
         rows.append(_regret_at(width, cells[width], carried, [c.config for c in cells[from_width]], winners,
-                               (fits or {}).get(width), n_boot, seed + 1 + k))
+                               (fits or {}).get(width), n_boot, seed if width == from_width else seed + 1 + k))
     return carried.config, rows
 
 
