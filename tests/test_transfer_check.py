@@ -303,3 +303,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert main(["check", "transfer", str(two), "--from-width", "100"]) == 2
     for run in (not_shape, short):
         assert not (run / "transfer_check.json").exists()
+
+
+def test_loss_falls_by_trend_not_step_by_step(tmp_path):
+    floors = {64: 3.0, 128: 2.90, 256: 2.905, 512: 2.80}  # a 0.005 wobble at 256: still falling
+    run = write_run(tmp_path / "wobble", transfer_rows(mup_holds_sp_moves, floor_of=lambda p, w: floors[w]),
+                    TRANSFER_PARAMETERS)
+    assert transfer_check(run).summaries["mup"].loss_falls
+    floors[512] = 3.01  # the largest no better than the smallest: not falling
+    run = write_run(tmp_path / "rise", transfer_rows(mup_holds_sp_moves, floor_of=lambda p, w: floors[w]),
+                    TRANSFER_PARAMETERS)
+    report = transfer_check(run)
+    assert not report.summaries["mup"].loss_falls and report.verdict == "fail"
