@@ -8,12 +8,14 @@ what it ran), and `windtunnel check transfer` and `windtunnel plot` read it.
 Target: μP drift <= 0.5 log2 with its interval's upper bound <= 1, SP drift >= 2, and the regret of
 carrying width 64's lr to width 512 printed for both. Printed as measured, never tuned.
 
-Budget (3 seeds in about the time one seed took before): 7 lrs instead of 9 (2^-12 and 2^-4 lie
-two or more units from every optimum seen at 250 steps) and 150 steps instead of 250 (short runs
-favour slightly larger lrs at every width alike, so the drift is what matters). 168 trials, about
-30 min on 2 idle cores.
+Budget: 3 seeds for 1.4x the one-seed bench (72 trials x 250 steps, ~20 min on 2 idle cores), traded
+for 7 lrs instead of 9 (2^-12 and 2^-4 lay two or more units from every optimum seen at 250 steps)
+and 150 steps instead of 250 (short runs favour slightly larger lrs at every width alike; the drift is
+what is checked): 168 trials, about 28 min on 2 idle cores (scaled, not measured). Widths 32..256
+span the same 8x at about a third of the cost, for a loaded machine.
 
     PYTHONPATH=$PWD python bench/transfer_fidelity.py --out /work/runs/fidelity
+    PYTHONPATH=$PWD python bench/transfer_fidelity.py --widths 32,64,128,256 --out /work/runs/fidelity
     PYTHONPATH=$PWD python bench/transfer_fidelity.py --steps 60 --widths 64,128 --lrs=-8,-7,-6,-5 --seeds 0
 """
 
