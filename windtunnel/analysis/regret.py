@@ -4,7 +4,8 @@ Per width, regret = loss at the configuration (lr and any other swept HP) that w
 minus that width's best loss, both as means over seeds at the grid points. A drift in log2 units can
 be large inside a flat basin at almost no cost; regret is the cost itself, in nats.
 
-The interval is a bootstrap over seeds: per resample, every cell's seeds are drawn with replacement,
+The interval is a bootstrap over seeds: per resample, every cell's seed mean is redrawn from the
+seeds' scatter (pooled over the cells near the best, as for the optimum; `optimum.resample_means`),
 the winner at the source width is re-chosen (so the noise in picking it counts) and the regret
 recomputed; 95 % percentile interval. The best-of-grid minimum favours a lucky cell, so with few
 seeds the regret leans slightly high. When the carried lr was not run at a width (or every trial of
@@ -25,6 +26,8 @@ import numpy as np
 from .optimum import N_BOOT, percentile_interval, resample_means
 
 __all__ = ["Cell", "Regret", "transfer_regret"]
+
+NEAR_BEST = 2.0  # log2 units: the cells whose seed scatter sets the resampling noise (as the fit's window)
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,13 @@ def transfer_regret(cells: dict[int, Sequence[Cell]], *, from_width: int, fits: 
 
 
 def _reps(cells: Sequence[Cell], n_boot: int, seed: int) -> np.ndarray:
+    """Resampled seed means of every cell, the seeds' scatter pooled over the cells within NEAR_BEST
+    log2 units of the best one's lr (the cells a winner can come from)."""
     diverged = np.array([not math.isfinite(c.mean) for c in cells])
-    return resample_means([c.seeds for c in cells], diverged, n_boot, seed)
+    finite = [c for c in cells if math.isfinite(c.mean)]
+    best = min(finite, key=lambda c: c.mean).log2_lr if finite else 0.0
+    pool = [j for j, c in enumerate(cells) if abs(c.log2_lr - best) <= NEAR_BEST]
+    return resample_means([c.seeds for c in cells], diverged, n_boot, seed, pool=pool)
 
 
 def _regret_at(width, cells, carried: Cell, source_configs, winners, fit, n_boot, seed) -> Regret:

@@ -102,7 +102,8 @@ def _settle(s, max_drift: float, tol: float) -> str:
     if g is not None and g.value is not None and g.low is not None and g.low <= tol < g.high:
         need = seeds_to_settle(g.value, g.low, g.high, tol, n)
         if need:
-            hints.append(f"about {need} seeds per point for the regret")
+            hints.append(f"about {need} seeds per point for the regret" if need <= 100 else
+                         "over 100 seeds for the regret (its interval is wide against the tolerance)")
     if s.edge_widths:
         hints.append("extend the lr grid past the edge optima")
     hints.append("lr points at half-steps (2^0.5) around each optimum narrow both")
