@@ -85,6 +85,8 @@ def judge(s, *, max_drift: float, tol: float, min_widths: int, min_span: float) 
     else:
         s.verdict = "inconclusive"
         s.settle = _settle(s, max_drift, tol)
+        if few:
+            s.settle = f"run >= {min_widths} shapes spanning >= {min_span:g}x; " + s.settle
     s.reasons = reasons
 
 
