@@ -173,13 +173,27 @@ def test_interval_contains_the_true_optimum_with_three_noisy_seeds(tmp_path):
     for r in report.rows:
         o = r.optimum
         assert o.method == "quadratic" and o.n_points == 5 and o.n_seeds == 3
-        assert o.interval == "bootstrap over 3 seeds"
-        assert o.low <= vertex[r.width] <= o.high and o.high - o.low < 0.6
+        assert o.interval == "bootstrap over 3 seeds" and o.high - o.low < 0.6
+    # 95 % intervals: four at once all cover only ~81 % of the time, so ask for three of four here
+    # and for the rate itself below
+    assert sum(r.optimum.low <= vertex[r.width] <= r.optimum.high for r in report.rows) >= 3
     s = report.summaries["mup"]
     assert s.drift_low <= 0.7 <= s.drift_high and s.drift_high < 1.2
     saved = json.loads((tmp_path / "noisy" / "transfer_check.json").read_text())
     assert saved["n_seeds"] == 3 and saved["optima"][0]["low"] == pytest.approx(report.rows[0].optimum.low)
     assert "95% interval: bootstrap over 3 seeds" in report.table()
+
+
+@pytest.mark.parametrize("n_seeds", [2, 3])
+def test_interval_covers_the_true_optimum_about_95_percent_of_the_time(n_seeds):
+    from windtunnel.analysis.optimum import estimate_optimum
+    rng, x, hits = np.random.default_rng(11), np.arange(-11, -3.0), 0
+    for k in range(100):
+        v = rng.uniform(-8, -6)
+        ys = [[2.5 + 0.05 * (xi - v) ** 2 + 0.01 * rng.standard_normal() for _ in range(n_seeds)] for xi in x]
+        est = estimate_optimum(x, ys, n_boot=400, seed=k)
+        hits += est.low <= v <= est.high
+    assert 91 <= hits <= 99  # resampling 3 seeds alone covers ~89 %
 
 
 def test_a_bump_in_a_flat_basin_does_not_throw_the_vertex():

@@ -4,8 +4,8 @@ Per width, regret = loss at the configuration (lr and any other swept HP) that w
 minus that width's best loss, both as means over seeds at the grid points. A drift in log2 units can
 be large inside a flat basin at almost no cost; regret is the cost itself, in nats.
 
-The interval is a bootstrap over seeds: per resample, every cell's seed mean is redrawn from the
-seeds' scatter (pooled over the cells near the best, as for the optimum; `optimum.resample_means`),
+The interval is a bootstrap over seeds: per resample, every cell's seeds are resampled (topped up
+to the typical scatter of the cells near the best, as for the optimum; `optimum.resample_means`),
 the winner at the source width is re-chosen (so the noise in picking it counts) and the regret
 recomputed; 95 % percentile interval. The best-of-grid minimum favours a lucky cell, so with few
 seeds the regret leans slightly high. When the carried lr was not run at a width (or every trial of
