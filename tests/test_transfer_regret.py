@@ -78,7 +78,7 @@ def test_carried_lr_not_run_is_interpolated_and_outside_the_range_is_unknown(tmp
     assert regret[128].value == pytest.approx(0.0, abs=1e-12)
     assert "interpolated" in regret[256].how and regret[256].low is None
     assert regret[256].value == pytest.approx(0.0, abs=1e-9)  # on the fitted quadratic: its vertex
-    assert regret[512].value is None and "outside the lrs run at width 512" in regret[512].reason
+    assert regret[512].value is None and "outside the lrs run at 512 (2^-12..2^-9)" in regret[512].reason
     assert regret[512].text().startswith("unknown (") and report.summaries["mup"].regret_verdict == "unknown"
 
 

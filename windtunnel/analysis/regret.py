@@ -85,7 +85,7 @@ def transfer_regret(cells: dict[int, Sequence[Cell]], *, from_width: int, fits: 
     """
     source = [c for c in cells.get(from_width, []) if math.isfinite(c.mean)]
     if not source:
-        why = f"width {from_width} has no finished, finite trial to carry"
+        why = f"the source shape {from_width} has no finished, finite trial to carry"
         return None, [Regret(w, None, reason=why) for w in sorted(cells)]
     carried = min(source, key=lambda c: c.mean)
     source_reps = _reps(cells[from_width], n_boot, seed)
@@ -111,7 +111,7 @@ def _reps(cells: Sequence[Cell], n_boot: int, seed: int) -> np.ndarray:
 def _regret_at(width, cells, carried: Cell, source_configs, winners, fit, n_boot, seed) -> Regret:
     finite = [c for c in cells if math.isfinite(c.mean)]
     if not finite:
-        return Regret(width, None, reason=f"no finished, finite trial at width {width}")
+        return Regret(width, None, reason=f"no finished, finite trial at {width}")
     best = min(c.mean for c in finite)
     here = next((c for c in cells if c.config == carried.config and (len(c.seeds) or c.diverged)), None)
     if here is None:
@@ -137,7 +137,7 @@ def _interpolated(width, finite: list[Cell], carried: Cell, best: float, fit) ->
     x = carried.log2_lr
     if not line or not line[0].log2_lr <= x <= line[-1].log2_lr:
         span = f"2^{line[0].log2_lr:g}..2^{line[-1].log2_lr:g}" if line else "none"
-        return Regret(width, None, reason=f"carried lr 2^{x:g} outside the lrs run at width {width} ({span})")
+        return Regret(width, None, reason=f"carried lr 2^{x:g} outside the lrs run at {width} ({span})")
     if fit is not None and not others and fit[3] <= x <= fit[4]:
         a, b, c = fit[:3]
         floor = min(best, c - b * b / (4 * a)) if a > 0 else best  # the curve's own minimum, if lower
