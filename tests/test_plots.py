@@ -7,14 +7,14 @@ import re
 
 import numpy as np
 import pytest
+from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
 from support import ROOT, TINY
-from runfolders import write_run
 
+from windtunnel.analysis.plots import plot_sweep
+from windtunnel.analysis.runs import aggregate, best_over, load_run
 from windtunnel.cli import main
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
-from windtunnel.analysis.plots import plot_sweep
-from windtunnel.analysis.runs import aggregate, best_over, load_run
 
 LRS = [2.0**e for e in range(-10, -3)]
 INITS = [0.02, 0.05, 0.1]
@@ -157,3 +157,29 @@ def test_spec_goal_is_read_and_checked(tmp_path):
     (run / "spec.yaml").write_text(spec.replace("goal: minimize", "goal: lowest"))
     with pytest.raises(WindtunnelError, match="metric.goal: expected minimize or maximize, got 'lowest'"):
         load_run(run)
+
+
+def test_a_diverged_seed_sinks_its_heatmap_cell_and_says_how_many_finished(tmp_path):
+    rows = lr_init_rows()
+    for r in rows:  # seed 1 of the best cell blows up
+        if (r["train.lr"], r["model.init_std"], r["seed"]) == (2.0**-7, 0.05, 1):
+            r.update(status="diverged", val_loss=math.inf)
+    (svg,) = plot_sweep(write_run(tmp_path / "sunk", rows, PARAMS), formats=["svg"])
+    texts = svg_texts(svg)
+    assert texts.count("diverged") == 4 and "1/2 ok" in texts and "0/2 ok" in texts
+    assert "2.000" not in texts  # the survivor's loss no longer stands for the cell
+
+
+def test_mutransfer_shows_seed_bands_intervals_and_the_carried_lr(tmp_path):
+    rows = transfer_rows(lambda p, w: -7.0 + (0.1 if p == "mup" else -1.0) * math.log2(w / 64))
+    noisy = [{**r, "seed": s, "val_loss": r["val_loss"] + d} for r in rows for s, d in enumerate((-0.01, 0.0, 0.01))]
+    run = write_run(tmp_path / "wt3", noisy, TRANSFER_PARAMETERS)
+    paths = plot_sweep(run, formats=["svg"])
+    svg = next(p for p in paths if p.name == "mutransfer.svg")
+    texts, raw = svg_texts(svg), svg.read_text()
+    assert texts.count("carried 2^-7") == 2  # the carried lr, in each panel's legend
+    assert any(t.startswith("μP: drift 0.30 [") for t in texts) and any(t.startswith("SP: drift 3.00 [") for t in texts)
+    assert any(t.startswith("regret at 512: 0.000 [") for t in texts)
+    assert len(re.findall(r'id="\w*PolyCollection_', raw)) == 8  # a seed band per width and panel
+    assert raw.count('id="LineCollection_') >= 8  # an interval bar per optimum
+    assert any("mean of 3 seeds" in t for t in texts)

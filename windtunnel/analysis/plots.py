@@ -8,14 +8,16 @@
   Continuous (TPE) parameters are binned (log bins for log-spaced ones). When the parametrization
   is swept, each figure has one panel per parametrization instead of a parametrization axis.
 - `loss_vs_<a>`: for a single swept parameter, loss against it.
-- `mutransfer`: when width and lr are swept, loss vs lr (log2 axis), one curve per width, one
-  panel per parametrization, each width's fitted optimum marked (the transfer check's parabola).
+- `mutransfer`: when lr and a shape (width or depth) are swept, loss vs lr (log2 axis), one curve
+  per shape with its seed band, one panel per parametrization, each shape's fitted optimum with its
+  95 % interval, and the lr carried from the smallest shape marked on every curve (the transfer check).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -23,8 +25,16 @@ import numpy as np
 
 from ..errors import WindtunnelError
 from .figures import FORMATS, colormap, figure_grid, fmt_value, save_figure
-from .runs import (LR_KEY, PARAM_KEY, WIDTH_KEY, RunResults, aggregate, best_over, label_of,
-                            load_run, with_parametrization)
+from .runs import (
+    LR_KEY,
+    PARAM_KEY,
+    WIDTH_KEY,
+    RunResults,
+    aggregate,
+    label_of,
+    load_run,
+)
+from .transfer_check import SHAPE_KEYS, transfer_check
 
 __all__ = ["plot_sweep"]
 
@@ -55,7 +65,7 @@ def plot_sweep(run_dir: str | Path, *, out_dir: str | Path | None = None,
         paths += _loss_curve(res, axes_keys[0], facet, out, formats)
     for x_key, y_key in itertools.combinations(axes_keys, 2):
         paths += _heatmap(res, x_key, y_key, facet, out, formats)
-    if LR_KEY in res.params and WIDTH_KEY in res.params and res.frame[WIDTH_KEY].nunique() > 1:
+    if LR_KEY in res.params and any(k in res.params and res.frame[k].nunique() > 1 for k in SHAPE_KEYS):
         paths += _mutransfer(res, out, formats)
     return paths
 
@@ -150,7 +160,9 @@ def _draw_cells(ax, grid: dict, xa: _Axis, ya: _Axis, vmin, vmax):
     for (i, j), c in grid.items():
         if not math.isfinite(c["loss"]):
             ax.add_patch(_hatched(i, j))
-            ax.text(i, j, c["status"], ha="center", va="center", fontsize=size - 1, color="#555555")
+            # a seed that diverged sinks the cell: say how many seeds did finish
+            text = c["status"] + (f"\n{c['n_ok']}/{c['n']} ok" if seeds else "")
+            ax.text(i, j, text, ha="center", va="center", fontsize=size - 1, color="#555555")
             continue
         shade = (c["loss"] - vmin) / (vmax - vmin) if vmax > vmin else 0.0
         text = f"{c['loss']:.3f}" + (f"\n{c['n_ok']}/{c['n']} seeds" if seeds else "")
@@ -219,54 +231,74 @@ def _loss_curve(res, key, facet, out: Path, formats) -> list[Path]:
 
 
 def _mutransfer(res: RunResults, out: Path, formats) -> list[Path]:
-    from .transfer_check import transfer_check
-
-    report = transfer_check(res.run_dir, write=False)
-    curves = best_over(with_parametrization(res), [PARAM_KEY, WIDTH_KEY, LR_KEY])
+    try:
+        report = transfer_check(res.run_dir, write=False)
+    except WindtunnelError as e:  # a sweep's pictures must not fail because the check cannot run
+        warnings.warn(f"no muTransfer plot: {e}", stacklevel=2)
+        return []
     panels = list(report.summaries)
-    widths = sorted(curves[WIDTH_KEY].unique())
-    colours = colormap("plasma")(np.linspace(0.05, 0.85, len(widths)))
-    fig, axes = figure_grid(len(panels), ncols=len(panels), size=(max(5.2, 10.0 / len(panels)), 4.2))
-    finite = curves["loss"][curves["loss"].map(math.isfinite)]
-    top = float(np.quantile(finite, 0.85)) if len(finite) else 1.0
+    shapes = sorted({r.width for r in report.rows})
+    colours = colormap("plasma")(np.linspace(0.05, 0.85, len(shapes)))
+    fig, axes = figure_grid(len(panels), ncols=len(panels), size=(max(5.2, 10.0 / len(panels)), 4.4))
+    finite = [p["loss"] for r in report.rows for p in r.points if math.isfinite(p["loss"])]
+    top = float(np.quantile(finite, 0.85)) if finite else 1.0
+    shape = "width d_model" if report.shape_key == WIDTH_KEY else label_of(report.shape_key)
     for ax, panel in zip(axes, panels):
-        for colour, width in zip(colours, widths):
-            _transfer_curve(ax, curves, report, panel, width, colour)
         s = report.summaries[panel]
-        drift = f"drift {s.drift:.2f} log2 units" if s.drift is not None else "drift n/a (edge optima)"
-        ax.set_title(f"{PARAM_NAMES.get(panel, panel)}: {drift}", fontsize=10)
+        carried = (s.carried or {}).get(LR_KEY)
+        for colour, width in zip(colours, shapes):
+            row = next((r for r in report.rows if r.parametrization == panel and r.width == width), None)
+            if row is not None:
+                _transfer_curve(ax, row, colour, carried)
+        if carried:
+            ax.axvline(carried, color="#444444", ls=":", lw=1.2, label=f"carried 2^{math.log2(carried):.3g}")
+        band = f" [{s.drift_low:.2f}, {s.drift_high:.2f}]" if s.drift_low is not None else ""
+        drift = f"drift {s.drift:.2f}{band} log2" if s.drift is not None else "drift n/a (edge optima)"
+        g = s.regret_widest
+        ax.set_title(f"{PARAM_NAMES.get(panel, panel)}: {drift}\nregret at {s.widths[-1]}: "
+                     f"{g.text() if g else 'n/a'} nats -> {s.verdict}", fontsize=9)
         _log2_axis(ax)
         ax.set_xlabel(f"{label_of(LR_KEY)} — log2 axis")
         ax.set_ylabel(_metric_label(res))
-        if len(finite):
-            lo = float(finite.min())
+        if finite:
+            lo = min(finite)
             pad = max(0.05 * (top - lo), 0.02)  # a lone point still gets a readable axis
             ax.set_ylim(lo - pad, max(top, lo + 10 * pad))
         ax.yaxis.get_major_formatter().set_useOffset(False)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, title="width d_model", title_fontsize=7)
-    fig.suptitle(f"{res.name}: μTransfer — loss vs learning rate per width (★ fitted optimum, ○ best point on "
-                 f"the grid's edge, × diverged)\nunder μP the optimum should stay put as width grows; "
-                 f"under SP it moves to smaller lr", fontsize=10)
+        ax.legend(fontsize=7, title=shape, title_fontsize=7)
+    seeds = f"mean of {report.n_seeds} seeds, band = seed min..max" if report.n_seeds > 1 else "one seed"
+    fig.suptitle(f"{res.name}: μTransfer — loss vs learning rate per {shape} ({seeds})\n★ fitted optimum with its "
+                 f"95% interval, ○ best point on the grid's edge, × diverged, ◆ and dotted line: the carried lr",
+                 fontsize=9)
     return save_figure(fig, out / "mutransfer", formats)
 
 
-def _transfer_curve(ax, curves, report, panel, width, colour) -> None:
-    c = curves[(curves[PARAM_KEY] == panel) & (curves[WIDTH_KEY] == width)].sort_values(LR_KEY)
-    if c.empty:
-        return
-    ok = c["loss"].map(math.isfinite) & (c["status"] == "ok")
-    opt = next(r.optimum for r in report.rows if r.parametrization == panel and r.width == int(width))
+def _transfer_curve(ax, row, colour, carried: float | None) -> None:
+    pts = [p for p in row.points if math.isfinite(p["loss"])]
+    bad = [p for p in row.points if not math.isfinite(p["loss"])]
+    opt = row.optimum
     mark = f"opt 2^{opt.log2_lr:.2f}" if opt.log2_lr is not None else "no optimum (edge)"
-    ax.plot(c[LR_KEY][ok], c["loss"][ok], "o-", color=colour, ms=3.5, lw=1.4, label=f"{int(width)}: {mark}")
-    if (~ok).any():
-        ax.plot(c[LR_KEY][~ok], [0.97] * int((~ok).sum()), "x", color=colour, ms=7, mew=2,
+    xs = [2.0 ** p["log2_lr"] for p in pts]
+    ax.plot(xs, [p["loss"] for p in pts], "o-", color=colour, ms=3.5, lw=1.4, label=f"{row.width}: {mark}")
+    spread = [(x, p["low"], p["high"]) for x, p in zip(xs, pts) if p["low"] is not None and p["n_ok"] > 1]
+    if spread:
+        ax.fill_between([t[0] for t in spread], [t[1] for t in spread], [t[2] for t in spread], color=colour,
+                        alpha=0.18, lw=0)
+    if bad:
+        ax.plot([2.0 ** p["log2_lr"] for p in bad], [0.97] * len(bad), "x", color=colour, ms=7, mew=2,
                 transform=ax.get_xaxis_transform(), clip_on=False)
     if opt.lr is not None:
         y = opt.fit_loss if opt.fit_loss is not None else opt.best_loss
+        if opt.low is not None:
+            ax.errorbar([opt.lr], [y], xerr=[[opt.lr - 2.0**opt.low], [2.0**opt.high - opt.lr]], fmt="none",
+                        ecolor=colour, elinewidth=2, capsize=3, zorder=4)
         ax.plot([opt.lr], [y], "*", ms=15, color=colour, mec="black", mew=0.8, zorder=5)
     elif opt.best_lr is not None:
         ax.plot([opt.best_lr], [opt.best_loss], "o", ms=11, mfc="none", mec=colour, mew=2, zorder=5)
+    here = [p for p in pts if carried and abs(p["log2_lr"] - math.log2(carried)) < 1e-9]
+    if here:
+        ax.plot([carried], [here[0]["loss"]], "D", ms=6, color=colour, mec="black", mew=0.8, zorder=6)
 
 
 def _log2_axis(ax) -> None:

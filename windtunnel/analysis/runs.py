@@ -220,7 +220,8 @@ def best_row(df, *, metric: str = "val_loss", goal: str = "minimize") -> dict[st
 
 def best_trial(res: RunResults) -> dict[str, Any] | None:
     """THE best trial of a run, by the spec's metric and goal: the configuration whose mean over its
-    seeds is best (a cell with a failed seed ranks by the seeds that finished; see `aggregate`), and of
+    seeds is best (a cell with a diverged seed never wins; error/pruned seeds are left out; see
+    `aggregate`), and of
     that configuration its best seed's row. None when no trial finished ok.
 
     The row gains `mean_<metric>` and `n_seeds_ok` / `n_seeds` so a caller can say how sure it is.
@@ -257,12 +258,19 @@ def table_results(frame, *, params: list[str], metric: str = "val_loss", goal: s
                       metric=metric, goal=GOALS[goal])
 
 
-def aggregate(res: RunResults, keys: list[str]) -> Any:
-    """One row per distinct combination of `keys`: the metric averaged over the ok trials (seeds).
+def aggregate(res: RunResults, keys: list[str], *, seed_losses: bool = False) -> Any:
+    """One row per distinct combination of `keys`: the metric averaged over its seeds.
 
-    Columns: the keys, `loss` (mean over ok trials, NaN when none is ok), `n_ok`, `n` (all trials)
-    and `status` (`ok` when any trial is ok, else the commonest failure: diverged, pruned, error).
-    Keys not listed are not averaged over: callers pick the best over them (see `best_over`).
+    A diverged seed counts against its cell: a configuration that blows up on one seed in three is
+    not as good as its survivors, so the cell's `loss` is inf (diverged, or -inf under goal max) and
+    its `status` `diverged`. Error and pruned trials are missing points (they say nothing about the
+    configuration's loss) and are left out. Columns: the keys, `loss` (mean over ok trials; NaN when
+    none finished), `n_ok`, `n` (all trials) and `status` (`ok`, or the commonest failure); with
+    `seed_losses=True` also `seed_losses`, the tuple of the ok trials' finite metrics (for error bars
+    and bootstraps over seeds). Keys not listed are not averaged over: callers pick the best over them (see `best_over`).
+
+    Example:
+        >>> aggregate(load_run("runs/width_transfer"), ["model.d_model", "train.lr"])   # doctest: +SKIP
     """
     import pandas as pd
 
@@ -272,12 +280,15 @@ def aggregate(res: RunResults, keys: list[str]) -> Any:
         values = values if isinstance(values, tuple) else (values,)
         ok = group[group["status"] == "ok"]
         losses = ok[res.metric][ok[res.metric].map(_finite)]
-        status = "ok" if len(losses) else _commonest_failure(group["status"])
+        n_diverged = int((group["status"] == "diverged").sum()) + len(ok) - len(losses)
+        status = "ok" if len(losses) and not n_diverged else _commonest_failure(group["status"], n_diverged)
         row = dict(zip(keys, values))
-        row.update(loss=float(losses.mean()) if len(losses) else math.nan, n_ok=len(losses), n=len(group),
-                   status=status)
+        loss = res.sign() * math.inf if n_diverged else (float(losses.mean()) if len(losses) else math.nan)
+        row.update(loss=loss, n_ok=len(losses), n=len(group), status=status)
+        if seed_losses:
+            row["seed_losses"] = tuple(float(v) for v in losses)
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*keys, "loss", "n_ok", "n", "status"])
+    return pd.DataFrame(rows, columns=[*keys, "loss", "n_ok", "n", "status", *(["seed_losses"] if seed_losses else [])])
 
 
 def best_over(res: RunResults, keys: list[str]) -> Any:
@@ -379,10 +390,12 @@ def _finite(x) -> bool:
         return False
 
 
-def _commonest_failure(statuses) -> str:
+def _commonest_failure(statuses, n_diverged: int = 0) -> str:
+    if n_diverged:
+        return "diverged"  # a diverged seed (or an ok trial without a finite metric) sinks its cell
     failures = [s for s in statuses if s != "ok"]
     if not failures:
-        return "diverged"  # every trial said ok but none has a finite metric
+        return "diverged"
     return max(("diverged", "pruned", "error"), key=failures.count)
 
 

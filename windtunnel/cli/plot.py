@@ -13,7 +13,8 @@ from .train import add_set_option
 def register(sub) -> None:
     _add_plot(sub)
     p = sub.add_parser("check", help="check that the tunnel tells the truth: coord, transfer, horizon",
-                       description="Checks of BRIEF §6. Exit status 0 when muP passes, 1 when it does not.")
+                       description="Checks that the proxies tell the truth about bigger models. Exit status 0 "
+                                   "when muP passes, 1 when it fails or is inconclusive, 2 on bad input.")
     checks = p.add_subparsers(title="checks", metavar="CHECK")
     _add_coord(checks)
     _add_transfer(checks)
@@ -81,20 +82,30 @@ def _cmd_coord(args) -> int:
 
 
 def _add_transfer(sub) -> None:
-    p = sub.add_parser("transfer", help="optimal lr per width and parametrization, drift and verdict",
-                       description="Fit each width's optimal lr (parabola vertex in log2 lr around the best "
-                                   "point), measure its drift over widths, and judge muP by BRIEF §6. "
-                                   "Writes RUN/transfer_check.json.")
-    p.add_argument("run", help="run folder of a width-transfer sweep, e.g. runs/width_transfer")
+    p = sub.add_parser("transfer", help="optimal lr per width (or depth) with intervals, drift, regret, verdict",
+                       description="Per parametrization and width (or depth): the optimal lr from every seed "
+                                   "(weighted quadratic in log2 lr around the best point, 95%% bootstrap "
+                                   "interval), its drift over the shapes with an interval, and the transfer "
+                                   "regret (loss given up by carrying the smallest shape's winner). muP "
+                                   "passes when the drift or the regret at the largest shape is within its "
+                                   "tolerance and the best loss falls. Writes RUN/transfer_check.json. "
+                                   "Exit 0 pass, 1 fail or inconclusive, 2 bad input.")
+    p.add_argument("run", help="run folder of a width- or depth-transfer sweep, e.g. runs/width_transfer")
     p.add_argument("--max-drift", type=float, default=1.0, help="allowed muP drift in log2 units (default 1)")
-    p.add_argument("--neighbors", type=int, default=1,
-                   help="grid points each side of the best one in the parabola fit (default 1)")
+    p.add_argument("--regret-tolerance", type=float, default=0.01,
+                   help="allowed muP regret at the largest shape, in nats (default 0.01)")
+    p.add_argument("--from-width", type=int, help="the shape whose winner is carried (default: the smallest)")
+    p.add_argument("--shape-key", help="the swept shape key, when a run sweeps both model.d_model and model.n_layers")
+    p.add_argument("--neighbors", type=int, default=2,
+                   help="grid points each side of the best one in the quadratic fit (default 2)")
     p.set_defaults(func=_cmd_transfer)
 
 
 def _cmd_transfer(args) -> int:
     from ..analysis.transfer_check import transfer_check
-    report = transfer_check(args.run, neighbors=args.neighbors, max_drift=args.max_drift)
+    report = transfer_check(args.run, neighbors=args.neighbors, max_drift=args.max_drift,
+                            regret_tolerance=args.regret_tolerance, from_width=args.from_width,
+                            shape_key=args.shape_key)
     print(report.table())
     print(f"wrote {Path(args.run) / 'transfer_check.json'}", file=sys.stderr)
     return 0 if report.verdict == "pass" else 1
