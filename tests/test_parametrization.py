@@ -1,4 +1,4 @@
-"""muP: init, lr groups, logits and base shapes per width, against mup's own MuAdamW and the BRIEF."""
+"""muP: init, lr groups, logits and base shapes per width, against mup's own MuAdamW and the μP rules."""
 
 from __future__ import annotations
 

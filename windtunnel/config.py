@@ -30,7 +30,7 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    """The decoder's shape and its muP multipliers (BRIEF §2)."""
+    """The decoder's shape and its muP multipliers (see the README's μP table)."""
 
     d_model: int = 256
     """Width: the residual stream size. The width multiplier is m = d_model / dim_model_base."""

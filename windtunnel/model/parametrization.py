@@ -1,4 +1,5 @@
-"""muP in one place: multipliers, base shapes, init, and per-role learning rates (BRIEF §2).
+"""muP in one place: multipliers, base shapes, init, and per-role learning rates (the Xmodel-2 / MiniCPM recipe
+expressed with `mup`; the README's μP table maps each rule to its line).
 
 Every parameter gets a role by the module that owns it, never by its name:
 

@@ -161,7 +161,7 @@ def plan_warnings(plan: TransferPlan) -> list[str]:
         out += [f"edge of the sweep: {msg}" for msg in proxy.edges]
         out += _horizon_warnings(plan)
         if proxy.config.model.parametrization == "sp" and proxy.config.model.d_model != cfg.model.d_model:
-            out.append("the proxy uses SP: its optimal lr does not transfer across width (BRIEF §1); "
+            out.append("the proxy uses SP: its optimal lr does not transfer across width (under SP the optimal Adam lr falls roughly by half per doubling of width); "
                        "expect the target's optimum to be lower")
     if abs(plan.batch.tokens - plan.batch.requested) > 0.01 * plan.batch.requested:
         out.append(f"the batch is {plan.batch.tokens:,} tokens, not the {plan.batch.requested:,.0f} asked for: "
