@@ -170,7 +170,10 @@ def say(ctx, text: str) -> None:
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    csv = lambda s: [x for x in s.split(",") if x]
+
+    def csv(s):
+        return [x for x in s.split(",") if x]
+
     p.add_argument("--target", default="1.2b", help="target preset or YAML (default 1.2b)")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per combination (default 20)")
     p.add_argument("--stop-at", type=int, default=10, help="checkpoint and restart after this step (default 10)")

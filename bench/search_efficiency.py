@@ -8,10 +8,11 @@ What it does: (1) trains the full grid once (an lr x init_std grid on the xs pro
 on `--concurrency` processes), keeping each trial's held-out loss every `eval_every` steps; or reads
 a finished grid sweep folder (`--from`, its trials' metrics.csv). (2) Replays each searcher against
 that table offline: a searcher proposes grid points through Optuna (TPESampler over each swept key
-as a log-uniform range, snapped to the nearest grid value; or a seeded random order without repeats), a proposal "trains" by reading its recorded curve and costs the steps it
-runs. ASHA is applied at its rungs with the sweep's own rung rule (`windtunnel.sweep.rungs`); a
-pruned trial costs the steps it ran and is told to Optuna as PRUNED with its last value. A TPE
-proposal of an already-tried point is trained (and paid) again, as a real sweep would.
+as a log-uniform range, snapped to the nearest grid value; or a seeded random order without
+repeats), a proposal "trains" by reading its recorded curve and costs the steps it runs. ASHA is
+applied at its rungs with the sweep's own rung rule (`windtunnel.sweep.rungs`); a pruned trial
+costs the steps it ran and is told to Optuna as PRUNED with its last value. A TPE proposal of an
+already-tried point is trained (and paid) again, as a real sweep would.
 Compute = optimizer steps of every trial started (all trials have one shape, so steps are FLOPs).
 A searcher is done when a trial that ran to the end has a final loss <= 1.005 x the grid's best.
 Goal: TPE + ASHA <= 25 % of the grid (mean over seeds).

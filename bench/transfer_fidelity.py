@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     from windtunnel.data.mixture import load_run_data
     load_run_data(load_config(args.config, overrides=base))  # prepare the corpus once, not per worker
     print(f"{len(trials)} trials: widths {args.widths}, lr 2^{min(args.lrs)}..2^{max(args.lrs)}, "
-          f"seeds {args.seeds}, {args.steps} steps x {args.batch_size * args.seq_len} tokens, {args.workers} workers", flush=True)
+          f"seeds {args.seeds}, {args.steps} steps x {args.batch_size * args.seq_len} tokens, "
+          f"{args.workers} workers", flush=True)
     started = time.perf_counter()
     rows = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -115,7 +116,8 @@ def write_run(out: Path, rows: list[dict], args, base: list[str]) -> None:
     """results.parquet/.csv and spec.yaml in the sweep engine's format, each written atomically."""
     import pandas as pd
 
-    frame = pd.DataFrame(sorted(rows, key=lambda r: (r["model.parametrization"], r["model.d_model"], r["train.lr"], r["seed"])))
+    frame = pd.DataFrame(sorted(rows, key=lambda r: (r["model.parametrization"], r["model.d_model"],
+                                                     r["train.lr"], r["seed"])))
     spec = {"name": out.name, "base": str(args.config), "set": dict(o.split("=", 1) for o in base),
             "method": "grid", "seeds": args.seeds, "metric": {"name": "val_loss", "goal": "minimize"},
             "parameters": {"model.parametrization": {"values": args.parametrizations},

@@ -9,14 +9,19 @@ import sys
 import pytest
 import torch
 
-from windtunnel.training.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints,
-                                   save_checkpoint)
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
+from windtunnel.model.parametrization import build_model
+from windtunnel.training.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from windtunnel.training.loop import train
 from windtunnel.training.metrics import read_metrics
 from windtunnel.training.optim import build_optimizer
-from windtunnel.model.parametrization import build_model
-from windtunnel.training.loop import train
 
 from support import ROOT, TINY
 

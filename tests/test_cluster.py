@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT
-from support import write_spec
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
 from windtunnel.sweep import read_results
 from windtunnel.sweep.cluster import find_token, prepare_join
 from windtunnel.training.loop import train
+
+from support import ROOT, write_spec
 
 RAY = str(Path(sys.executable).parent / "ray")
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_TMPDIR")

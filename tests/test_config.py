@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from windtunnel.config import (RunConfig, config_from_dict, config_to_dict, load_config, parse_overrides,
-                               save_config)
+from windtunnel.config import RunConfig, config_from_dict, config_to_dict, load_config, parse_overrides, save_config
 from windtunnel.errors import ConfigError
 
 

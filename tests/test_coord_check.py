@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-from support import ROOT, TINY
 
 import windtunnel.training.optim
 from windtunnel.analysis.coord_check import (
@@ -21,6 +20,8 @@ from windtunnel.cli import main
 from windtunnel.config import ModelConfig, load_config
 from windtunnel.errors import ConfigError
 from windtunnel.model import parametrization
+
+from support import ROOT, TINY
 
 WIDTHS = [32, 64, 128, 256]  # base 64: from half the base to four times it
 SHAPE = ["model.n_heads=4", "model.n_kv_heads=2", "model.dim_model_base=64", "train.batch_size=8"]
@@ -179,8 +180,8 @@ def test_bad_arguments_are_config_errors(cfg):
 
 
 def test_cli_writes_json_and_plots_and_exits_1_naming_offenders(tmp_path, capsys, monkeypatch):
-    args = ["check", "coord", str(XS), "--widths", "32,64,128", "--steps", "2", "--parametrizations", "mup", "--seeds", "3",
-            "--out", str(tmp_path)] + [a for o in TINY + SHAPE for a in ("--set", o)]
+    args = ["check", "coord", str(XS), "--widths", "32,64,128", "--steps", "2", "--parametrizations", "mup",
+            "--seeds", "3", "--out", str(tmp_path)] + [a for o in TINY + SHAPE for a in ("--set", o)]
     assert main(args) == 0
     assert "muP coord check: PASS (threshold 0.25" in capsys.readouterr().out
     assert json.loads((tmp_path / "coord_check.json").read_text())["widths"] == [32, 64, 128]

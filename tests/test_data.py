@@ -19,11 +19,11 @@ torch = pytest.importorskip("torch")
 
 from windtunnel.data import corpus as wc  # noqa: E402
 from windtunnel.data import prepared as wd  # noqa: E402
-from windtunnel.data.sampling import BatchSampler, eval_batches  # noqa: E402
 from windtunnel.data.corpus import corpus_files, embedded_corpus, open_data  # noqa: E402
 from windtunnel.data.prepared import TokenData, dtype_for_vocab, load_tokens, write_prepared  # noqa: E402
-from windtunnel.errors import DataError  # noqa: E402
+from windtunnel.data.sampling import BatchSampler, eval_batches  # noqa: E402
 from windtunnel.data.tokenizers import ByteTokenizer  # noqa: E402
+from windtunnel.errors import DataError  # noqa: E402
 
 SMALL = 300_000
 
@@ -194,7 +194,8 @@ def test_concurrent_processes(tmp_path):
 
 
 def test_import_does_not_pull_in_torch():
-    code = "import sys, windtunnel, windtunnel.data.prepared, windtunnel.data.corpus, windtunnel.data.sampling; print('torch' in sys.modules)"
+    code = ("import sys, windtunnel, windtunnel.data.prepared, windtunnel.data.corpus, windtunnel.data.sampling; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

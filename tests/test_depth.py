@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from support import ROOT
 
 from windtunnel.config import config_from_dict, load_config
 from windtunnel.errors import ConfigError
@@ -17,10 +16,12 @@ from windtunnel.model.parametrization import (
     param_roles,
 )
 from windtunnel.target.axes import SECTION
-from windtunnel.target.hparams import effective_hparams
 from windtunnel.target.carry import transfer
+from windtunnel.target.hparams import effective_hparams
 from windtunnel.target.presets import load_target
 from windtunnel.training.optim import build_optimizer
+
+from support import ROOT
 
 
 def cfg_at(d_model=64, n_layers=2, train=None, **model):

@@ -169,7 +169,8 @@ def test_bad_tasks_json_and_parquet(run, tmp_path, capsys):
 
 
 def test_missing_run_or_checkpoint(run, tmp_path, capsys, tasks_file):
-    _bad(capsys, ["eval", "context", str(tmp_path / "nope")], tmp_path / "out", "nope: no such run folder or checkpoint")
+    _bad(capsys, ["eval", "context", str(tmp_path / "nope")], tmp_path / "out",
+         "nope: no such run folder or checkpoint")
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(run / "config.yaml", bare / "config.yaml")

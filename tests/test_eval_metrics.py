@@ -122,7 +122,10 @@ def test_context_buckets_and_fit_on_a_model_with_known_loss(tmp_path):
     vocab = 256
     seq = np.arange(20_000) % vocab
     data = write_prepared(tmp_path / "counting", seq, seq, vocab_size=vocab, tokenizer="byte", sources="test")
-    law = lambda t: context_law(t, a=-0.6, b=1.2, c=6.0)
+
+    def law(t):
+        return context_law(t, a=-0.6, b=1.2, c=6.0)
+
     model = EvalModel(name="known", forward=_KnownLoss(vocab, law), vocab_size=vocab, max_seq_len=64,
                       device=torch.device("cpu"), encode=lambda s: np.frombuffer(s.encode(), np.uint8))
     exact = context(model, data=data, lengths=list(range(1, 65)), windows=16)

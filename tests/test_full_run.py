@@ -9,13 +9,14 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT, TINY
 
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
 from windtunnel.training.distributed import torchrun_command
 from windtunnel.training.loop import train
 from windtunnel.training.metrics import read_metrics
+
+from support import ROOT, TINY
 
 # m = 32 / 16 = 2, so the μP scalings (hidden lr / m, logits / m) are not all 1
 SETS = [*TINY, "model.dim_model_base=16", "train.grad_accum=2", "train.steps=10", "train.eval_every=5",

@@ -9,8 +9,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-from support import ROOT, TINY
-from support import write_spec
 
 from windtunnel.cli import main
 from windtunnel.config import load_config
@@ -19,6 +17,8 @@ from windtunnel.sweep import load_sweep, plan_sweep
 from windtunnel.sweep.rungs import RungFile, milestones
 from windtunnel.training.fused import train_fused
 from windtunnel.training.loop import train
+
+from support import ROOT, TINY, write_spec
 
 XS = ROOT / "proxies" / "xs.yaml"
 

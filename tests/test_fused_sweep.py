@@ -8,9 +8,10 @@ import math
 import optuna
 import pandas as pd
 import pytest
-from support import tiny_set, write_spec
 
 from windtunnel.sweep import read_results, run_sweep
+
+from support import tiny_set, write_spec
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 

@@ -9,13 +9,14 @@ import re
 import numpy as np
 import pytest
 import yaml
-from support import ROOT
-from runfolders import write_run
 
 from windtunnel.analysis.horizon_check import HORIZON_FILE, horizon_check
 from windtunnel.cli import main
 from windtunnel.errors import WindtunnelError
 from windtunnel.target.carry import transfer
+
+from runfolders import write_run
+from support import ROOT
 
 TRUE_SLOPE = -0.35
 STEPS = (100, 200, 400, 800)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from support import ROOT, TINY
 
 from windtunnel.config import load_config
 from windtunnel.model.loss import chunked_cross_entropy
 from windtunnel.model.parametrization import build_model
 from windtunnel.model.transformer import attention_context
+
+from support import ROOT, TINY
 
 
 def _plain_and_chunked(dtype_ctx, chunk):

@@ -10,13 +10,12 @@ import pytest
 import yaml
 
 from windtunnel.config import apply_overrides, config_from_dict, load_config, parse_overrides
-from windtunnel.data.prepared import write_prepared
-from windtunnel.errors import ConfigError
 from windtunnel.data.mixture import MixtureSampler, ValSet, build_samplers
 from windtunnel.data.preparation import prepare
+from windtunnel.data.prepared import write_prepared
+from windtunnel.errors import ConfigError
 from windtunnel.training.loop import train
 from windtunnel.training.schedule import make_schedule
-
 
 
 def _sources(n_tokens=5000):

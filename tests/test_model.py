@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from windtunnel.config import load_config
-from windtunnel.model.transformer import flops_per_token
 from windtunnel.model.parametrization import build_model
+from windtunnel.model.transformer import flops_per_token
 
 
 @pytest.fixture
@@ -19,7 +19,8 @@ def xs(xs_path):
 
 
 def test_flops_per_token_by_hand(xs):
-    d, d_head, d_kv, d_ffn, vocab, layers, T = 64, 16, 2 * 16, 160, 256, 2, 128
+    d, d_head, d_ffn, vocab, layers, T = 64, 16, 160, 256, 2, 128
+    d_kv = 2 * d_head                                               # 2 KV heads of d_head
     per_layer = d * d + 2 * d * d_kv + d * d + 3 * d * d_ffn       # q, k, v, o, gate/up/down
     matmul_params = layers * per_layer + d * vocab                  # + the tied readout
     assert matmul_params == 102_400

@@ -10,8 +10,8 @@ import torch
 
 from windtunnel.config import config_from_dict
 from windtunnel.errors import ConfigError
-from windtunnel.training.optim import build_optimizer
 from windtunnel.model.parametrization import build_model, multipliers, param_groups, param_roles, write_base_shapes
+from windtunnel.training.optim import build_optimizer
 
 
 def cfg_at(d_model, **model):

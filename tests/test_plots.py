@@ -7,14 +7,15 @@ import re
 
 import numpy as np
 import pytest
-from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
-from support import ROOT, TINY
 
 from windtunnel.analysis.plots import plot_sweep
 from windtunnel.analysis.runs import aggregate, best_over, load_run
 from windtunnel.cli import main
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
+
+from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
+from support import ROOT, TINY
 
 LRS = [2.0**e for e in range(-10, -3)]
 INITS = [0.02, 0.05, 0.1]

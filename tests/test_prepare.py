@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from windtunnel.cli import main
-from windtunnel.data.prepared import load_tokens
-from windtunnel.errors import DataError
 from windtunnel.data.preparation import prepare, split_of
+from windtunnel.data.prepared import load_tokens
 from windtunnel.data.sources import TEXT_BLOCK, expand_sources
 from windtunnel.data.tokenizers import EOS_TOKEN, ByteLevelTokenizer, load_tokenizer, parse_tokenizer
+from windtunnel.errors import DataError
 
 WORDS = ("the wind tunnel measures a small model before the large one is trained ; "
          "Größe déjà vu naïve 東京 😀 λx. x + 1 \t tab").split(" ")

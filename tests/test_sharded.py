@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-from support import ROOT, TINY
 
 from windtunnel.config import load_config
 from windtunnel.data.sampling import StreamSampler
@@ -14,6 +13,8 @@ from windtunnel.errors import ConfigError, WindtunnelError
 from windtunnel.training.checkpoint import latest_checkpoint, list_checkpoints
 from windtunnel.training.loop import train
 from windtunnel.training.metrics import read_metrics
+
+from support import ROOT, TINY
 
 
 def tiny(*extra):

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from support import ROOT
-from support import tiny_set, write_spec
 from windtunnel.cli import main
 from windtunnel.sweep import read_results, run_sweep
+
+from support import ROOT, tiny_set, write_spec
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -104,7 +104,8 @@ def test_asha_stops_poor_trials_and_records_them_pruned(tmp_path):
 @pytest.mark.parametrize("budget", [{"max_concurrent": 2}, {"max_concurrent": 1, "fuse": 2}],  # fuse: issue 14
                          ids=["trials", "fused-groups"])
 def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path, budget):
-    spec = write_spec(tmp_path / "kill.yaml", name="kill", set={**tiny_set(), "train.steps": 24, "train.eval_every": 12},
+    spec = write_spec(tmp_path / "kill.yaml", name="kill",
+                      set={**tiny_set(), "train.steps": 24, "train.eval_every": 12},
                       parameters={"train.lr": {"values": [0.002, 0.004, 0.008, 0.016]},
                                   "model.init_std": {"values": [0.02, 0.1]}}, budget=budget)
     run = tmp_path / "run"

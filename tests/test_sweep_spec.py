@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from support import ROOT, tiny_set, write_spec
 from windtunnel.cli import main
 from windtunnel.errors import ConfigError, WindtunnelError
 from windtunnel.sweep import ResultsTable, load_sweep, plan_sweep, read_results, run_sweep
 from windtunnel.sweep.points import SHAPES_FILE, TrialPoint, expand_points, sample_points, trial_config
 from windtunnel.sweep.spec import spec_from_dict, spec_to_dict
+
+from support import ROOT, tiny_set, write_spec
 
 
 def test_presets_load_and_describe_the_jobs_they_are_for():

@@ -6,12 +6,13 @@ import json
 import math
 
 import pytest
-from support import write_spec
 
 import windtunnel.sweep.run as sweep_run
 from windtunnel.cli import main
 from windtunnel.errors import WindtunnelError
 from windtunnel.sweep import ray_engine, read_results, run_sweep
+
+from support import write_spec
 
 # TINY has 2 heads: d_model 30 and 34 give odd head sizes (17, 15), which rotary embeddings refuse
 ALL_BAD = {"model.d_model": {"values": [30, 34]}}

@@ -10,10 +10,11 @@ import pytest
 from windtunnel.cli import main
 from windtunnel.data import text_units
 from windtunnel.data.preparation import prepare
-from windtunnel.errors import DataError
 from windtunnel.data.text_units import MAX_UNIT, MIN_UNIT, TextUnits
+from windtunnel.errors import DataError
 
-WORDS = ["the", "wind", "tunnel", "measures", "a", "small", "model", "before", "the", "large", "one", "is", "trained", ";", "Größe", "東京", "😀"]
+WORDS = ["the", "wind", "tunnel", "measures", "a", "small", "model", "before", "the", "large", "one", "is", "trained",
+         ";", "Größe", "東京", "😀"]
 
 
 def paragraphs(n: int, seed: int = 0) -> list[str]:

@@ -86,7 +86,7 @@ def test_same_seed_same_losses_other_seed_differs(tmp_path, xs_path, tiny_overri
         train(tiny(xs_path, tiny_overrides, f"train.seed={seed}"), out_dir=tmp_path / name)
         losses[name] = [(r["loss"], r["val_loss"]) for r in read_metrics(tmp_path / name)]
     assert losses["a"] == losses["b"]
-    assert [l for l, _ in losses["a"]] != [l for l, _ in losses["c"]]
+    assert [loss for loss, _ in losses["a"]] != [loss for loss, _ in losses["c"]]
 
 
 @pytest.mark.parametrize("parametrization", ["mup", "sp"])
@@ -130,7 +130,8 @@ def test_grad_accumulation_matches_a_full_batch(tmp_path, xs_path, tiny_override
 
     monkeypatch.setattr(mixture_mod, "BatchSampler", _SlicedSampler)  # the single-source sampler
     for name, extra in (("full", ["train.batch_size=4"]), ("accum", ["train.batch_size=2", "train.grad_accum=2"])):
-        monkeypatch.setattr(train_mod, "build_model", lambda *a, _n=name, **k: models.setdefault(_n, build_model(*a, **k)))
+        monkeypatch.setattr(train_mod, "build_model",
+                            lambda *a, _n=name, **k: models.setdefault(_n, build_model(*a, **k)))
         monkeypatch.setattr(train_mod, "build_optimizer", lambda m, c, _n=name, **k: recording_optimizer(m, c, _n, **k))
         cfg = tiny(xs_path, tiny_overrides, *extra, "train.steps=2", "train.warmup_steps=1", "train.eval_every=2",
                    "train.decay_steps=1", "train.grad_clip=null")

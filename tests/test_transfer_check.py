@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
 
 from windtunnel.analysis.transfer_check import fit_optimum, transfer_check
 from windtunnel.cli import main
 from windtunnel.errors import WindtunnelError
+
+from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
 
 GRID = [2.0**e for e in range(-12, -3)]  # 2^-12 .. 2^-4
 

@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
 
 from windtunnel.analysis.regret import Cell, transfer_regret
 from windtunnel.analysis.transfer_check import transfer_check
 from windtunnel.cli import main
+
+from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
 
 MUP_ONLY = {k: v for k, v in TRANSFER_PARAMETERS.items() if k != "model.parametrization"}
 
@@ -83,7 +84,9 @@ def test_carried_lr_not_run_is_interpolated_and_outside_the_range_is_unknown(tmp
 
 
 def test_unknown_and_diverged_regret_are_never_zero():
-    cell = lambda e, loss, diverged=False: Cell((2.0**e,), e, np.array([] if diverged else [loss]), diverged)
+    def cell(e, loss, diverged=False):
+        return Cell((2.0**e,), e, np.array([] if diverged else [loss]), diverged)
+
     carried, rows = transfer_regret({64: [cell(-7, 0, True), cell(-6, 0, True)], 512: [cell(-7, 2.5)]}, from_width=64)
     assert carried is None and rows[0].value is None and "no finished, finite trial" in rows[0].reason
     carried, rows = transfer_regret({64: [cell(-7, 3.0), cell(-6, 3.1)], 512: [cell(-7, 0, True), cell(-6, 2.5)]},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from support import ROOT
 
 from windtunnel.config import load_config
 from windtunnel.model.parametrization import (
@@ -13,6 +12,8 @@ from windtunnel.model.parametrization import (
 )
 from windtunnel.target.carry import transfer
 from windtunnel.training.loop import train
+
+from support import ROOT
 
 PROXIES = sorted((ROOT / "proxies").glob("*.yaml"))
 TARGETS = sorted(p.stem for p in (ROOT / "transfer").glob("*.yaml"))

@@ -29,11 +29,14 @@ _EXPORTS = {
     "write_plan": "target.plan", "launch": "target.launch",
     "load_target": "target.presets", "load_proxy": "target.proxy", "effective_hparams": "target.hparams",
     "count_params": "model.accounting", "memory_per_gpu": "model.accounting",
-    "save_checkpoint": "training.checkpoint", "load_checkpoint": "training.checkpoint", "latest_checkpoint": "training.checkpoint",
+    "save_checkpoint": "training.checkpoint", "load_checkpoint": "training.checkpoint",
+    "latest_checkpoint": "training.checkpoint",
     "prepare": "data.preparation",
     "plot_sweep": "analysis.plots",
     "coord_check": "analysis.coord_check", "plot_coord": "analysis.coord_check",
     "fit_optimum": "analysis.transfer_check", "transfer_check": "analysis.transfer_check",
+    "horizon_check": "analysis.horizon_check", "best_trial": "analysis.runs", "load_run": "analysis.runs",
+    "train_fused": "training.fused",
     "run_sweep": "sweep", "load_sweep": "sweep", "read_results": "sweep",
 }
 

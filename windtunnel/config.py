@@ -18,8 +18,16 @@ import yaml
 
 from .errors import ConfigError
 from .fileio import write_text
-from .typecheck import (check_key, read_yaml_mapping, check_non_negative, check_positive, check_section, parse_overrides, set_keys,
-                        suggest)
+from .typecheck import (
+    check_key,
+    check_non_negative,
+    check_positive,
+    check_section,
+    parse_overrides,
+    read_yaml_mapping,
+    set_keys,
+    suggest,
+)
 
 __all__ = [
     "ModelConfig", "TrainConfig", "DataConfig", "RunConfig",

@@ -162,7 +162,8 @@ class CoordResult:
             if self.steps >= 3:
                 later = max((self.exponent(p, layer, t), layer, t) for layer in self.layers
                             for t in range(3, self.steps + 1))
-                text += f"; later steps, not judged: largest size exponent {later[0]:+.2f} ({later[1]}, step {later[2]})"
+                text += (f"; later steps, not judged: largest size exponent {later[0]:+.2f} "
+                         f"({later[1]}, step {later[2]})")
             lines.append(text)
         if self.passed is not None:
             verdict = "PASS" if self.passed else "FAIL"
@@ -253,7 +254,8 @@ def plot_coord(result: CoordResult, out_dir: str | Path, *, formats: Sequence[st
         name = {"mup": "μP", "sp": "SP"}.get(p, p)
         verdict = ""
         if p == "mup" and result.passed is not None:
-            verdict = f" — {'PASS' if result.passed else 'FAIL'} (init and first update, threshold {result.threshold:g})"
+            verdict = (f" — {'PASS' if result.passed else 'FAIL'} "
+                       f"(init and first update, threshold {result.threshold:g})")
         fig.suptitle(f"Coord check, {name}: activation size vs width over the first {result.steps} Adam steps "
                      f"at lr={result.lr:.3g}{verdict}\nflat lines = width-stable; μP should be flat, "
                      f"SP grows", fontsize=10)
@@ -305,8 +307,8 @@ def _at_width(config: RunConfig, width: int, parametrization: str, lr: float) ->
 
 
 def _fixed_batch(config: RunConfig, seed: int):
-    from ..data.sampling import BatchSampler
     from ..data.mixture import load_run_data
+    from ..data.sampling import BatchSampler
 
     data = load_run_data(config)
     t = config.train

@@ -153,7 +153,8 @@ def estimate_optimum(log2_lrs: Sequence[float], seed_losses: Sequence[Sequence[f
     if i in (0, len(x) - 1):
         side = "smallest" if i == 0 else "largest"
         return OptimumEstimate(None, None, None, "none", "none: no optimum", on_edge=True, **best,
-                               note=f"best at the grid's {side} lr 2^{x[i]:.3g}: the optimum may lie beyond; extend the grid")
+                               note=f"best at the grid's {side} lr 2^{x[i]:.3g}: the optimum may lie beyond; "
+                                    "extend the grid")
     vertex, fit, win = _vertex(x, means, i, half_window)
     fit_loss = None if fit is None else float(fit[0] * vertex**2 + fit[1] * vertex + fit[2])
     method = "quadratic" if fit_loss is not None else "grid"

@@ -141,7 +141,8 @@ def _interpolated(width, finite: list[Cell], carried: Cell, best: float, fit) ->
     if fit is not None and not others and fit[3] <= x <= fit[4]:
         a, b, c = fit[:3]
         floor = min(best, c - b * b / (4 * a)) if a > 0 else best  # the curve's own minimum, if lower
-        return Regret(width, a * x * x + b * x + c - floor, how="interpolated on the fitted quadratic (lr not run here)")
+        return Regret(width, a * x * x + b * x + c - floor,
+                      how="interpolated on the fitted quadratic (lr not run here)")
     xs, ys = [c.log2_lr for c in line], [c.mean for c in line]
     return Regret(width, float(np.interp(x, xs, ys)) - best,
                   how="interpolated linearly in log2 lr (lr not run here)")

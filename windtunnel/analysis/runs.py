@@ -27,8 +27,9 @@ from ..typecheck import read_yaml_mapping
 
 __all__ = ["RunResults", "load_run", "read_results", "results_file", "read_spec_data", "sort_results",
            "best_row", "best_trial", "aggregate", "best_over", "with_parametrization", "is_log_spaced",
-           "label_of", "metric_of", "table_results", "STATUSES", "BASE_COLUMNS", "EXTRA_COLUMNS", "SPEC_FILE", "TRIAL_FILE",
-           "SUMMARY_FILE", "RESULTS_PARQUET", "RESULTS_CSV", "SEED_KEYS", "WIDTH_KEY", "LR_KEY", "PARAM_KEY"]
+           "label_of", "metric_of", "table_results", "STATUSES", "BASE_COLUMNS", "EXTRA_COLUMNS", "SPEC_FILE",
+           "TRIAL_FILE", "SUMMARY_FILE", "RESULTS_PARQUET", "RESULTS_CSV", "SEED_KEYS", "WIDTH_KEY", "LR_KEY",
+           "PARAM_KEY"]
 
 # --- the format -------------------------------------------------------------------------------
 STATUSES = ("ok", "diverged", "pruned", "error")
@@ -267,7 +268,8 @@ def aggregate(res: RunResults, keys: list[str], *, seed_losses: bool = False) ->
     configuration's loss) and are left out. Columns: the keys, `loss` (mean over ok trials; NaN when
     none finished), `n_ok`, `n` (all trials) and `status` (`ok`, or the commonest failure); with
     `seed_losses=True` also `seed_losses`, the tuple of the ok trials' finite metrics (for error bars
-    and bootstraps over seeds). Keys not listed are not averaged over: callers pick the best over them (see `best_over`).
+    and bootstraps over seeds). Keys not listed are not averaged over: callers pick the best over
+    them (see `best_over`).
 
     Example:
         >>> aggregate(load_run("runs/width_transfer"), ["model.d_model", "train.lr"])   # doctest: +SKIP

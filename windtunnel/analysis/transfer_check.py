@@ -206,9 +206,11 @@ def _shape_key(res: RunResults, wanted: str | None) -> str:
         return wanted
     if not swept:
         raise WindtunnelError(f"{res.run_dir}: the transfer check needs several widths or depths (a swept shape "
-                              f"key: {' or '.join(SHAPE_KEYS[:2])}); this run sweeps {', '.join(res.params) or 'nothing'}")
+                              f"key: {' or '.join(SHAPE_KEYS[:2])}); "
+                              f"this run sweeps {', '.join(res.params) or 'nothing'}")
     if len(swept) > 1:
-        raise WindtunnelError(f"{res.run_dir}: sweeps several shape keys ({', '.join(swept)}); choose one with --shape-key")
+        raise WindtunnelError(f"{res.run_dir}: sweeps several shape keys ({', '.join(swept)}); "
+                              "choose one with --shape-key")
     return swept[0]
 
 

@@ -41,7 +41,8 @@ def report_table(report) -> str:
     for s in report.summaries.values():
         carried = ", ".join(f"{k}={_fmt(v)}" for k, v in (s.carried or {}).items()) or "nothing"
         lines.append(f"{s.parametrization}: carried from {shape} {report.from_width}: {carried} -> {s.verdict}"
-                     + "".join(f"\n  - {x}" for x in s.reasons) + (f"\n  - to settle it: {s.settle}" if s.settle else ""))
+                     + "".join(f"\n  - {x}" for x in s.reasons)
+                     + (f"\n  - to settle it: {s.settle}" if s.settle else ""))
     lines += [f"note: {n}" for n in report.notes]
     lines.append(f"verdict (muP: drift <= {report.max_drift:g} log2 or regret <= {report.regret_tolerance:g} nats at "
                  f"the largest {shape}, and best loss falls): {report.verdict}")

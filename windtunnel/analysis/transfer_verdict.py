@@ -60,7 +60,8 @@ def judge(s, *, max_drift: float, tol: float, min_widths: int, min_span: float) 
     span = max(s.widths) / min(s.widths)
     few = len(s.widths) < min_widths or span < min_span
     if few:
-        reasons.append(f"{len(s.widths)} shapes spanning {span:g}x; a trend needs >= {min_widths} spanning >= {min_span:g}x")
+        reasons.append(f"{len(s.widths)} shapes spanning {span:g}x; "
+                       f"a trend needs >= {min_widths} spanning >= {min_span:g}x")
     d = drift_state(s.drift, s.drift_low, s.drift_high, max_drift)
     if d == "pass" and (s.edge_widths or few):
         d = "inconclusive"

@@ -25,7 +25,8 @@ def _add_prepare(sub) -> None:
         description="Tokenize SOURCEs into a prepared data folder: memory-mapped train.bin / val.bin "
                     "(uint8/16/32 by vocabulary) and meta.json. Streams, so the corpus may exceed memory. "
                     "Val holds whole units (jsonl records, parquet rows, runs of whole plain-text paragraphs "
-                    "of about 4 KiB) chosen by a hash, at least one in each split. Nothing is written unless the whole corpus is read cleanly.",
+                    "of about 4 KiB) chosen by a hash, at least one in each split. "
+                    "Nothing is written unless the whole corpus is read cleanly.",
         epilog="examples:\n"
                "  windtunnel data prepare 'corpus/**/*.txt' --out data/web\n"
                "  windtunnel data prepare dump.jsonl --text-field content --tokenizer bpe:8192 --out data/bpe\n"

@@ -70,8 +70,8 @@ def _add_results(sub) -> None:
 
 
 def _cmd_results(args) -> int:
-    from ..errors import WindtunnelError
     from ..analysis.runs import load_run, sort_results
+    from ..errors import WindtunnelError
     if args.top is not None and args.top <= 0:
         raise WindtunnelError(f"--top: expected a positive number of rows, got {args.top}")
     res = load_run(args.run_dir)

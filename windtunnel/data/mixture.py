@@ -12,7 +12,7 @@ the model (vocabulary, sequence length) and returns:
 Example:
     >>> cfg = load_config("proxies/xs.yaml", overrides=["data.sources={web: data/web, code: data/code}",
     ...                                                 "data.mixture={web: 0.7, code: 0.3}"])  # doctest: +SKIP
-    >>> sampler, val_set = build_samplers(cfg, decay_start=make_schedule(cfg).decay_start)                   # doctest: +SKIP
+    >>> sampler, val_set = build_samplers(cfg, decay_start=make_schedule(cfg).decay_start)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from .sampling import BatchSampler, StreamSampler, eval_batches
 from ..config import RunConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .corpus import open_data
 from .prepared import TokenData, load_tokens
-from ..errors import ConfigError
+from .sampling import BatchSampler, StreamSampler, eval_batches
 
 if TYPE_CHECKING:
     import torch

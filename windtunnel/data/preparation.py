@@ -33,11 +33,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import write_json
 from .prepared import META_FILE, TRAIN_FILE, VAL_FILE, TokenData, dtype_for_vocab, load_tokens
 from .sources import Piece, SourceFile, expand_sources, iter_pieces
 from .text_units import MAX_UNIT, MIN_UNIT
 from .tokenizers import HFTokenizer, parse_tokenizer, train_bpe
-from ..fileio import write_json
 
 __all__ = ["BATCH_CHARS", "DEFAULT_BPE_SAMPLE_BYTES", "prepare", "split_of", "describe_units"]
 

@@ -74,7 +74,8 @@ def calibration(model: str | os.PathLike | EvalModel, *, tasks: str | os.PathLik
     return result
 
 
-def prompt_and_continuations(question: Question, examples: Sequence[Question], scoring: Scoring) -> tuple[str, list[str]]:
+def prompt_and_continuations(question: Question, examples: Sequence[Question],
+                             scoring: Scoring) -> tuple[str, list[str]]:
     """The prompt text and one continuation per choice.
 
     Example:

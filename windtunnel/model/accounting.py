@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ModelConfig, RunConfig
-from .transformer import Transformer, flops_per_token
 from .parametrization import multipliers
+from .transformer import Transformer, flops_per_token
 
 __all__ = ["ParamCount", "MemoryEstimate", "count_params", "memory_per_gpu", "run_flops",
            "peak_flops", "peak_tflops_for", "mfu", "PEAK_TFLOPS_BF16"]

@@ -232,7 +232,8 @@ def weight_decay_warning(cfg: RunConfig) -> str | None:
     said = f"train.weight_decay={t.weight_decay:g} (weight_decay_mode {t.weight_decay_mode})"
     if t.weight_decay_mode == "independent":  # most likely an AdamW value: it meant a shrink of lr x wd
         likely = (f"if {t.weight_decay:g} is meant in AdamW units, set train.weight_decay="
-                  f"{t.weight_decay * t.lr:.3g} (= {t.weight_decay:g} x lr {t.lr:g}) or train.weight_decay_mode=coupled")
+                  f"{t.weight_decay * t.lr:.3g} (= {t.weight_decay:g} x lr {t.lr:g}) "
+                  "or train.weight_decay_mode=coupled")
     else:
         likely = (f"AdamW's usual 0.1 would be train.weight_decay=0.1 (shrink {0.1 * t.lr:.3g}); "
                   f"at most {MAX_SHRINK_PER_STEP / t.lr:.3g} keeps it under {MAX_SHRINK_PER_STEP:g}")

@@ -17,8 +17,8 @@ from torch.utils.checkpoint import checkpoint
 from ..config import ModelConfig
 from .loss import chunked_cross_entropy
 
-__all__ = ["Multipliers", "Transformer", "RMSNorm", "TiedReadout", "flash_attn_available", "flash_attn_compiles", "attention_context",
-           "apply_rope", "rope_tables"]
+__all__ = ["Multipliers", "Transformer", "RMSNorm", "TiedReadout", "flash_attn_available", "flash_attn_compiles",
+           "attention_context", "apply_rope", "rope_tables"]
 
 try:  # optional, CUDA only
     from flash_attn import flash_attn_func

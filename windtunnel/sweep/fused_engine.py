@@ -13,11 +13,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..analysis.runs import SUMMARY_FILE
+from ..fileio import write_json
 from .fused_trial import GROUP_KEY, rows_of, run_group
 from .points import TrialPoint
 from .progress import Progress
-from ..analysis.runs import SUMMARY_FILE
-from ..fileio import write_json
 from .results import ResultsTable, make_row
 from .trial import TrialContext
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .points import TrialPoint
 from ..analysis.runs import TRIAL_FILE
 from ..fileio import write_json
+from .points import TrialPoint
 from .results import make_row
 from .rungs import RUNGS_FILE, RungFile
 from .spec import max_steps

@@ -11,8 +11,17 @@ from typing import Any
 
 from ..errors import ConfigError
 from .fusion import plan_groups
-from .points import (SHAPE_KEYS, SHAPES_FILE, TrialPoint, expand_points, sample_points, trial_config, trial_cost,
-                     trial_id, trial_overrides)
+from .points import (
+    SHAPE_KEYS,
+    SHAPES_FILE,
+    TrialPoint,
+    expand_points,
+    sample_points,
+    trial_config,
+    trial_cost,
+    trial_id,
+    trial_overrides,
+)
 from .spec import SweepSpec, base_dict
 
 __all__ = ["TrialPoint", "SweepPlan", "plan_sweep", "describe", "expand_points", "sample_points", "trial_overrides",

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..analysis.runs import SUMMARY_FILE
 from ..errors import WindtunnelError
+from ..fileio import write_json
 from .cluster import AUTH_FIX, describe_cluster, find_token, prepare_join
 from .points import TrialPoint
 from .progress import Progress
-from ..analysis.runs import SUMMARY_FILE
-from ..fileio import write_json
 from .results import ResultsTable, make_row
 from .trial import TrialContext, point_from_config, run_trial
 
@@ -154,6 +154,7 @@ def check_resources(spec) -> None:
 def _asha(spec, pruned: set[str]):
     """ASHA on optimizer steps; the trials it stops are remembered, so they are recorded `pruned`."""
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
     from .spec import base_dict, max_steps
 
     class _RecordingASHA(ASHAScheduler):

@@ -18,8 +18,19 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..analysis.runs import (BASE_COLUMNS, EXTRA_COLUMNS, RESULTS_CSV, RESULTS_PARQUET, STATUSES, SUMMARY_FILE,
-                             TRIAL_FILE, best_trial, read_results, results_file, table_results)
+from ..analysis.runs import (
+    BASE_COLUMNS,
+    EXTRA_COLUMNS,
+    RESULTS_CSV,
+    RESULTS_PARQUET,
+    STATUSES,
+    SUMMARY_FILE,
+    TRIAL_FILE,
+    best_trial,
+    read_results,
+    results_file,
+    table_results,
+)
 from ..fileio import atomic_write
 
 __all__ = ["ResultsTable", "row_from_trial_dir", "make_row"]

@@ -20,11 +20,11 @@ from typing import Any
 
 import yaml
 
+from ..analysis.runs import SPEC_FILE, SUMMARY_FILE, read_spec_data
 from ..errors import WindtunnelError
+from ..fileio import write_text
 from .plan import SweepPlan, expand_points, plan_sweep
 from .progress import Progress
-from ..analysis.runs import SPEC_FILE, SUMMARY_FILE, read_spec_data
-from ..fileio import write_text
 from .results import ResultsTable, row_from_trial_dir
 from .spec import SweepSpec, base_dict, load_sweep, spec_from_dict, spec_to_dict
 from .validate import invalid_trials, record_invalid, refuse_unrunnable

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from ..config import check_section, config_to_dict, load_config
-from ..typecheck import read_yaml_mapping
 from ..errors import ConfigError
+from ..typecheck import read_yaml_mapping
 from .params import DISTRIBUTIONS, Param, integer, parse_parameters, spec_value
 
 __all__ = ["Param", "Metric", "Budget", "EarlyTerminate", "Resources", "SweepSpec", "load_sweep",

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError
-from .points import SHAPES_FILE, TrialPoint, trial_config, trial_id
 from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
+from ..errors import ConfigError
 from ..fileio import write_json
+from .points import SHAPES_FILE, TrialPoint, trial_config, trial_id
 from .spec import SweepSpec
 
 __all__ = ["TrialContext", "run_trial", "execute_trial", "point_from_config", "final_metrics",

@@ -23,13 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
 from ..errors import WindtunnelError
+from ..fileio import write_json
+from ..formatting import fmt_params
 from .plan import SweepPlan
 from .points import TrialPoint, sample_points
-from ..formatting import fmt_params
 from .progress import Progress
-from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
-from ..fileio import write_json
 from .results import ResultsTable, make_row
 
 __all__ = ["invalid_trials", "record_invalid", "refuse_unrunnable"]

@@ -13,10 +13,8 @@ Example:
 
 from __future__ import annotations
 
-
 from ..model.accounting import count_params
 from .plan import Row, TransferPlan
-
 
 __all__ = ["DEPTH_RATIO", "SECTION", "axis_rows", "depth_warnings", "horizon_rows"]
 
@@ -46,7 +44,8 @@ def axis_rows(plan: TransferPlan) -> list[Row]:
          "the proxy's vocabulary")),
         ("sequence length", p.train.seq_len, t.train.seq_len, "not verified: the lr is tuned at the proxy's length"),
         ("batch (tokens per step)", p.tokens_per_step, plan.batch.tokens,
-         f"not verified: the lr is tuned at the proxy's batch; the target's is from {plan.batch.source.split(' (')[0]}"),
+         f"not verified: the lr is tuned at the proxy's batch; "
+         f"the target's is from {plan.batch.source.split(' (')[0]}"),
         ("training tokens", int(plan.proxy.tokens), plan.tokens, horizon),
         ("tokens per parameter", p_tpp, t_tpp, horizon),
     ]

@@ -30,8 +30,8 @@ from ..errors import ConfigError, WindtunnelError
 from ..model.accounting import count_params, memory_per_gpu
 from ..training.schedule import make_schedule
 from .axes import axis_rows, depth_warnings, horizon_rows
-from .hparams import RECIPE, get_value, minicpm_batch_tokens, proxy_hparams
 from .horizon import HorizonCorrection, horizon_correction
+from .hparams import RECIPE, get_value, minicpm_batch_tokens, proxy_hparams
 from .plan import BatchPlan, TransferPlan
 from .presets import Target, load_target
 from .proxy import Proxy, load_proxy

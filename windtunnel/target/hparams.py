@@ -60,8 +60,8 @@ def effective_hparams(cfg: RunConfig) -> dict[str, float]:
     """
     import torch
 
-    from ..model.transformer import Transformer
     from ..model.parametrization import param_groups
+    from ..model.transformer import Transformer
     mup = cfg.model.parametrization == "mup"
     with torch.device("meta"):
         model = Transformer(cfg.model, multipliers(cfg.model))

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..analysis.runs import SPEC_FILE, best_trial, load_run, results_file
 from ..config import RunConfig, load_config
 from ..errors import WindtunnelError
-from ..analysis.runs import SPEC_FILE, best_trial, load_run, results_file
 
 __all__ = ["Proxy", "load_proxy", "edge_messages"]
 

@@ -14,11 +14,10 @@ from ..config import RunConfig
 from ..formatting import fmt_number
 from ..model.accounting import count_params, memory_per_gpu, run_flops
 from ..model.parametrization import weight_decay_warning
-from .plan import Row, TransferPlan
-from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
 from ..model.transformer import flops_per_token
 from ..training.schedule import make_schedule
-
+from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
+from .plan import Row, TransferPlan
 
 __all__ = ["Row", "GiB", "plan_rows", "plan_warnings", "format_plan", "HORIZON_RATIO", "REFERENCE_GPU"]
 
@@ -161,7 +160,8 @@ def plan_warnings(plan: TransferPlan) -> list[str]:
         out += [f"edge of the sweep: {msg}" for msg in proxy.edges]
         out += _horizon_warnings(plan)
         if proxy.config.model.parametrization == "sp" and proxy.config.model.d_model != cfg.model.d_model:
-            out.append("the proxy uses SP: its optimal lr does not transfer across width (under SP the optimal Adam lr falls roughly by half per doubling of width); "
+            out.append("the proxy uses SP: its optimal lr does not transfer across width "
+                       "(under SP the optimal Adam lr falls roughly by half per doubling of width); "
                        "expect the target's optimum to be lower")
     if abs(plan.batch.tokens - plan.batch.requested) > 0.01 * plan.batch.requested:
         out.append(f"the batch is {plan.batch.tokens:,} tokens, not the {plan.batch.requested:,.0f} asked for: "

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import WindtunnelError
-from ..model.parametrization import unwrap
 from ..fileio import atomic_write
+from ..model.parametrization import unwrap
 
 __all__ = ["CHECKPOINT_DIR", "save_checkpoint", "load_checkpoint", "restore", "list_checkpoints",
            "latest_checkpoint", "prune_checkpoints", "checkpoint_step", "rng_state", "set_rng_state",

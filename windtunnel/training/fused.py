@@ -41,8 +41,8 @@ from ..model.transformer import flops_per_token
 from .distributed import resolve_device
 from .fusable import describe_key_difference, fusion_key
 from .fused_optim import FusedAdamW
-from .schedule import make_schedule
 from .metrics import MetricsLog
+from .schedule import make_schedule
 
 __all__ = ["train_fused"]
 
