@@ -48,8 +48,7 @@ def main() -> int:
 def run_all(args, ctx) -> int:
     import torch
 
-    from windtunnel.model.accounting import count_params, peak_flops
-    from windtunnel.model.transformer import flops_per_token
+    from windtunnel.model.accounting import count_params, flops_per_token, peak_flops
     peak = peak_flops(ctx.device)
     combos = [(p, ac, a) for p, ac, a in itertools.product(args.parallel, args.ac, attention_choices(args))
               if not (p == "fsdp" and ctx.world == 1 and ctx.device.type == "cpu")]

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from windtunnel.config import load_config
-from windtunnel.model.transformer import flops_per_token
+from windtunnel.model.accounting import flops_per_token
 from windtunnel.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -122,6 +122,7 @@ def test_layers_cover_every_folder():
 
 
 @pytest.mark.parametrize("module", ["windtunnel.cli", "windtunnel.analysis.runs", "windtunnel.sweep.spec",
+                                    "windtunnel.model.accounting", "windtunnel.sweep.points",
                                     "windtunnel.sweep.plan", "windtunnel.config"])
 def test_light_modules_import_without_torch_or_ray(module):
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))"

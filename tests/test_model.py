@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from windtunnel.config import load_config
+from windtunnel.model.accounting import flops_per_token
 from windtunnel.model.parametrization import build_model
-from windtunnel.model.transformer import flops_per_token
 
 
 @pytest.fixture

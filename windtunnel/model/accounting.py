@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..config import ModelConfig, RunConfig
-from .parametrization import multipliers
-from .transformer import Transformer, flops_per_token
 
-__all__ = ["ParamCount", "MemoryEstimate", "count_params", "memory_per_gpu", "run_flops",
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ParamCount", "MemoryEstimate", "count_params", "memory_per_gpu", "flops_per_token", "run_flops",
            "peak_flops", "peak_tflops_for", "mfu", "PEAK_TFLOPS_BF16"]
 
 # Dense bf16 tensor-core peak, TFLOP/s (no sparsity), by the exact name torch.cuda.get_device_name()
@@ -74,6 +74,11 @@ def count_params(cfg: ModelConfig) -> ParamCount:
         >>> count_params(load_target("1.2b").model).non_embedding   # Xmodel-2: 1.151B
         1151485440
     """
+    import torch  # the one function here that builds the model; the rest is arithmetic, torch-free
+
+    from .parametrization import multipliers
+    from .transformer import Transformer
+
     with torch.device("meta"):
         model = Transformer(cfg, multipliers(cfg))
     return ParamCount(total=model.num_params(), non_embedding=model.num_params(non_embedding=True))
@@ -142,6 +147,20 @@ def _activation_bytes_per_token_layer(m: ModelConfig, *, bf16: bool) -> int:
     return 4 * fp32_elems + (2 if bf16 else 4) * matmul_elems
 
 
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x (non-embedding matmul params + readout) + attention scores.
+
+    MFU counts causal attention FLOPs: the QK^T and AV products over the unmasked half of the T x T
+    scores, 6 L T d per token, half of PaLM's 12 L T d (which counts the masked half too). The
+    embedding lookup is not a matmul and is not counted."""
+    d, L = cfg.d_model, cfg.n_layers
+    attn = d * cfg.d_head * (cfg.n_heads * 2 + cfg.kv_heads * 2)
+    mlp = 3 * d * cfg.d_ffn
+    matmul_params = L * (attn + mlp) + d * cfg.vocab_size  # the tied readout is a matmul too
+    attention_scores = L * 2 * seq_len * d / 2  # QK^T and AV, causal so half, per token (fwd)
+    return 6.0 * matmul_params + 6.0 * attention_scores
+
+
 def run_flops(cfg: RunConfig, tokens: float) -> float:
     """Training FLOPs of `tokens` tokens (6N plus causal attention; `model.flops_per_token`)."""
     return flops_per_token(cfg.model, cfg.train.seq_len) * tokens
@@ -159,6 +178,8 @@ def peak_flops(device: torch.device | str | None = None) -> float | None:
     override = os.environ.get("WINDTUNNEL_PEAK_TFLOPS")
     if override:
         return float(override) * 1e12
+    import torch
+
     device = torch.device(device) if device is not None else None
     if device is None or device.type != "cuda" or not torch.cuda.is_available():
         return None

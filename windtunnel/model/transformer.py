@@ -234,17 +234,3 @@ class Transformer(nn.Module):
         """Parameters counted once (the tied readout shares the embedding)."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.embed.weight.numel() if non_embedding else n
-
-
-def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x (non-embedding matmul params + readout) + attention scores.
-
-    MFU counts causal attention FLOPs: the QK^T and AV products over the unmasked half of the T x T
-    scores, 6 L T d per token, half of PaLM's 12 L T d (which counts the masked half too). The
-    embedding lookup is not a matmul and is not counted."""
-    d, L = cfg.d_model, cfg.n_layers
-    attn = d * cfg.d_head * (cfg.n_heads * 2 + cfg.kv_heads * 2)
-    mlp = 3 * d * cfg.d_ffn
-    matmul_params = L * (attn + mlp) + d * cfg.vocab_size  # the tied readout is a matmul too
-    attention_scores = L * 2 * seq_len * d / 2  # QK^T and AV, causal so half, per token (fwd)
-    return 6.0 * matmul_params + 6.0 * attention_scores

@@ -110,7 +110,7 @@ def trial_config(spec: SweepSpec, point: TrialPoint, *, base: dict | None = None
 
 def trial_cost(cfg: RunConfig) -> dict[str, float]:
     """Tokens a trial trains on and its training FLOPs (6N per token plus attention)."""
-    from ..model.transformer import flops_per_token  # pure arithmetic, but model.py imports torch
+    from ..model.accounting import flops_per_token  # pure arithmetic: no torch
     tokens = cfg.train.steps * cfg.tokens_per_step
     return {"tokens": tokens, "flops": float(flops_per_token(cfg.model, cfg.train.seq_len) * tokens)}
 

@@ -12,9 +12,8 @@ from typing import Any
 
 from ..config import RunConfig
 from ..formatting import fmt_number
-from ..model.accounting import count_params, memory_per_gpu, run_flops
+from ..model.accounting import count_params, flops_per_token, memory_per_gpu, run_flops
 from ..model.parametrization import weight_decay_warning
-from ..model.transformer import flops_per_token
 from ..training.schedule import make_schedule
 from .hparams import CARRIED, RECIPE, effective_hparams, get_value, minicpm_batch_tokens, proxy_hparams
 from .plan import Row, TransferPlan

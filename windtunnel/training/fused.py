@@ -34,10 +34,9 @@ from ..config import RunConfig, save_config
 from ..data.mixture import build_samplers
 from ..errors import ConfigError
 from ..fileio import write_json
-from ..model.accounting import peak_flops
+from ..model.accounting import flops_per_token, peak_flops
 from ..model.fused import FusedTransformer
 from ..model.parametrization import build_model, param_groups
-from ..model.transformer import flops_per_token
 from .distributed import resolve_device
 from .fusable import describe_key_difference, fusion_key
 from .fused_optim import FusedAdamW

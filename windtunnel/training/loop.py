@@ -32,9 +32,9 @@ from ..data.mixture import ValSet, build_samplers
 from ..data.sampling import StreamSampler
 from ..errors import ConfigError, WindtunnelError
 from ..fileio import write_json
-from ..model.accounting import peak_flops
+from ..model.accounting import flops_per_token, peak_flops
 from ..model.parametrization import build_model, param_roles, weight_decay_warning
-from ..model.transformer import attention_context, flash_attn_available, flops_per_token
+from ..model.transformer import attention_context, flash_attn_available
 from .distributed import DistContext, init_distributed
 from .metrics import METRIC_FIELDS, MetricsLog
 from .optim import build_optimizer, set_lr
