@@ -19,11 +19,22 @@ from typing import Any, Callable
 __all__ = ["atomic_write", "write_text", "write_json", "jsonable"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+_DEFAULT_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, mode: int | None = None) -> Path:
     """Call `write(temp_path)` beside `path`, then rename the temp file into place.
 
-    The parent folder is created when missing; `mode` (e.g. 0o644) is applied before the rename.
-    On any error the temp file is removed and `path` is untouched.
+    The parent folder is created when missing. The file gets `mode`, else the permissions a plain
+    `open()` would give (0o666 minus the umask) — a temp file alone would be private (0o600), and a
+    run folder on shared storage must stay readable by the other nodes and users. On any error the
+    temp file is removed and `path` is untouched.
 
     Example:
         >>> atomic_write("runs/x/table.csv", lambda tmp: df.to_csv(tmp, index=False))   # doctest: +SKIP
@@ -34,8 +45,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, mode: 
     os.close(fd)
     try:
         write(tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, _DEFAULT_MODE if mode is None else mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
