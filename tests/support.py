@@ -32,3 +32,21 @@ def write_spec(path: Path, **fields) -> Path:
     spec.update(fields)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def torchrun(args: list[str], *, nproc: int = 2, env: dict | None = None, timeout: int = 300) -> str:
+    """Run `python -m torch.distributed.run --standalone --nproc-per-node=N ARGS`; on failure the assertion
+    shows each rank's own error lines first (torchrun's summary alone hides why a rank died)."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    env = env or {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        keys = ("Error", "error:", "Exception", "terminate", "Abort", "what()")
+        causes = [line for line in done.stderr.splitlines() if any(k in line for k in keys)][:20]
+        raise AssertionError(f"torchrun exited {done.returncode}\n" + "\n".join(causes)
+                             + "\n--- stderr tail ---\n" + done.stderr[-2000:])
+    return done.stdout

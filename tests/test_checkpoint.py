@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -23,7 +21,7 @@ from windtunnel.training.loop import train
 from windtunnel.training.metrics import read_metrics
 from windtunnel.training.optim import build_optimizer
 
-from support import ROOT, TINY
+from support import ROOT, TINY, torchrun
 
 
 def tiny(*extra):
@@ -102,11 +100,8 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     overrides = [*TINY, "train.grad_accum=2", "train.steps=6", "train.eval_every=3"]
     single = train(load_config(ROOT / "proxies" / "xs.yaml", overrides=overrides), out_dir=tmp_path / "one")
     sets = [arg for o in overrides for arg in ("--set", o)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "windtunnel",
-           "train", str(ROOT / "proxies" / "xs.yaml"), *sets, "--out", str(tmp_path / "two"), "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
+    torchrun(["-m", "windtunnel", "train", str(ROOT / "proxies" / "xs.yaml"), *sets, "--out", str(tmp_path / "two"),
+              "--quiet"], timeout=240)
     one, two = read_metrics(tmp_path / "one" / "metrics.csv"), read_metrics(tmp_path / "two" / "metrics.csv")
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-5)
     assert [r["step"] for r in two if r["val_loss"]] == [3, 6]

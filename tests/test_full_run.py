@@ -16,20 +16,13 @@ from windtunnel.training.distributed import torchrun_command
 from windtunnel.training.loop import train
 from windtunnel.training.metrics import read_metrics
 
-from support import ROOT, TINY
+from support import ROOT, TINY, torchrun
 
 # m = 32 / 16 = 2, so the μP scalings (hidden lr / m, logits / m) are not all 1
 SETS = [*TINY, "model.dim_model_base=16", "train.grad_accum=2", "train.steps=10", "train.eval_every=5",
         "train.checkpoint_every=5", "train.keep_checkpoints=3", "train.checkpoint_format=sharded"]
 XS = str(ROOT / "proxies" / "xs.yaml")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def torchrun(args: list[str], *, nproc: int = 2) -> str:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def train_on_two(out, *extra: str, resume: str | None = None) -> None:

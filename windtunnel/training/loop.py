@@ -105,7 +105,9 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
             run.checkpointer.close()
         finally:
             run.log.close()
-        return summarize(run, result)
+        summary = summarize(run, result)
+        ctx.barrier()  # no rank tears the group down while another still has a collective in flight (gloo aborts)
+        return summary
     finally:
         ctx.close()
 
