@@ -13,9 +13,9 @@ import windtunnel.training.optim
 from windtunnel.analysis.coord_check import (
     coord_check,
     growth_exponent,
-    plot_coord,
     predicted_init_exponent,
 )
+from windtunnel.analysis.coord_plot import plot_coord
 from windtunnel.cli import main
 from windtunnel.config import ModelConfig, load_config
 from windtunnel.errors import ConfigError

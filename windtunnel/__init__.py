@@ -33,7 +33,7 @@ _EXPORTS = {
     "latest_checkpoint": "training.checkpoint",
     "prepare": "data.preparation",
     "plot_sweep": "analysis.plots",
-    "coord_check": "analysis.coord_check", "plot_coord": "analysis.coord_check",
+    "coord_check": "analysis.coord_check", "plot_coord": "analysis.coord_plot",
     "fit_optimum": "analysis.transfer_check", "transfer_check": "analysis.transfer_check",
     "horizon_check": "analysis.horizon_check", "best_trial": "analysis.runs", "load_run": "analysis.runs",
     "train_fused": "training.fused",

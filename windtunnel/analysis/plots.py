@@ -25,13 +25,13 @@ import numpy as np
 
 from ..errors import WindtunnelError
 from .figures import FORMATS, colormap, figure_grid, fmt_value, save_figure
+from .labels import label_of
 from .runs import (
     LR_KEY,
     PARAM_KEY,
     WIDTH_KEY,
     RunResults,
     aggregate,
-    label_of,
     load_run,
 )
 from .transfer_check import SHAPE_KEYS, transfer_check

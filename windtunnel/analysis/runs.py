@@ -27,7 +27,7 @@ from ..typecheck import read_yaml_mapping
 
 __all__ = ["RunResults", "load_run", "read_results", "results_file", "read_spec_data", "sort_results",
            "best_row", "best_trial", "aggregate", "best_over", "with_parametrization", "is_log_spaced",
-           "label_of", "metric_of", "table_results", "STATUSES", "BASE_COLUMNS", "EXTRA_COLUMNS", "SPEC_FILE",
+           "metric_of", "table_results", "STATUSES", "BASE_COLUMNS", "EXTRA_COLUMNS", "SPEC_FILE",
            "TRIAL_FILE", "SUMMARY_FILE", "RESULTS_PARQUET", "RESULTS_CSV", "SEED_KEYS", "WIDTH_KEY", "LR_KEY",
            "PARAM_KEY"]
 
@@ -43,24 +43,6 @@ REQUIRED = ("trial_id", "status", "val_loss")
 GOALS = {"minimize": "min", "maximize": "max", "min": "min", "max": "max"}
 SEED_KEYS = ("seed", "train.seed")
 WIDTH_KEY, LR_KEY, PARAM_KEY = "model.d_model", "train.lr", "model.parametrization"
-
-# What a reader calls each swept key (titles and axes must make sense without the spec).
-LABELS = {
-    "train.lr": "peak learning rate",
-    "model.init_std": "init std",
-    "model.d_model": "width d_model",
-    "model.scale_emb": "embedding multiplier",
-    "model.scale_depth": "residual-branch scale",
-    "model.dim_model_base": "muP base width",
-    "model.parametrization": "parametrization",
-    "model.attn_mult": "attention multiplier",
-    "model.n_layers": "depth (layers)",
-    "train.weight_decay": "weight decay",
-    "train.batch_size": "batch size (sequences)",
-    "train.warmup_steps": "warmup steps",
-    "train.steps": "training steps",
-}
-
 
 @dataclass
 class RunResults:
@@ -342,12 +324,6 @@ def is_log_spaced(values) -> bool:
     lin = [b - a for a, b in zip(xs, xs[1:])]
     log = [math.log(b / a) for a, b in zip(xs, xs[1:])]
     return _spread(log) < _spread(lin)
-
-
-def label_of(key: str) -> str:
-    """`peak learning rate (train.lr)`: a reader's name and the key it comes from."""
-    name = LABELS.get(key)
-    return f"{name} ({key})" if name else key
 
 
 # --- internals --------------------------------------------------------------------------------

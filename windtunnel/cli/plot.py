@@ -67,7 +67,8 @@ def _add_coord(sub) -> None:
 
 
 def _cmd_coord(args) -> int:
-    from ..analysis.coord_check import coord_check, plot_coord
+    from ..analysis.coord_check import coord_check
+    from ..analysis.coord_plot import plot_coord
     from ..config import load_config
     cfg = load_config(args.config, overrides=args.overrides)
     result = coord_check(cfg, widths=args.widths, steps=args.steps, lr=args.lr, seeds=args.seeds,
