@@ -39,6 +39,7 @@ __all__ = [
     "check_positive",
     "check_non_negative",
     "is_int",
+    "is_finite",
 ]
 
 
@@ -283,3 +284,16 @@ def is_int(x: Any) -> bool:
         (True, False, False)
     """
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)  # numpy ints are Integral
+
+
+def is_finite(x: Any) -> bool:
+    """A value that reads as a finite number (None, "", NaN, inf and text are not).
+
+    Example:
+        >>> is_finite(1.5), is_finite(float("inf")), is_finite(None), is_finite("2")
+        (True, False, False, True)
+    """
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..errors import WindtunnelError
-from ..typecheck import read_yaml_mapping
+from ..typecheck import is_finite, read_yaml_mapping
 
 __all__ = ["RunResults", "load_run", "read_results", "results_file", "read_spec_data", "sort_results",
            "best_row", "best_trial", "aggregate", "best_over", "with_parametrization", "is_log_spaced",
@@ -195,7 +195,7 @@ def best_row(df, *, metric: str = "val_loss", goal: str = "minimize") -> dict[st
         >>> best_row(read_results("runs/lr_init"))["trial_id"]     # doctest: +SKIP
         't0014'
     """
-    ok = df[(df["status"] == "ok") & df[metric].map(_finite)]
+    ok = df[(df["status"] == "ok") & df[metric].map(is_finite)]
     if ok.empty:
         return None
     return sort_results(ok, metric=metric, goal=goal).iloc[0].to_dict()
@@ -215,12 +215,12 @@ def best_trial(res: RunResults) -> dict[str, Any] | None:
         ('t0014', 0.008, 1.712)
     """
     cells = aggregate(res, res.params)
-    cells = cells[cells["loss"].map(_finite)]
+    cells = cells[cells["loss"].map(is_finite)]
     if cells.empty:
         return None
     cell = cells.loc[(res.sign() * cells["loss"]).idxmin()]
     frame = res.frame
-    mask = (frame["status"] == "ok") & frame[res.metric].map(_finite)
+    mask = (frame["status"] == "ok") & frame[res.metric].map(is_finite)
     for key in res.params:
         mask &= (frame[key] == cell[key]) | (frame[key].isna() & _isna(cell[key]))
     row = best_row(frame[mask], metric=res.metric, goal="minimize" if res.goal == "min" else "maximize")
@@ -263,7 +263,7 @@ def aggregate(res: RunResults, keys: list[str], *, seed_losses: bool = False) ->
     for values, group in frame.groupby(keys, dropna=False, sort=True) if keys else [((), frame)]:
         values = values if isinstance(values, tuple) else (values,)
         ok = group[group["status"] == "ok"]
-        losses = ok[res.metric][ok[res.metric].map(_finite)]
+        losses = ok[res.metric][ok[res.metric].map(is_finite)]
         n_diverged = int((group["status"] == "diverged").sum()) + len(ok) - len(losses)
         status = "ok" if len(losses) and not n_diverged else _commonest_failure(group["status"], n_diverged)
         row = dict(zip(keys, values))
@@ -291,7 +291,7 @@ def best_over(res: RunResults, keys: list[str]) -> Any:
     full["_score"] = res.sign() * full["loss"]
     rows = []
     for _, group in full.groupby(keys, dropna=False, sort=True):
-        finite = group[group["_score"].map(_finite)]
+        finite = group[group["_score"].map(is_finite)]
         pick = finite.loc[finite["_score"].idxmin()] if len(finite) else group.iloc[0]
         row = pick.drop("_score").to_dict()
         if not len(finite):
@@ -358,13 +358,6 @@ def _isna(x) -> bool:
     try:
         return x is None or (isinstance(x, float) and math.isnan(x)) or type(x).__name__ == "NAType"
     except TypeError:
-        return False
-
-
-def _finite(x) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
         return False
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from ..analysis.runs import SPEC_FILE, best_trial, load_run, results_file
 from ..config import RunConfig, load_config
 from ..errors import WindtunnelError
+from ..typecheck import is_finite
 
 __all__ = ["Proxy", "load_proxy", "edge_messages"]
 
@@ -71,10 +72,10 @@ def _from_sweep(folder: Path) -> Proxy:
     swept = {k: v for k, v in (res.spec.get("parameters") or {}).items() if isinstance(v, dict)}
     best = {k: _plain(row[k]) for k in swept if k in row}
     cfg = _trial_config(folder, str(row["trial_id"]), res.spec, best)
-    tokens = float(row["tokens"]) if _finite(row.get("tokens")) else float(cfg.train.steps * cfg.tokens_per_step)
+    tokens = float(row["tokens"]) if is_finite(row.get("tokens")) else float(cfg.train.steps * cfg.tokens_per_step)
     val = row.get("val_loss")
     return Proxy(source=f"{folder} (best of {n_ok} ok trials of {len(table)}: trial {row['trial_id']})",
-                 config=cfg, val_loss=float(val) if _finite(val) else None, tokens=tokens, swept=swept, best=best,
+                 config=cfg, val_loss=float(val) if is_finite(val) else None, tokens=tokens, swept=swept, best=best,
                  edges=edge_messages(swept, best))
 
 
@@ -87,7 +88,7 @@ def _from_run(folder: Path) -> Proxy:
                               "transfer from a run that finished ok")
     val = summary.get("val_loss")
     tokens = summary.get("tokens") or cfg.train.steps * cfg.tokens_per_step
-    return Proxy(source=str(folder), config=cfg, val_loss=float(val) if _finite(val) else None, tokens=float(tokens))
+    return Proxy(source=str(folder), config=cfg, val_loss=float(val) if is_finite(val) else None, tokens=float(tokens))
 
 
 def _trial_config(folder: Path, trial_id: str, spec: dict, best: dict) -> RunConfig:
@@ -136,10 +137,3 @@ def _plain(value: Any) -> Any:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
