@@ -86,15 +86,27 @@ def _add_transfer(sub) -> None:
     p = sub.add_parser("transfer", help="optimal lr per width (or depth) with intervals, drift, regret, verdict",
                        description="Per parametrization and width (or depth): the optimal lr from every seed "
                                    "(weighted quadratic in log2 lr around the best point, 95%% bootstrap "
-                                   "interval), its drift over the shapes with an interval, and the transfer "
-                                   "regret (loss given up by carrying the smallest shape's winner). muP "
-                                   "passes when the drift or the regret at the largest shape is within its "
-                                   "tolerance and the best loss falls. Writes RUN/transfer_check.json. "
+                                   "interval; each lr takes the best value of any other swept key, re-chosen "
+                                   "per resample), the drift as a slope of log2 lr* per doubling of the shape "
+                                   "with its interval, and the transfer regret (loss given up by carrying the "
+                                   "smallest shape's winner). muP passes when the drift's interval lies within "
+                                   "±--drift-pass or the regret's upper bound at the largest shape is within "
+                                   "--regret-tolerance, the best loss falls with the shape (its slope per "
+                                   "doubling below 0), no shape's optimum sits on the grid's edge and the carried "
+                                   "configuration diverges nowhere. Writes RUN/transfer_check.json. "
                                    "Exit 0 pass, 1 fail or inconclusive, 2 bad input.")
     p.add_argument("run", help="run folder of a width- or depth-transfer sweep, e.g. runs/width_transfer")
-    p.add_argument("--max-drift", type=float, default=1.0, help="allowed muP drift in log2 units (default 1)")
+    p.add_argument("--drift-pass", type=float, default=0.15,
+                   help="the drift passes when its 95%% interval lies within ± this, log2 lr* per doubling "
+                        "(default 0.15: about 1 log2 over the 6-7 doublings to a 1.2B)")
+    p.add_argument("--drift-fail", type=float, default=0.5,
+                   help="the drift fails when its interval lies wholly beyond ± this (default 0.5, half of SP's 1)")
+    p.add_argument("--max-drift", type=float,
+                   help="deprecated (a max - min in log2 units): read as --drift-pass = value / doublings spanned")
     p.add_argument("--regret-tolerance", type=float, default=0.01,
                    help="allowed muP regret at the largest shape, in nats (default 0.01)")
+    p.add_argument("--loss-flat", type=float, default=0.01,
+                   help="a best-loss slope within ± this, nats per doubling, is flat: fail (default 0.01)")
     p.add_argument("--from-width", type=int, help="the shape whose winner is carried (default: the smallest)")
     p.add_argument("--shape-key", help="the swept shape key, when a run sweeps both model.d_model and model.n_layers")
     p.add_argument("--neighbors", type=int, default=2,
@@ -103,10 +115,17 @@ def _add_transfer(sub) -> None:
 
 
 def _cmd_transfer(args) -> int:
+    import warnings
+
     from ..analysis.transfer_check import transfer_check
-    report = transfer_check(args.run, neighbors=args.neighbors, max_drift=args.max_drift,
-                            regret_tolerance=args.regret_tolerance, from_width=args.from_width,
-                            shape_key=args.shape_key)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        report = transfer_check(args.run, neighbors=args.neighbors, max_drift=args.max_drift,
+                                regret_tolerance=args.regret_tolerance, from_width=args.from_width,
+                                shape_key=args.shape_key, drift_pass=args.drift_pass, drift_fail=args.drift_fail,
+                                loss_flat=args.loss_flat)
+    for w in caught:
+        print(f"warning: {str(w.message).replace('drift_pass / ', '')}", file=sys.stderr)
     print(report.table())
     print(f"wrote {Path(args.run) / 'transfer_check.json'}", file=sys.stderr)
     return 0 if report.verdict == "pass" else 1
