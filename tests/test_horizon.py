@@ -60,7 +60,7 @@ def test_noise_free_curves_give_the_true_slope(tmp_path):
     assert lo <= lr <= hi
     saved = json.loads((tmp_path / "h" / HORIZON_FILE).read_text())
     assert saved["verdict"] == "fitted" and saved["extrapolation"]["tokens"] == 1e9
-    assert "standard error" in saved["interval"]
+    assert "bootstrap resample" in saved["interval"] and saved["extrapolation"]["doublings_beyond"] > 9
 
 
 @pytest.mark.parametrize("rng_seed", [0, 1, 2])
@@ -106,9 +106,33 @@ def test_bad_runs_name_the_folder_and_what_is_missing_and_write_nothing(tmp_path
 
 def test_cli_prints_the_fit_and_exits_0(tmp_path, capsys):
     run = write_horizon(tmp_path / "h", horizon_rows(noise=0.01))
-    assert main(["check", "horizon", str(run), "--tokens", "1.5e12"]) == 0
+    assert main(["check", "horizon", str(run), "--proxy-tokens", "1.6e6"]) == 0
     out = capsys.readouterr().out
-    assert "slope" in out and "extrapolated to 1.5e+12 tokens" in out and "standard error" in out
+    assert "slope" in out and "bootstrap resample" in out
+    assert "extrapolated to 1.6e+06 tokens of this sweep's model, 0.0 doublings beyond" in out
+    assert "note: extrapolated" not in out
+
+
+def test_target_tokens_are_converted_through_tokens_per_parameter(tmp_path, capsys):
+    from windtunnel.analysis.horizon_check import horizon_params
+    from windtunnel.analysis.runs import load_run
+    run = write_horizon(tmp_path / "h", horizon_rows(noise=0.01))
+    n_params = horizon_params(load_run(run))
+    report = horizon_check(run, tokens_per_param=1300.0, write=False)
+    assert report.tokens == pytest.approx(1300.0 * n_params)  # the target's horizon, on this sweep's model
+    far = report.fit.doublings_beyond(report.tokens)
+    assert far == pytest.approx(math.log2(report.tokens / (800 * TOKENS_PER_STEP)))
+    assert any(n.startswith(f"extrapolated {far:.1f} doublings of tokens beyond the largest budget") for n in report.notes)
+    assert main(["check", "horizon", str(run), "--target", "1.2b"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\(1\.3\d*e\+03 tokens per parameter\), \d+\.\d doublings beyond the largest budget", out)
+    # the old flag still works (the sweep model's own tokens), with a warning saying so
+    assert main(["check", "horizon", str(run), "--tokens", "1.5e12"]) == 0
+    captured = capsys.readouterr()
+    assert "--tokens is deprecated" in captured.err and "extrapolated to 1.5e+12 tokens of this sweep's model" in captured.out
+    with pytest.raises(SystemExit) as e:  # one horizon to extrapolate to, not two
+        main(["check", "horizon", str(run), "--target", "1.2b", "--tokens-per-param", "5"])
+    assert e.value.code == 2
 
 
 # --- transfer --horizon ------------------------------------------------------------------------

@@ -133,24 +133,50 @@ def _cmd_transfer(args) -> int:
 
 def _add_horizon(sub) -> None:
     p = sub.add_parser("horizon", help="optimal lr per token budget, fit of log2 lr* vs log2 tokens, extrapolation",
-                       description="Fit each budget's optimal lr (parabola vertex in log2 lr, seeds averaged), "
-                                   "then a line log2 lr* = a + slope x log2 tokens with its 95%% interval from "
-                                   "the fit's standard error, and extrapolate to --tokens. Needs >= 3 budgets "
+                       description="Fit each budget's optimal lr from every seed (weighted quadratic in log2 lr "
+                                   "over up to 5 points, bootstrap interval), then a line log2 lr* = a + slope x "
+                                   "log2 tokens, its 95%% interval from the same resamples (widened when the optima "
+                                   "stray from the line more than their intervals allow), and extrapolate with the "
+                                   "number of doublings beyond the largest budget. Needs >= 3 budgets "
                                    "(train.steps swept) with >= 3 lr points each. Writes RUN/horizon_check.json; "
                                    "exit 0 when a slope is fitted, 1 when not.")
     p.add_argument("run", help="run folder of a horizon sweep, e.g. runs/horizon (sweeps/horizon.yaml)")
-    p.add_argument("--tokens", type=float, help="extrapolate the optimal lr to this many tokens, e.g. 1.5e12")
-    p.add_argument("--neighbors", type=int, default=1,
-                   help="grid points each side of the best one in the parabola fit (default 1)")
+    to = p.add_mutually_exclusive_group()
+    to.add_argument("--target", help="extrapolate to a target preset's horizon (e.g. 1.2b): its tokens per "
+                                     "non-embedding parameter, carried to this sweep's model")
+    to.add_argument("--tokens-per-param", type=float, metavar="X",
+                    help="extrapolate to X tokens per non-embedding parameter (the full run's tokens / its "
+                         "parameters; 1.2b: 1.5e12 / 1.151e9 = 1303)")
+    to.add_argument("--proxy-tokens", type=float, metavar="N",
+                    help="extrapolate to N tokens of this sweep's own model (not the target's)")
+    to.add_argument("--tokens", type=float, help=argparse.SUPPRESS)  # deprecated: was --proxy-tokens
+    p.add_argument("--neighbors", type=int, default=2,
+                   help="grid points each side of the best one in the quadratic fit (default 2)")
     p.set_defaults(func=_cmd_horizon)
 
 
 def _cmd_horizon(args) -> int:
     from ..analysis.horizon_check import HORIZON_FILE, horizon_check
-    report = horizon_check(args.run, tokens=args.tokens, neighbors=args.neighbors)
+    tpp, tokens = args.tokens_per_param, args.proxy_tokens
+    if args.tokens is not None:
+        print(f"warning: --tokens is deprecated: it was read as {args.tokens:g} tokens of the horizon sweep's own "
+              "model, not the target's; say --proxy-tokens for that, or --target NAME / --tokens-per-param X "
+              "for the target's horizon", file=sys.stderr)
+        tokens = args.tokens
+    if args.target is not None:
+        tpp = _target_tokens_per_param(args.target)
+    report = horizon_check(args.run, tokens=tokens, tokens_per_param=tpp, neighbors=args.neighbors)
     print(report.table())
     print(f"wrote {Path(args.run) / HORIZON_FILE}", file=sys.stderr)
     return 0 if report.fit is not None else 1
+
+
+def _target_tokens_per_param(name: str) -> float:
+    from ..model.accounting import count_params
+    from ..target.presets import load_target
+    t = load_target(name)
+    model = t.config(steps=10**9).model  # the shape is what counts; any valid length will do
+    return t.tokens / count_params(model).non_embedding
 
 
 def _int_list(text: str) -> list[int]:
