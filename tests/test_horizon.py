@@ -122,14 +122,16 @@ def test_target_tokens_are_converted_through_tokens_per_parameter(tmp_path, caps
     assert report.tokens == pytest.approx(1300.0 * n_params)  # the target's horizon, on this sweep's model
     far = report.fit.doublings_beyond(report.tokens)
     assert far == pytest.approx(math.log2(report.tokens / (800 * TOKENS_PER_STEP)))
-    assert any(n.startswith(f"extrapolated {far:.1f} doublings of tokens beyond the largest budget") for n in report.notes)
+    warned = f"extrapolated {far:.1f} doublings of tokens beyond the largest budget"
+    assert any(n.startswith(warned) for n in report.notes)
     assert main(["check", "horizon", str(run), "--target", "1.2b"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"\(1\.3\d*e\+03 tokens per parameter\), \d+\.\d doublings beyond the largest budget", out)
     # the old flag still works (the sweep model's own tokens), with a warning saying so
     assert main(["check", "horizon", str(run), "--tokens", "1.5e12"]) == 0
     captured = capsys.readouterr()
-    assert "--tokens is deprecated" in captured.err and "extrapolated to 1.5e+12 tokens of this sweep's model" in captured.out
+    assert "--tokens is deprecated" in captured.err
+    assert "extrapolated to 1.5e+12 tokens of this sweep's model" in captured.out
     with pytest.raises(SystemExit) as e:  # one horizon to extrapolate to, not two
         main(["check", "horizon", str(run), "--target", "1.2b", "--tokens-per-param", "5"])
     assert e.value.code == 2
