@@ -18,6 +18,7 @@ model, with the number of doublings beyond the largest budget and a warning past
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,8 @@ __all__ = [
     "HorizonFit",
     "HorizonReport",
     "horizon_check",
+    "horizon_fit",
+    "horizon_params",
     "load_horizon_fit",
 ]
 
@@ -182,7 +185,7 @@ def horizon_check(run_dir: str | Path, *, tokens: float | None = None, tokens_pe
 
     Example:
         >>> report = horizon_check("runs/horizon", tokens_per_param=1300)     # doctest: +SKIP
-        >>> round(report.fit.slope, 2), report.fit.slope_interval
+        >>> round(report.fit.slope, 2), report.fit.slope_interval           # doctest: +SKIP
         (-0.11, (-0.21, -0.01))
     """
     for name, value in (("tokens", tokens), ("tokens_per_param", tokens_per_param)):
@@ -219,6 +222,27 @@ def horizon_check(run_dir: str | Path, *, tokens: float | None = None, tokens_pe
     if write:
         write_json(res.run_dir / HORIZON_FILE, report.to_dict())
     return report
+
+
+def horizon_fit(tokens: Sequence[float], log2_lrs: Sequence[Sequence[float]],
+                seed_losses: Sequence[Sequence[Sequence[float]]], *, neighbors: int = 2,
+                n_boot: int = N_BOOT) -> tuple[list[OptimumEstimate], HorizonFit | None]:
+    """The optimum per budget and the fitted line, from arrays (no run folder): budget k trained
+    `tokens[k]` tokens; `log2_lrs[k]` and `seed_losses[k]` are as for `optimum.estimate_optimum`.
+
+    Example:
+        >>> x = [-9.0, -8, -7, -6, -5, -4]
+        >>> curves = [[[2.5 + 0.05 * (v - (-6 - 0.1 * k)) ** 2] for v in x] for k in range(4)]
+        >>> optima, fit = horizon_fit([1e6, 2e6, 4e6, 8e6], [x] * 4, curves)
+        >>> round(fit.slope, 3)
+        -0.1
+    """
+    cells = [(float(t), (list(x), [list(s) for s in seeds], None)) for t, x, seeds in zip(tokens, log2_lrs, seed_losses)]
+    noise = _one_seed_noise(cells, neighbors)
+    optima = [estimate_optimum(x, seeds, half_window=neighbors, n_boot=n_boot, seed=k, noise=noise)
+              for k, (_, (x, seeds, _)) in enumerate(cells)]
+    rows = [BudgetOptimum(t, t, o, n_lrs=len(set(x)), n_ok=0) for (t, (x, _, _)), o in zip(cells, optima)]
+    return optima, _fit_line(rows)
 
 
 def load_horizon_fit(run_dir: str | Path) -> HorizonReport:

@@ -60,7 +60,9 @@ __all__ = [
     "Optimum",
     "ParamSummary",
     "TransferReport",
+    "Thresholds",
     "WidthOptimum",
+    "check_family",
     "fit_optimum",
     "transfer_check",
 ]
@@ -176,7 +178,7 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float 
     `run_dir/transfer_check.json` (atomically) unless `write=False`.
 
     Example:
-        >>> report = transfer_check("runs/width_transfer")
+        >>> report = transfer_check("runs/width_transfer")                # doctest: +SKIP
         >>> report.verdict, round(report.summaries["mup"].slope, 2)      # doctest: +SKIP
         ('pass', 0.04)
     """
@@ -212,17 +214,9 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float 
         part = table[table["_label"] == label]
         cells = {int(w): _cells(g, others) for w, g in part.groupby(key, sort=True)}
         _enough_lrs(res, label, key, cells)
-        noise = _pooled_noise(cells, neighbors)
-        if noise is not None:
-            notes.append(f"{label}: one seed's noise sd {math.sqrt(noise[0]):.3g} nats, read off the fits' residuals "
-                         f"({noise[1]} degrees of freedom, pooled over the {len(cells)} shapes)")
-        fam = [_shape_row(label, w, c, neighbors, n_boot, noise) for w, c in cells.items()]
-        fits = {r.width: r.optimum.fit for r in fam if r.optimum.fit is not None}
-        carried, regrets = transfer_regret(cells, from_width=source, fits=fits, n_boot=n_boot, noise=noise)
-        for r, g in zip(fam, regrets):
-            r.regret = g
+        fam, summaries[label] = check_family(label, cells, from_width=source, limits=limits, neighbors=neighbors,
+                                             n_boot=n_boot, config_keys=[LR_KEY, *others], notes=notes)
         rows += fam
-        summaries[label] = _summarise(label, fam, carried, [LR_KEY, *others], limits, regrets)
     verdict = _overall(summaries, notes)
     n_seeds = int(max((r.optimum.n_seeds for r in rows), default=0))
     if n_seeds <= 1:
@@ -234,6 +228,33 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float 
     if write:
         write_json(res.run_dir / "transfer_check.json", report.to_dict(), strict=True)
     return report
+
+
+def check_family(label: str, cells: dict[int, list[Cell]], *, from_width: int, limits: Thresholds = Thresholds(),
+                 neighbors: int = 2, n_boot: int = N_BOOT, config_keys: list[str] | None = None,
+                 notes: list[str] | None = None) -> tuple[list[WidthOptimum], ParamSummary]:
+    """The transfer check of one parametrization from its configurations per shape (no run folder):
+    each shape's optimum, the regret of carrying `from_width`'s winner, the drift and the verdict.
+    `notes` (a list), when given, collects the one-seed noise estimate.
+
+    Example:
+        >>> cell = lambda w, e: Cell((2.0**e,), e, np.array([3 - 0.1 * np.log2(w) + 0.05 * (e + 7) ** 2]), False)
+        >>> rows, s = check_family("mup", {w: [cell(w, e) for e in range(-11, -3)] for w in (64, 128, 256, 512)},
+        ...                        from_width=64)
+        >>> s.verdict, abs(round(s.slope, 3))
+        ('pass', 0.0)
+    """
+    noise = _pooled_noise(cells, neighbors)
+    if noise is not None and notes is not None:
+        notes.append(f"{label}: one seed's noise sd {math.sqrt(noise[0]):.3g} nats, read off the fits' residuals "
+                     f"({noise[1]} degrees of freedom, pooled over the {len(cells)} shapes)")
+    fam = [_shape_row(label, w, c, neighbors, n_boot, noise) for w, c in sorted(cells.items())]
+    fits = {r.width: r.optimum.fit for r in fam if r.optimum.fit is not None}
+    carried, regrets = transfer_regret(cells, from_width=from_width, fits=fits, n_boot=n_boot, noise=noise)
+    for r, g in zip(fam, regrets):
+        r.regret = g
+    keys = config_keys or [LR_KEY]
+    return fam, _summarise(label, fam, carried, keys, limits, regrets)
 
 
 # --- internals --------------------------------------------------------------------------------
