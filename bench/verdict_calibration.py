@@ -130,7 +130,8 @@ def run_horizon(case, n_seeds, sd, reps, n_boot, rng) -> dict:
         if len(xs) >= 3:
             b, a = np.polyfit(xs, ys, 1)
             resid = np.asarray(ys) - (a + b * np.asarray(xs))
-            se = math.sqrt(float(resid @ resid) / (len(xs) - 2)) / math.sqrt(float(((np.asarray(xs) - np.mean(xs)) ** 2).sum()))
+            sxx = float(((np.asarray(xs) - np.mean(xs)) ** 2).sum())
+            se = math.sqrt(float(resid @ resid) / (len(xs) - 2) / sxx)
             h = float(student.ppf(0.975, len(xs) - 2)) * se
             out["cover_old"].append(b - h <= -0.35 <= b + h)
             out["width_old"].append(2 * h)

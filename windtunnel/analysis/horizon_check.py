@@ -237,7 +237,8 @@ def horizon_fit(tokens: Sequence[float], log2_lrs: Sequence[Sequence[float]],
         >>> round(fit.slope, 3)
         -0.1
     """
-    cells = [(float(t), (list(x), [list(s) for s in seeds], None)) for t, x, seeds in zip(tokens, log2_lrs, seed_losses)]
+    cells = [(float(t), (list(x), [list(s) for s in seeds], None))
+             for t, x, seeds in zip(tokens, log2_lrs, seed_losses)]
     noise = _one_seed_noise(cells, neighbors)
     optima = [estimate_optimum(x, seeds, half_window=neighbors, n_boot=n_boot, seed=k, noise=noise)
               for k, (_, (x, seeds, _)) in enumerate(cells)]
