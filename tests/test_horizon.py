@@ -73,6 +73,28 @@ def test_noisy_seeds_interval_contains_the_true_slope(tmp_path, rng_seed):
     assert abs(report.fit.slope - TRUE_SLOPE) > 1e-4  # the noise did move the estimate
 
 
+def asymmetric_rows(rng_seed, ratio=6.0, noise=0.01, seeds=(0, 1, 2)):
+    """Basins sqrt(ratio) steeper above the optimum and sqrt(ratio) flatter below it (real curves rise
+    faster at high lr): a quadratic's vertex is pulled toward the flat side, alike at every budget."""
+    rng, rows = np.random.default_rng(rng_seed), []
+    for s in STEPS:
+        v = true_log2_opt(s)
+        for seed in seeds:
+            for e in EXPS:
+                a = 0.04 * (math.sqrt(ratio) if e > v else 1 / math.sqrt(ratio))
+                rows.append({"train.steps": s, "train.lr": 2.0**e, "seed": seed, "tokens": s * TOKENS_PER_STEP,
+                             "val_loss": 2.5 - 0.1 * math.log2(s) + a * (e - v) ** 2 + noise * rng.standard_normal()})
+    return rows
+
+
+@pytest.mark.parametrize("rng_seed", [0, 1])
+def test_asymmetric_basins_keep_the_slope_and_its_interval(tmp_path, rng_seed):
+    report = horizon_check(write_horizon(tmp_path / "asym", asymmetric_rows(rng_seed)), write=False)
+    lo, hi = report.fit.slope_interval
+    assert lo <= TRUE_SLOPE <= hi and hi - lo < 0.5
+    assert all(r.optimum.n_points == 5 and r.optimum.interval == "bootstrap over 3 seeds" for r in report.rows)
+
+
 def test_a_budget_whose_best_lr_is_on_the_edge_is_left_out(tmp_path):
     rows = [r for r in horizon_rows(seeds=(0,)) if not (r["train.steps"] == 800 and r["train.lr"] < 2.0**-5.5)]
     report = horizon_check(write_horizon(tmp_path / "h", rows), write=False)
