@@ -24,7 +24,6 @@ reported beside it.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from .runs import (
     with_parametrization,
 )
 from .transfer_report import report_table
-from .transfer_verdict import Thresholds, judge
+from .transfer_verdict import Thresholds, from_max_drift, judge
 from .trend import slope_interval
 
 __all__ = [
@@ -208,7 +207,7 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float 
              "resample"] if others else []
     limits = Thresholds(drift_pass, max(drift_fail, drift_pass), regret_tolerance, loss_flat)
     if max_drift is not None:
-        limits = _from_max_drift(max_drift, shapes, limits, notes)
+        limits = from_max_drift(max_drift, shapes, limits, notes)
     rows, summaries = [], {}
     for label in sorted(table["_label"].unique(), key=lambda s: (s.split("/")[0] == "sp", s)):
         part = table[table["_label"] == label]
@@ -290,18 +289,6 @@ def _source(res: RunResults, shapes: list[int], from_width: int | None) -> int:
 def _has_data(g) -> np.ndarray:
     """Cells with a finished seed or a diverged one; all-error/pruned cells are missing points."""
     return ((g["n_ok"] > 0) | (g["status"] == "diverged")).to_numpy()
-
-
-def _from_max_drift(max_drift: float, shapes: list[int], limits: Thresholds, notes: list[str]) -> Thresholds:
-    """The deprecated max - min threshold as a slope: a line moving D log2 over k doublings has slope D/k."""
-    doublings = math.log2(max(shapes) / min(shapes)) or 1.0
-    per = max_drift / doublings
-    msg = (f"max_drift={max_drift:g} (a max - min in log2) is deprecated: the drift is now judged as a slope per "
-           f"doubling; read as drift_pass={per:.3g} log2 per doubling over these {doublings:g} doublings "
-           "(use drift_pass / --drift-pass)")
-    warnings.warn(msg, FutureWarning, stacklevel=3)
-    notes.append(msg)
-    return Thresholds(per, max(limits.drift_fail, per), limits.regret_tolerance, limits.loss_flat)
 
 
 def _enough_lrs(res, label, key, cells: dict[int, list[Cell]]) -> None:

@@ -6,11 +6,12 @@ rule reads in one place."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 from .trend import drift_state, loss_trend
 
-__all__ = ["Thresholds", "drift_state", "judge", "regret_state", "seeds_to_settle"]
+__all__ = ["Thresholds", "drift_state", "from_max_drift", "judge", "regret_state", "seeds_to_settle"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,25 @@ class Thresholds:
     """The regret at the largest shape passes when its upper bound is within this, nats."""
     loss_flat: float = 0.01
     """A best-loss slope within ±this, nats per doubling, is flat (a bigger model no better)."""
+
+
+def from_max_drift(max_drift: float, shapes: list[int], limits: Thresholds, notes: list[str]) -> Thresholds:
+    """The deprecated max - min threshold as a slope: a line moving D log2 over k doublings has slope D/k.
+    Warns (FutureWarning) and adds the same line to `notes`.
+
+    Example:
+        >>> import warnings; warnings.simplefilter("ignore")
+        >>> from_max_drift(1.0, [64, 512], Thresholds(), []).drift_pass     # 1 log2 over 3 doublings
+        0.3333333333333333
+    """
+    doublings = math.log2(max(shapes) / min(shapes)) or 1.0
+    per = max_drift / doublings
+    msg = (f"max_drift={max_drift:g} (a max - min in log2) is deprecated: the drift is now judged as a slope per "
+           f"doubling; read as drift_pass={per:.3g} log2 per doubling over these {doublings:g} doublings "
+           "(use drift_pass / --drift-pass)")
+    warnings.warn(msg, FutureWarning, stacklevel=4)
+    notes.append(msg)
+    return Thresholds(per, max(limits.drift_fail, per), limits.regret_tolerance, limits.loss_flat)
 
 
 def regret_state(regret, tol: float) -> str:
