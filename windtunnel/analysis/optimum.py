@@ -327,8 +327,9 @@ def resample_means(seeds: Sequence[np.ndarray], diverged: np.ndarray, n_boot: in
     chosen = range(len(seeds)) if pool is None else pool
     live = [np.asarray(seeds[j], dtype=float) for j in chosen if not diverged[j] and len(seeds[j]) > 1]
     dof = sum(len(s) - 1 for s in live)
-    if not dof:
-        return np.where(diverged[None, :], np.inf, np.array([np.mean(s) if len(s) else np.inf for s in seeds]))
+    if not dof:  # no scatter to resample: every resample is the means themselves
+        means = np.array([np.mean(s) if len(s) else np.inf for s in seeds])
+        return np.broadcast_to(np.where(diverged, np.inf, means), reps.shape).copy()
     # typical scatter: the median of the points' variances, unbiased for chi-square's median (a
     # volatile lr near divergence cannot inflate every point's noise); a point scattering more keeps its own
     typical = float(np.median([s.var(ddof=1) / (1 - 2 / (9 * (len(s) - 1))) ** 3 for s in live]))
