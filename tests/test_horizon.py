@@ -60,7 +60,7 @@ def test_noise_free_curves_give_the_true_slope(tmp_path):
     assert lo <= lr <= hi
     saved = json.loads((tmp_path / "h" / HORIZON_FILE).read_text())
     assert saved["verdict"] == "fitted" and saved["extrapolation"]["tokens"] == 1e9
-    assert "standard error" in saved["interval"]
+    assert "bootstrap resample" in saved["interval"] and saved["extrapolation"]["doublings_beyond"] > 9
 
 
 @pytest.mark.parametrize("rng_seed", [0, 1, 2])
@@ -71,6 +71,28 @@ def test_noisy_seeds_interval_contains_the_true_slope(tmp_path, rng_seed):
     assert lo < TRUE_SLOPE < hi
     assert hi - lo < 1.0  # an interval, not everything
     assert abs(report.fit.slope - TRUE_SLOPE) > 1e-4  # the noise did move the estimate
+
+
+def asymmetric_rows(rng_seed, ratio=6.0, noise=0.01, seeds=(0, 1, 2)):
+    """Basins sqrt(ratio) steeper above the optimum and sqrt(ratio) flatter below it (real curves rise
+    faster at high lr): a quadratic's vertex is pulled toward the flat side, alike at every budget."""
+    rng, rows = np.random.default_rng(rng_seed), []
+    for s in STEPS:
+        v = true_log2_opt(s)
+        for seed in seeds:
+            for e in EXPS:
+                a = 0.04 * (math.sqrt(ratio) if e > v else 1 / math.sqrt(ratio))
+                rows.append({"train.steps": s, "train.lr": 2.0**e, "seed": seed, "tokens": s * TOKENS_PER_STEP,
+                             "val_loss": 2.5 - 0.1 * math.log2(s) + a * (e - v) ** 2 + noise * rng.standard_normal()})
+    return rows
+
+
+@pytest.mark.parametrize("rng_seed", [0, 1])
+def test_asymmetric_basins_keep_the_slope_and_its_interval(tmp_path, rng_seed):
+    report = horizon_check(write_horizon(tmp_path / "asym", asymmetric_rows(rng_seed)), write=False)
+    lo, hi = report.fit.slope_interval
+    assert lo <= TRUE_SLOPE <= hi and hi - lo < 0.5
+    assert all(r.optimum.n_points == 5 and r.optimum.interval == "bootstrap over 3 seeds" for r in report.rows)
 
 
 def test_a_budget_whose_best_lr_is_on_the_edge_is_left_out(tmp_path):
@@ -106,9 +128,35 @@ def test_bad_runs_name_the_folder_and_what_is_missing_and_write_nothing(tmp_path
 
 def test_cli_prints_the_fit_and_exits_0(tmp_path, capsys):
     run = write_horizon(tmp_path / "h", horizon_rows(noise=0.01))
-    assert main(["check", "horizon", str(run), "--tokens", "1.5e12"]) == 0
+    assert main(["check", "horizon", str(run), "--proxy-tokens", "1.6e6"]) == 0
     out = capsys.readouterr().out
-    assert "slope" in out and "extrapolated to 1.5e+12 tokens" in out and "standard error" in out
+    assert "slope" in out and "bootstrap resample" in out
+    assert "extrapolated to 1.6e+06 tokens of this sweep's model, 0.0 doublings beyond" in out
+    assert "note: extrapolated" not in out
+
+
+def test_target_tokens_are_converted_through_tokens_per_parameter(tmp_path, capsys):
+    from windtunnel.analysis.horizon_check import horizon_params
+    from windtunnel.analysis.runs import load_run
+    run = write_horizon(tmp_path / "h", horizon_rows(noise=0.01))
+    n_params = horizon_params(load_run(run))
+    report = horizon_check(run, tokens_per_param=1300.0, write=False)
+    assert report.tokens == pytest.approx(1300.0 * n_params)  # the target's horizon, on this sweep's model
+    far = report.fit.doublings_beyond(report.tokens)
+    assert far == pytest.approx(math.log2(report.tokens / (800 * TOKENS_PER_STEP)))
+    warned = f"extrapolated {far:.1f} doublings of tokens beyond the largest budget"
+    assert any(n.startswith(warned) for n in report.notes)
+    assert main(["check", "horizon", str(run), "--target", "1.2b"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\(1\.3\d*e\+03 tokens per parameter\), \d+\.\d doublings beyond the largest budget", out)
+    # the old flag still works (the sweep model's own tokens), with a warning saying so
+    assert main(["check", "horizon", str(run), "--tokens", "1.5e12"]) == 0
+    captured = capsys.readouterr()
+    assert "--tokens is deprecated" in captured.err
+    assert "extrapolated to 1.5e+12 tokens of this sweep's model" in captured.out
+    with pytest.raises(SystemExit) as e:  # one horizon to extrapolate to, not two
+        main(["check", "horizon", str(run), "--target", "1.2b", "--tokens-per-param", "5"])
+    assert e.value.code == 2
 
 
 # --- transfer --horizon ------------------------------------------------------------------------

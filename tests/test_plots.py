@@ -179,7 +179,8 @@ def test_mutransfer_shows_seed_bands_intervals_and_the_carried_lr(tmp_path):
     svg = next(p for p in paths if p.name == "mutransfer.svg")
     texts, raw = svg_texts(svg), svg.read_text()
     assert texts.count("carried 2^-7") == 2  # the carried lr, in each panel's legend
-    assert any(t.startswith("μP: drift 0.30 [") for t in texts) and any(t.startswith("SP: drift 3.00 [") for t in texts)
+    assert any(t.startswith("μP: drift +0.10 [") and t.endswith("log2/doubling") for t in texts)
+    assert any(t.startswith("SP: drift -1.00 [") for t in texts)
     assert any(t.startswith("regret at 512: 0.000 [") for t in texts)
     assert len(re.findall(r'id="\w*PolyCollection_', raw)) == 8  # a seed band per width and panel
     assert raw.count('id="LineCollection_') >= 8  # an interval bar per optimum

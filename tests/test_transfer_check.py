@@ -104,12 +104,18 @@ def test_transfer_check_fails_on_drift_and_on_flat_loss(tmp_path):
                          TRANSFER_PARAMETERS)
     report = transfer_check(drifting)
     assert report.verdict == "fail" and report.summaries["mup"].drift == pytest.approx(1.8)
-    assert any(r.startswith("drift 1.80 [1.80, 1.80] log2 vs 1 -> fail") for r in report.summaries["mup"].reasons)
+    assert any(r.startswith("drift -0.600 [-0.600, -0.600] log2 per doubling (pass within ±0.15, fail beyond ±0.5) "
+                            "-> fail; max - min 1.80 log2") for r in report.summaries["mup"].reasons)
     flat = write_run(tmp_path / "flat", transfer_rows(mup_holds_sp_moves, floor_of=lambda p, w: 3.0 + w / 1e4),
                      TRANSFER_PARAMETERS)
     report = transfer_check(flat)
-    assert report.verdict == "fail" and not report.summaries["mup"].loss_falls
-    assert "best loss does not fall with the shape" in report.summaries["mup"].reasons
+    mup = report.summaries["mup"]
+    assert report.verdict == "fail" and not mup.loss_falls and mup.loss_trend == "rises"
+    assert any(r.startswith("best loss +0.0112 [+0.0112, +0.0112] nats per doubling") for r in mup.reasons)
+    level = write_run(tmp_path / "level", transfer_rows(lambda p, w: -7.0, floor_of=lambda p, w: 3.0),
+                      TRANSFER_PARAMETERS)
+    report = transfer_check(level)  # the bigger model no better: flat, a fail too
+    assert report.summaries["mup"].loss_trend == "flat" and report.verdict == "fail"
 
 
 def test_edge_optimum_makes_the_check_inconclusive(tmp_path):
@@ -148,10 +154,15 @@ def test_cli_exit_status_follows_the_verdict(tmp_path, capsys):
     bad = write_run(tmp_path / "bad", transfer_rows(lambda p, w: -6.0 - 0.6 * math.log2(w / 64)),
                     TRANSFER_PARAMETERS)
     assert main(["check", "transfer", str(good)]) == 0
-    assert ("verdict (muP: drift <= 1 log2 or regret <= 0.01 nats at the largest width, and best loss falls): pass"
-            in capsys.readouterr().out)
-    assert main(["check", "transfer", str(bad)]) == 1
+    assert ("verdict (muP: drift interval within ±0.15 log2 per doubling or regret <= 0.01 nats at the largest width, "
+            "best loss falls" in capsys.readouterr().out)
+    assert main(["check", "transfer", str(bad)]) == 1  # -0.6 per doubling
+    assert main(["check", "transfer", str(bad), "--drift-pass", "0.7", "--drift-fail", "1"]) == 0
+    # the old max - min flag still works, read as a slope over the 3 doublings spanned, with a warning
     assert main(["check", "transfer", str(bad), "--max-drift", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "max_drift=2 (a max - min in log2) is deprecated" in err and "drift_pass=0.667" in err
+    assert main(["check", "transfer", str(bad), "--drift-pass", "0.6", "--drift-fail", "0.5"]) == 2
     assert main(["check", "transfer", str(tmp_path / "nope")]) == 2
     assert "no such run folder" in capsys.readouterr().err
 
@@ -182,7 +193,9 @@ def test_interval_contains_the_true_optimum_with_three_noisy_seeds(tmp_path):
     assert s.drift_low <= 0.7 <= s.drift_high and s.drift_high < 1.2
     saved = json.loads((tmp_path / "noisy" / "transfer_check.json").read_text())
     assert saved["n_seeds"] == 3 and saved["optima"][0]["low"] == pytest.approx(report.rows[0].optimum.low)
-    assert "95% interval: bootstrap over 3 seeds" in report.table()
+    assert "95% interval (optimum, drift, best loss): bootstrap over 3 seeds" in report.table()
+    true_slope = float(np.polyfit([6, 7, 8, 9], [vertex[w] for w in (64, 128, 256, 512)], 1)[0])
+    assert s.slope_low <= true_slope <= s.slope_high
 
 
 @pytest.mark.parametrize("n_seeds", [2, 3])
@@ -225,7 +238,8 @@ def test_single_seed_is_checked_and_says_so(tmp_path):
     run = write_run(tmp_path / "one", transfer_rows(mup_holds_sp_moves), TRANSFER_PARAMETERS)
     report = transfer_check(run)
     assert report.n_seeds == 1 and report.verdict == "pass"
-    assert all(r.optimum.interval == "residual bootstrap of the fit (one seed)" for r in report.rows)
+    assert all(r.optimum.interval == "parametric bootstrap from the fit residuals (one seed)" for r in report.rows)
+    assert any(n.startswith("mup: one seed's noise sd") and "8 degrees of freedom" in n for n in report.notes)
     assert any(n.startswith("one seed per point") for n in report.notes)
 
 

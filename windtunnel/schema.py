@@ -164,7 +164,11 @@ class TrainConfig:
     schedule: Literal["wsd", "cosine", "constant"] = "wsd"
     """Learning-rate schedule: warmup-stable-decay, cosine, or warmup then constant."""
     warmup_steps: int = 20
-    """Linear warmup steps."""
+    """Linear warmup steps (replaced by warmup_fraction when that is set)."""
+    warmup_fraction: float | None = None
+    """Linear warmup as a fraction of train.steps, in [0, 1) (rounded to whole steps); when set it
+    replaces warmup_steps, so runs of different lengths warm up over the same share of training (a
+    horizon sweep: a fixed warmup would be a larger share of the short budgets and bend the slope)."""
     decay: Literal["exponential", "linear", "cosine", "1-sqrt"] = "linear"
     """Shape of the WSD decay phase."""
     decay_fraction: float = 0.2
@@ -218,6 +222,11 @@ class TrainConfig:
     """Process-group (NCCL/gloo) timeout in seconds: a collective waiting longer fails the run
     instead of hanging (raise it if checkpoints to slow storage take longer)."""
 
+    @property
+    def warmup(self) -> int:
+        """Warmup steps in effect: round(warmup_fraction * steps) when the fraction is set, else warmup_steps."""
+        return self.warmup_steps if self.warmup_fraction is None else round(self.warmup_fraction * self.steps)
+
     def check(self, source: str | None) -> None:
         check_positive(self, source, "train", ("steps", "batch_size", "seq_len", "grad_accum", "lr", "eps",
                                          "eval_every", "eval_batches", "log_every", "diverge_factor"))
@@ -237,7 +246,9 @@ class TrainConfig:
             raise ConfigError(source, "train.grad_clip", f"must be > 0 or null, got {self.grad_clip}")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError(source, "train.decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
-        if self.warmup_steps >= self.steps:
+        if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(source, "train.warmup_fraction", f"must be in [0, 1) or null, got {self.warmup_fraction}")
+        if self.warmup_fraction is None and self.warmup_steps >= self.steps:
             raise ConfigError(source, "train.warmup_steps", f"must be < train.steps={self.steps}, "
                               f"got {self.warmup_steps}")
         if self.min_lr_ratio is not None and not 0.0 <= self.min_lr_ratio <= 1.0:

@@ -21,6 +21,7 @@ LABELS = {
     "train.weight_decay": "weight decay",
     "train.batch_size": "batch size (sequences)",
     "train.warmup_steps": "warmup steps",
+    "train.warmup_fraction": "warmup fraction",
     "train.steps": "training steps",
 }
 

@@ -6,11 +6,14 @@ every lr point, a weighted quadratic in log2(lr) over a window of up to five poi
 one (more points than a three-point parabola, so one noisy point in a flat basin cannot throw the
 vertex a grid step away), and a 95 % interval for the vertex:
 
-- several seeds per point: a bootstrap over seeds (each lr point's seeds resampled, topped up to the
-  typical scatter near the optimum, see `resample_means`; the window re-chosen and the quadratic
-  refitted per resample);
-- one seed: a residual bootstrap of the quadratic fit (its own uncertainty, from the scatter of the
-  points around it); a three-point window has no scatter to resample, so no interval.
+- several seeds per point: a bootstrap over seeds (each configuration's seeds resampled, topped up to
+  the typical scatter near the optimum, see `resample_means`; per lr the best configuration of the
+  other swept keys re-chosen, the window re-chosen and the quadratic refitted per resample);
+- one seed: a parametric bootstrap from the fit residuals: one seed's noise sd read off the scatter of
+  the points about their quadratics (pooled over the shapes by the transfer check, else this curve's
+  own), its own uncertainty drawn per resample (scaled inverse chi-square), Gaussian noise of that sd
+  added to every configuration, and the same re-choice and refit; a lone three-point window has no
+  scatter to read, so no interval.
 
 An lr point where any seed diverged is a diverged point in every resample (a configuration that blows
 up on one seed in three is not a candidate); error/pruned trials never reach here (missing points).
@@ -33,6 +36,7 @@ __all__ = [
     "fit_optimum",
     "percentile_interval",
     "resample_means",
+    "residual_scatter",
 ]
 
 CONFIDENCE, N_BOOT = 0.95, 1000
@@ -114,6 +118,8 @@ class OptimumEstimate:
     """(a, b, c, lo, hi): the quadratic a x^2 + b x + c in x = log2 lr and the window [lo, hi] it was fitted on."""
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The bootstrap's vertices (N_BOOT of them, same count for every width so drifts can be resampled)."""
+    loss_samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The best loss (lowest per-lr mean) of each resample, for the trend of the best loss with the shape."""
 
     @property
     def lr(self) -> float | None:
@@ -126,11 +132,15 @@ class OptimumEstimate:
 
 
 def estimate_optimum(log2_lrs: Sequence[float], seed_losses: Sequence[Sequence[float]], *, half_window: int = 2,
-                     n_boot: int = N_BOOT, seed: int = 0) -> OptimumEstimate:
+                     n_boot: int = N_BOOT, seed: int = 0, noise: tuple[float, int] | None = None) -> OptimumEstimate:
     """The optimum of one curve from every seed: weighted quadratic vertex and a 95 % bootstrap interval.
 
-    `seed_losses[i]` holds the finished seeds' losses at `log2_lrs[i]`; inf marks a diverged seed
-    (the whole point is then diverged). Points must be sorted and distinct.
+    `seed_losses[i]` holds the finished seeds' losses of the configuration at `log2_lrs[i]`; inf marks
+    a diverged seed (the whole configuration is then diverged). `log2_lrs` must be sorted; an lr may
+    repeat: each entry is then one value of the other swept keys (init std, ...), and each lr takes its
+    best configuration, re-chosen in every resample (the winner's curse counts). `noise` = (variance,
+    degrees of freedom) of one seed's loss, pooled over several curves (`residual_scatter`): with one
+    seed it sets the interval (else this curve's own fit residuals do).
 
     Example:
         >>> x = [-9, -8, -7, -6, -5, -4]
@@ -139,39 +149,60 @@ def estimate_optimum(log2_lrs: Sequence[float], seed_losses: Sequence[Sequence[f
         >>> round(est.log2_lr, 2), est.low <= -6.5 <= est.high, est.interval
         (-6.5, True, 'bootstrap over 3 seeds')
     """
-    x = np.asarray(log2_lrs, dtype=float)
-    if len(x) != len(seed_losses) or len(x) == 0 or np.any(np.diff(x) <= 0):
-        raise ValueError("log2_lrs must be sorted, distinct and one per seed_losses entry")
+    cells = np.asarray(log2_lrs, dtype=float)
+    if len(cells) != len(seed_losses) or len(cells) == 0 or np.any(np.diff(cells) < 0):
+        raise ValueError("log2_lrs must be sorted and one per seed_losses entry")
+    x, starts = np.unique(cells, return_index=True)
     seeds = [np.asarray(s, dtype=float) for s in seed_losses]
     diverged = np.array([len(s) == 0 or not np.isfinite(s).all() for s in seeds])
-    means = np.array([math.inf if d else float(s.mean()) for s, d in zip(seeds, diverged)])
+    cell_means = np.array([math.inf if d else float(s.mean()) for s, d in zip(seeds, diverged)])
+    means = np.minimum.reduceat(cell_means, starts)  # per lr: its best configuration
     n_seeds = int(np.median([len(s) for s in seeds]))
     if diverged.all():
         return OptimumEstimate(None, None, None, "none", "none: every point diverged", note="every point diverged")
     i = int(np.argmin(means))
-    best = {"best_lr": float(2.0 ** x[i]), "best_loss": float(means[i]), "n_seeds": n_seeds}
+    vertex, fit, win = _vertex(x, means, i, half_window)
+    reps, how = _resample(x, cells, seeds, diverged, starts, means, win, n_seeds, (n_boot, seed, half_window), noise)
+    best = {"best_lr": float(2.0 ** x[i]), "best_loss": float(means[i]), "n_seeds": n_seeds,
+            "loss_samples": None if reps is None else reps.min(axis=1)}
     if i in (0, len(x) - 1):
         side = "smallest" if i == 0 else "largest"
         return OptimumEstimate(None, None, None, "none", "none: no optimum", on_edge=True, **best,
                                note=f"best at the grid's {side} lr 2^{x[i]:.3g}: the optimum may lie beyond; "
                                     "extend the grid")
-    vertex, fit, win = _vertex(x, means, i, half_window)
     fit_loss = None if fit is None else float(fit[0] * vertex**2 + fit[1] * vertex + fit[2])
     method = "quadratic" if fit_loss is not None else "grid"
     note = "" if method == "quadratic" else ("fewer than 3 finite points around the best one (a neighbour "
                                              "diverged): best grid point" if len(win) < 3 else
                                              "the fit has no minimum inside the window: best grid point")
-    if n_seeds >= 2:
-        samples = _seed_bootstrap(x, seeds, diverged, half_window, n_boot, seed, pool=win)
-        how = f"bootstrap over {n_seeds} seeds"
-    elif len(win) > 3 and method == "quadratic":
-        samples = _residual_bootstrap(x[win], means[win], i - win[0], n_boot, seed)
-        how = "residual bootstrap of the fit (one seed)"
-    else:
-        samples, how = None, f"none: one seed and a {len(win)}-point fit leave no scatter to resample"
+    samples = None if reps is None else _fit_resamples(x, reps, np.isfinite(means), half_window)
     low, high = percentile_interval(samples, vertex)
     return OptimumEstimate(float(vertex), low, high, method, how, n_points=len(win), fit_loss=fit_loss,
                            note=note, samples=samples, fit=fit, **best)
+
+
+def residual_scatter(log2_lrs: Sequence[float], losses: Sequence[float], *, half_window: int = 2) -> tuple[float, int]:
+    """(residual sum of squares, degrees of freedom) of one seed's curve about its weighted quadratic
+    around the best point (the same window as `estimate_optimum`); pooled over curves, sum / dof
+    estimates one seed's loss variance. A three-point window has no degrees of freedom: (0, 0).
+
+    Example:
+        >>> x = [-9, -8, -7, -6, -5, -4]
+        >>> rss, dof = residual_scatter(x, [2.5 + 0.05 * (v + 6.5) ** 2 for v in x])
+        >>> round(rss, 9), dof
+        (0.0, 2)
+    """
+    x, y = np.asarray(log2_lrs, dtype=float), np.asarray(losses, dtype=float)
+    y = np.where(np.isfinite(y), y, np.inf)
+    if not np.isfinite(y).any():
+        return 0.0, 0
+    i = int(np.argmin(y))
+    win = _window(np.isfinite(y), i, half_window)
+    if len(win) <= 3:
+        return 0.0, 0
+    wx, wy = x[win], y[win]
+    fitted = np.stack([wx**2, wx, np.ones_like(wx)], axis=1) @ (_projection(wx, i - win[0]) @ wy)
+    return float(((wy - fitted) ** 2).sum()), len(win) - 3
 
 
 def percentile_interval(samples: np.ndarray | None, point: float) -> tuple[float | None, float | None]:
@@ -235,13 +266,28 @@ def _vertex(x: np.ndarray, means: np.ndarray, i: int, half_window: int) -> tuple
     return v, (*(float(c) for c in coef), float(x[win[0]]), float(x[win[-1]])), win
 
 
-def _seed_bootstrap(x, seeds, diverged, half_window, n_boot, seed, pool) -> np.ndarray:
-    """Vertices of `n_boot` resamples of the seed means (see `resample_means`), the seeds' scatter
-    pooled over the fit's window."""
-    reps = resample_means(seeds, diverged, n_boot, seed, pool=pool)
+def _resample(x, cells, seeds, diverged, starts, means, win, n_seeds, boot, noise):
+    """(n_boot, n_lrs) resampled per-lr best means and how they were made, or (None, why not)."""
+    n_boot, seed, half_window = boot
+    pool = np.flatnonzero(np.isin(cells, x[win])) if len(win) else None
+    if n_seeds >= 2:
+        reps = resample_means(seeds, diverged, n_boot, seed, pool=pool)
+        how = f"bootstrap over {n_seeds} seeds"
+    else:
+        if noise is None or noise[1] == 0:
+            noise = residual_scatter(x, means, half_window=half_window)
+            noise = (noise[0] / noise[1], noise[1]) if noise[1] else (0.0, 0)
+        if noise[1] == 0:
+            return None, f"none: one seed and a {len(win)}-point fit leave no scatter to resample"
+        reps = resample_means(seeds, diverged, n_boot, seed, noise=noise)
+        how = "parametric bootstrap from the fit residuals (one seed)"
+    return np.minimum.reduceat(reps, starts, axis=1), how
+
+
+def _fit_resamples(x, reps, finite, half_window) -> np.ndarray:
+    """Vertex of each resample (a row of `reps`): the window re-centred on its best lr and the fit redone."""
     centers = np.argmin(reps, axis=1)
     out = x[centers].astype(float)  # an edge or a lone point: the best grid point
-    finite = ~diverged
     for c in np.unique(centers):
         win = _window(finite, int(c), half_window)
         if c in (0, len(x) - 1) or len(win) < 3:
@@ -253,7 +299,7 @@ def _seed_bootstrap(x, seeds, diverged, half_window, n_boot, seed, pool) -> np.n
 
 
 def resample_means(seeds: Sequence[np.ndarray], diverged: np.ndarray, n_boot: int, seed: int,
-                   pool: Sequence[int] | None = None) -> np.ndarray:
+                   pool: Sequence[int] | None = None, noise: tuple[float, int] | None = None) -> np.ndarray:
     """(n_boot, n_points) bootstrap means over seeds; inf at diverged points.
 
     Each point's seeds are resampled with replacement (the spread widened by sqrt(n/(n-1)), unbiased),
@@ -265,17 +311,25 @@ def resample_means(seeds: Sequence[np.ndarray], diverged: np.ndarray, n_boot: in
     on exact quadratics with Gaussian noise (300 draws): the vertex's 95 % interval covered the truth
     in 95 % (3 seeds) and 96 % (2 seeds); resampling the seeds alone, 89 % at 3 seeds.
 
+    `noise` = (variance, degrees of freedom) of one seed's loss, estimated elsewhere (one seed per
+    point: the fits' residuals): each resample draws its own noise sd from that estimate's scaled
+    inverse chi-square (an sd read off a few residuals is itself uncertain: the interval widens with
+    it) and adds Gaussian noise of that sd / sqrt(seeds) to every point's mean.
+
     Example:
         >>> resample_means([np.array([1.0, 2.0, 3.0])], np.array([False]), 4, 0).shape
         (4, 1)
     """
     rng = np.random.default_rng(seed)
     reps = np.full((n_boot, len(seeds)), np.inf)
+    if noise is not None and noise[1] > 0:
+        return _parametric_means(seeds, diverged, noise, reps, rng)
     chosen = range(len(seeds)) if pool is None else pool
     live = [np.asarray(seeds[j], dtype=float) for j in chosen if not diverged[j] and len(seeds[j]) > 1]
     dof = sum(len(s) - 1 for s in live)
-    if not dof:
-        return np.where(diverged[None, :], np.inf, np.array([np.mean(s) if len(s) else np.inf for s in seeds]))
+    if not dof:  # no scatter to resample: every resample is the means themselves
+        means = np.array([np.mean(s) if len(s) else np.inf for s in seeds])
+        return np.broadcast_to(np.where(diverged, np.inf, means), reps.shape).copy()
     # typical scatter: the median of the points' variances, unbiased for chi-square's median (a
     # volatile lr near divergence cannot inflate every point's noise); a point scattering more keeps its own
     typical = float(np.median([s.var(ddof=1) / (1 - 2 / (9 * (len(s) - 1))) ** 3 for s in live]))
@@ -294,15 +348,17 @@ def resample_means(seeds: Sequence[np.ndarray], diverged: np.ndarray, n_boot: in
     return reps
 
 
-def _residual_bootstrap(x, y, i, n_boot, seed) -> np.ndarray:
-    """Vertices of `n_boot` refits to fitted + resampled residuals (scaled up for the 3 fitted
-    coefficients), the window held fixed: the fit's own uncertainty when there is one seed."""
-    rng = np.random.default_rng(seed)
-    proj = _projection(x, i)
-    fitted = np.stack([x**2, x, np.ones_like(x)], axis=1) @ (proj @ y)
-    resid = (y - fitted) * math.sqrt(len(x) / (len(x) - 3))
-    reps = fitted[None, :] + resid[rng.integers(0, len(x), size=(n_boot, len(x)))]
-    return _vertices(x, proj @ reps.T, float(x[i]))
+
+def _parametric_means(seeds, diverged, noise, reps, rng) -> np.ndarray:
+    var, dof = noise
+    sd = np.sqrt(var * dof / rng.chisquare(dof, size=(reps.shape[0], 1)))
+    z = rng.standard_normal(reps.shape)
+    for j, s in enumerate(seeds):
+        if not diverged[j] and len(s):
+            reps[:, j] = float(np.mean(s)) + sd[:, 0] * z[:, j] / math.sqrt(len(s))
+    return reps
+
+
 def _checked_curve(lrs, losses, neighbors: int) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(lrs, dtype=float)
     y = np.asarray(losses, dtype=float)

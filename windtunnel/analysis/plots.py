@@ -252,8 +252,8 @@ def _mutransfer(res: RunResults, out: Path, formats) -> list[Path]:
                 _transfer_curve(ax, row, colour, carried)
         if carried:
             ax.axvline(carried, color="#444444", ls=":", lw=1.2, label=f"carried 2^{math.log2(carried):.3g}")
-        band = f" [{s.drift_low:.2f}, {s.drift_high:.2f}]" if s.drift_low is not None else ""
-        drift = f"drift {s.drift:.2f}{band} log2" if s.drift is not None else "drift n/a (edge optima)"
+        band = f" [{s.slope_low:+.2f}, {s.slope_high:+.2f}]" if s.slope_low is not None else ""
+        drift = f"drift {s.slope:+.2f}{band} log2/doubling" if s.slope is not None else "drift n/a (edge optima)"
         g = s.regret_widest
         ax.set_title(f"{PARAM_NAMES.get(panel, panel)}: {drift}\nregret at {s.widths[-1]}: "
                      f"{g.text() if g else 'n/a'} nats -> {s.verdict}", fontsize=9)

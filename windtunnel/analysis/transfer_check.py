@@ -7,12 +7,18 @@ from every seed (`optimum.estimate_optimum`: weighted quadratic in log2 lr over 
 around the best one, 95 % bootstrap interval). A best point on the grid's edge names no optimum.
 
 Two criteria, each pass | fail | inconclusive:
-- drift: max - min of log2 optimum over the shapes, with a bootstrap interval (the widths' resamples
-  combined); pass when its upper bound <= `max_drift`, fail when its lower bound > `max_drift`;
+- drift: the slope of log2 lr* per doubling of the shape (least squares over the shapes that name an
+  optimum), its 95 % interval from the same slope fitted to every bootstrap resample of the optima;
+  pass when the interval lies within ±`drift_pass` (0.15), fail when it lies wholly beyond
+  ±`drift_fail` (0.5). max - min of the optima is printed as a description only: it is biased upward
+  by noise (about 2 sd with no movement at all) and its interval never covers 0;
 - regret (`regret.transfer_regret`): the loss given up at the largest shape by carrying the
   source shape's winner; pass when its upper bound <= `regret_tolerance`, fail when its lower bound is above.
-μP passes when either criterion passes and its best loss falls as the model grows; SP, the control,
-is expected to drift about one log2 unit per doubling and is reported beside it.
+μP passes when either criterion passes, the best loss falls with the shape (its slope per doubling
+wholly below 0) and nothing vetoes it: an optimum on the grid's edge at any shape makes it
+inconclusive with the fix (more lrs beyond that edge), a carried configuration that diverges at any
+shape makes it fail. SP, the control, is expected to drift about one log2 unit per doubling and is
+reported beside it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .optimum import (
     estimate_optimum,
     fit_optimum,
     percentile_interval,
+    residual_scatter,
 )
 from .regret import Cell, Regret, transfer_regret
 from .runs import (
@@ -44,14 +51,17 @@ from .runs import (
     with_parametrization,
 )
 from .transfer_report import report_table
-from .transfer_verdict import judge
+from .transfer_verdict import Thresholds, from_max_drift, judge
+from .trend import slope_interval
 
 __all__ = [
     "SHAPE_KEYS",
     "Optimum",
     "ParamSummary",
     "TransferReport",
+    "Thresholds",
     "WidthOptimum",
+    "check_family",
     "fit_optimum",
     "transfer_check",
 ]
@@ -82,14 +92,14 @@ class ParamSummary:
     parametrization: str
     widths: list[int]
     drift: float | None
-    """max - min of log2(optimal lr) over the shapes that name an optimum."""
+    """max - min of log2(optimal lr) over the shapes that name an optimum: a description, not the verdict."""
     drift_low: float | None
     drift_high: float | None
     slope: float | None
-    """least-squares shift of log2(optimal lr) per doubling of the shape (SP width: about -1)."""
+    """Least-squares shift of log2(optimal lr) per doubling of the shape (SP width: about -1): the drift verdict."""
     best_losses: list[float]
     loss_falls: bool
-    """Best loss lower at the largest shape than at the smallest, with a falling trend over log2(shape)."""
+    """The best loss's slope per doubling of the shape lies wholly below 0 (`loss_trend` == falls)."""
     edge_widths: list[int]
     drift_verdict: str
     regret_verdict: str
@@ -100,6 +110,20 @@ class ParamSummary:
     reasons: list[str] = field(default_factory=list)
     settle: str = ""
     """What would settle an inconclusive verdict (more seeds, more lr points)."""
+    slope_low: float | None = None
+    slope_high: float | None = None
+    loss_slope: float | None = None
+    """Least-squares slope of the best loss per doubling of the shape, nats."""
+    loss_low: float | None = None
+    loss_high: float | None = None
+    loss_trend: str = "inconclusive"
+    """falls | flat | rises | inconclusive, from the best loss's slope interval."""
+    diverged_widths: list[int] = field(default_factory=list)
+    """Shapes where the carried configuration diverged."""
+    edge_fixes: list[str] = field(default_factory=list)
+    """Per edge: which lrs to add, e.g. `train.lr values below 2^-12`."""
+    interval: str = ""
+    """How the intervals were made (bootstrap over seeds, or the one-seed parametric bootstrap)."""
 
 
 @dataclass
@@ -111,18 +135,21 @@ class TransferReport:
     rows: list[WidthOptimum]
     summaries: dict[str, ParamSummary]
     verdict: str
-    max_drift: float
+    max_drift: float | None
+    """The deprecated max - min threshold, when given (converted to `thresholds.drift_pass`)."""
     regret_tolerance: float
     from_width: int
     neighbors: int
     n_seeds: int
     notes: list[str] = field(default_factory=list)
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
     def to_dict(self) -> dict:
         sums = {k: {**asdict(v), "regret_widest": v.regret_widest.to_dict() if v.regret_widest else None}
                 for k, v in self.summaries.items()}
         return {"run": str(self.run_dir), "shape_key": self.shape_key, "verdict": self.verdict,
-                "max_drift": self.max_drift, "regret_tolerance": self.regret_tolerance,
+                "thresholds": asdict(self.thresholds), "max_drift": self.max_drift,
+                "regret_tolerance": self.regret_tolerance,
                 "from_width": self.from_width, "neighbors": self.neighbors, "n_seeds": self.n_seeds,
                 "confidence": 0.95, "notes": self.notes, "parametrizations": sums,
                 "optima": [{"parametrization": r.parametrization, "width": r.width, "n_lrs": r.n_lrs,
@@ -135,23 +162,31 @@ class TransferReport:
         return report_table(self)
 
 
-def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float = 1.0,
+def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float | None = None,
                    regret_tolerance: float = 0.01, from_width: int | None = None, shape_key: str | None = None,
-                   n_boot: int = N_BOOT, write: bool = True) -> TransferReport:
-    """Each shape's optimal lr with its interval, the drift and the transfer regret, and the verdict.
+                   n_boot: int = N_BOOT, write: bool = True, drift_pass: float = 0.15, drift_fail: float = 0.5,
+                   loss_flat: float = 0.01) -> TransferReport:
+    """Each shape's optimal lr with its interval, the drift per doubling and the transfer regret, and the verdict.
 
     `neighbors`: grid points each side of the best one in the quadratic fit. `from_width`: the shape
     whose winner is carried (default the smallest). `shape_key`: which swept shape key, when a run
-    sweeps several. Writes `run_dir/transfer_check.json` (atomically) unless `write=False`.
+    sweeps several. `drift_pass` / `drift_fail`: the drift (log2 lr* per doubling) passes when its
+    interval lies within ±drift_pass, fails when wholly beyond ±drift_fail. `loss_flat`: a best-loss
+    slope within ±loss_flat nats per doubling is flat. `max_drift` (deprecated: a max - min in log2
+    units) is converted to drift_pass = max_drift / doublings spanned, with a warning. Writes
+    `run_dir/transfer_check.json` (atomically) unless `write=False`.
 
     Example:
-        >>> report = transfer_check("runs/width_transfer")
-        >>> report.verdict, round(report.summaries["mup"].drift, 2)      # doctest: +SKIP
-        ('pass', 0.41)
+        >>> report = transfer_check("runs/width_transfer")                # doctest: +SKIP
+        >>> report.verdict, round(report.summaries["mup"].slope, 2)      # doctest: +SKIP
+        ('pass', 0.04)
     """
-    if max_drift <= 0 or regret_tolerance < 0:
-        raise WindtunnelError(f"max_drift must be > 0 log2 units and regret_tolerance >= 0 nats, "
-                              f"got {max_drift} and {regret_tolerance}")
+    if regret_tolerance < 0 or not 0 < drift_pass <= drift_fail or loss_flat < 0:
+        raise WindtunnelError(f"thresholds must satisfy 0 < drift_pass <= drift_fail (log2 per doubling), "
+                              f"regret_tolerance >= 0 and loss_flat >= 0 (nats), got drift_pass={drift_pass}, "
+                              f"drift_fail={drift_fail}, regret_tolerance={regret_tolerance}, loss_flat={loss_flat}")
+    if max_drift is not None and max_drift <= 0:
+        raise WindtunnelError(f"max_drift must be > 0 log2 units, got {max_drift}")
     if neighbors < 1:
         raise WindtunnelError(f"neighbors must be >= 1 (a quadratic needs 3 points), got {neighbors}")
     res = load_run(run_dir)
@@ -168,28 +203,57 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float 
     table["_label"] = table[variants].astype(str).agg("/".join, axis=1)
     shapes = sorted(int(v) for v in table[key].unique())
     source = _source(res, shapes, from_width)
-    notes = [f"also swept {', '.join(others)}: each lr takes the best value of those"] if others else []
+    notes = [f"also swept {', '.join(others)}: each lr takes the best value of those, re-chosen in every "
+             "resample"] if others else []
+    limits = Thresholds(drift_pass, max(drift_fail, drift_pass), regret_tolerance, loss_flat)
+    if max_drift is not None:
+        limits = from_max_drift(max_drift, shapes, limits, notes)
     rows, summaries = [], {}
     for label in sorted(table["_label"].unique(), key=lambda s: (s.split("/")[0] == "sp", s)):
         part = table[table["_label"] == label]
-        fam = [_shape_row(res, label, (key, int(w)), g, neighbors, n_boot) for w, g in part.groupby(key, sort=True)]
         cells = {int(w): _cells(g, others) for w, g in part.groupby(key, sort=True)}
-        fits = {r.width: r.optimum.fit for r in fam if r.optimum.fit is not None}
-        carried, regrets = transfer_regret(cells, from_width=source, fits=fits, n_boot=n_boot)
-        for r, g in zip(fam, regrets):
-            r.regret = g
+        _enough_lrs(res, label, key, cells)
+        fam, summaries[label] = check_family(label, cells, from_width=source, limits=limits, neighbors=neighbors,
+                                             n_boot=n_boot, config_keys=[LR_KEY, *others], notes=notes)
         rows += fam
-        summaries[label] = _summarise(label, fam, carried, [LR_KEY, *others], max_drift, regret_tolerance)
     verdict = _overall(summaries, notes)
     n_seeds = int(max((r.optimum.n_seeds for r in rows), default=0))
     if n_seeds <= 1:
-        notes.append("one seed per point: intervals come from the fit's residuals alone (inconclusive where "
-                     "a fit has no scatter); run >= 3 seeds for a bootstrap over seeds")
+        notes.append("one seed per point: intervals come from a parametric bootstrap of the fits' residuals "
+                     "(pooled over the shapes; inconclusive where no fit has scatter); run >= 3 seeds for a "
+                     "bootstrap over seeds")
     report = TransferReport(res.run_dir, key, rows, summaries, verdict, max_drift, regret_tolerance, source,
-                            neighbors, n_seeds, notes)
+                            neighbors, n_seeds, notes, limits)
     if write:
         write_json(res.run_dir / "transfer_check.json", report.to_dict(), strict=True)
     return report
+
+
+def check_family(label: str, cells: dict[int, list[Cell]], *, from_width: int, limits: Thresholds = Thresholds(),
+                 neighbors: int = 2, n_boot: int = N_BOOT, config_keys: list[str] | None = None,
+                 notes: list[str] | None = None) -> tuple[list[WidthOptimum], ParamSummary]:
+    """The transfer check of one parametrization from its configurations per shape (no run folder):
+    each shape's optimum, the regret of carrying `from_width`'s winner, the drift and the verdict.
+    `notes` (a list), when given, collects the one-seed noise estimate.
+
+    Example:
+        >>> cell = lambda w, e: Cell((2.0**e,), e, np.array([3 - 0.1 * np.log2(w) + 0.05 * (e + 7) ** 2]), False)
+        >>> rows, s = check_family("mup", {w: [cell(w, e) for e in range(-11, -3)] for w in (64, 128, 256, 512)},
+        ...                        from_width=64)
+        >>> s.verdict, abs(round(s.slope, 3))
+        ('pass', 0.0)
+    """
+    noise = _pooled_noise(cells, neighbors)
+    if noise is not None and notes is not None:
+        notes.append(f"{label}: one seed's noise sd {math.sqrt(noise[0]):.3g} nats, read off the fits' residuals "
+                     f"({noise[1]} degrees of freedom, pooled over the {len(cells)} shapes)")
+    fam = [_shape_row(label, w, c, neighbors, n_boot, noise) for w, c in sorted(cells.items())]
+    fits = {r.width: r.optimum.fit for r in fam if r.optimum.fit is not None}
+    carried, regrets = transfer_regret(cells, from_width=from_width, fits=fits, n_boot=n_boot, noise=noise)
+    for r, g in zip(fam, regrets):
+        r.regret = g
+    keys = config_keys or [LR_KEY]
+    return fam, _summarise(label, fam, carried, keys, limits, regrets)
 
 
 # --- internals --------------------------------------------------------------------------------
@@ -227,64 +291,103 @@ def _has_data(g) -> np.ndarray:
     return ((g["n_ok"] > 0) | (g["status"] == "diverged")).to_numpy()
 
 
-def _shape_row(res, label, shape: tuple[str, int], g, neighbors, n_boot) -> WidthOptimum:
-    """Best over the other swept keys per lr (by seed mean), then the optimum over lr."""
-    key, width = shape
-    g = g[_has_data(g)]
-    per_lr = []
-    for lr, cells in g.groupby(LR_KEY, sort=True):
-        finite = cells[cells["loss"].map(math.isfinite)]
-        per_lr.append(finite.loc[finite["loss"].idxmin()] if len(finite) else cells.iloc[0])
-    if len(per_lr) < 3:
-        have = ", ".join(f"2^{math.log2(float(r[LR_KEY])):g}" for r in per_lr) or "none"
-        raise WindtunnelError(f"{res.run_dir}: {label} at {key}={width} has {len(per_lr)} lr point(s) with a finished "
-                              f"or diverged trial ({have}); the check needs >= 3 (error/pruned trials are missing)")
-    x = [math.log2(float(r[LR_KEY])) for r in per_lr]
-    seeds = [list(r["seed_losses"]) + ([math.inf] if r["status"] == "diverged" else []) for r in per_lr]
-    opt = estimate_optimum(x, seeds, half_window=neighbors, n_boot=n_boot, seed=width)
-    points = [{"log2_lr": xi, "loss": float(r["loss"]), "low": min(r["seed_losses"], default=None),
-               "high": max(r["seed_losses"], default=None), "n_ok": int(r["n_ok"]), "n": int(r["n"]),
-               "status": r["status"]} for xi, r in zip(x, per_lr)]
-    return WidthOptimum(label, width, opt, n_lrs=len(per_lr), n_ok=sum(r["status"] == "ok" for r in per_lr),
+def _enough_lrs(res, label, key, cells: dict[int, list[Cell]]) -> None:
+    for width, cs in cells.items():
+        lrs = sorted({c.log2_lr for c in cs})
+        if len(lrs) < 3:
+            have = ", ".join(f"2^{x:g}" for x in lrs) or "none"
+            raise WindtunnelError(f"{res.run_dir}: {label} at {key}={width} has {len(lrs)} lr point(s) with a "
+                                  f"finished or diverged trial ({have}); the check needs >= 3 (error/pruned trials "
+                                  "are missing)")
+
+
+def _seed_lists(cells: list[Cell]) -> tuple[list[float], list[list[float]]]:
+    """log2 lr and seed losses per cell, sorted by lr, for `estimate_optimum` (inf marks a diverged cell)."""
+    cells = sorted(cells, key=lambda c: c.log2_lr)
+    return [c.log2_lr for c in cells], [[*c.seeds.tolist(), *([math.inf] if c.diverged else [])] for c in cells]
+
+
+def _pooled_noise(cells: dict[int, list[Cell]], neighbors: int) -> tuple[float, int] | None:
+    """One seed's loss variance and its degrees of freedom, from the fits' residuals pooled over the
+    shapes (per lr the best configuration); None when the points carry several seeds (they speak for themselves)."""
+    if any(len(c.seeds) > 1 for cs in cells.values() for c in cs):
+        return None
+    rss = dof = 0
+    for cs in cells.values():
+        x, seeds = _seed_lists(cs)
+        means = {}
+        for xi, s in zip(x, seeds):
+            v = float(np.mean(s)) if s and all(map(math.isfinite, s)) else math.inf
+            means[xi] = min(means.get(xi, math.inf), v)
+        r, d = residual_scatter(list(means), list(means.values()), half_window=neighbors)
+        rss, dof = rss + r, dof + d
+    return (rss / dof, dof) if dof else None
+
+
+def _shape_row(label, width, cells: list[Cell], neighbors, n_boot, noise) -> WidthOptimum:
+    """The optimum over lr, each lr taking its best configuration of the other swept keys (re-chosen per resample)."""
+    x, seeds = _seed_lists(cells)
+    opt = estimate_optimum(x, seeds, half_window=neighbors, n_boot=n_boot, seed=width, noise=noise)
+    points = []
+    for lr in sorted({c.log2_lr for c in cells}):
+        at = [c for c in cells if c.log2_lr == lr]
+        c = min(at, key=lambda c: (c.mean, c.diverged))
+        points.append({"log2_lr": lr, "loss": c.mean, "low": float(c.seeds.min()) if len(c.seeds) else None,
+                       "high": float(c.seeds.max()) if len(c.seeds) else None, "n_ok": len(c.seeds),
+                       "n": c.n, "status": c.status})
+    return WidthOptimum(label, width, opt, n_lrs=len(points), n_ok=sum(p["status"] == "ok" for p in points),
                         points=points)
 
 
 def _cells(g, others) -> list[Cell]:
     g = g[_has_data(g)]
     return [Cell(config=(float(r[LR_KEY]), *(r[k] for k in others)), log2_lr=math.log2(float(r[LR_KEY])),
-                 seeds=np.asarray(r["seed_losses"], dtype=float), diverged=r["status"] == "diverged")
+                 seeds=np.asarray(r["seed_losses"], dtype=float), diverged=r["status"] == "diverged",
+                 n=int(r["n"]), status=str(r["status"]))
             for _, r in g.iterrows()]
 
 
-def _summarise(label, rows: list[WidthOptimum], carried, config_keys, max_drift, tol) -> ParamSummary:
+def _summarise(label, rows: list[WidthOptimum], carried, config_keys, limits: Thresholds, regrets) -> ParamSummary:
     widths = [r.width for r in rows]
     named = [r for r in rows if r.optimum.log2_lr is not None]
     logs = [r.optimum.log2_lr for r in named]
     drift = max(logs) - min(logs) if len(named) >= 2 else None
     low = high = None
-    if drift is not None and all(r.optimum.samples is not None for r in named):
+    boot = len(named) >= 2 and all(r.optimum.samples is not None for r in named)
+    if drift is not None and boot:
         reps = np.stack([r.optimum.samples for r in named])
         low, high = percentile_interval(reps.max(axis=0) - reps.min(axis=0), drift)
-    slope = float(np.polyfit(np.log2([r.width for r in named]), logs, 1)[0]) if len(named) >= 2 else None
+    slope = s_low = s_high = None
+    if len(named) >= 2:
+        slope, s_low, s_high = slope_interval(np.log2([r.width for r in named]), logs,
+                                              [r.optimum.samples for r in named] if boot else None)
     best = [r.optimum.best_loss if r.optimum.best_loss is not None else math.inf for r in rows]
-    falls = _loss_falls(widths, best)
-    edges = [r.width for r in rows if r.optimum.on_edge]
-    widest = rows[-1].regret
-    s = ParamSummary(label, widths, drift, low, high, slope, best, falls, edges, "", "", "",
-                     carried=dict(zip(config_keys, carried)) if carried else None, regret_widest=widest,
-                     n_seeds=max(r.optimum.n_seeds for r in rows))
-    judge(s, max_drift=max_drift, tol=tol, min_widths=MIN_WIDTHS, min_span=MIN_SPAN)
+    loss = _loss_slope(widths, best, [r.optimum.loss_samples for r in rows])
+    s = ParamSummary(label, widths, drift, low, high, slope, best, False, [r.width for r in rows if r.optimum.on_edge],
+                     "", "", "", carried=dict(zip(config_keys, carried)) if carried else None,
+                     regret_widest=rows[-1].regret, n_seeds=max(r.optimum.n_seeds for r in rows),
+                     slope_low=s_low, slope_high=s_high, loss_slope=loss[0], loss_low=loss[1], loss_high=loss[2],
+                     diverged_widths=[g.width for g in regrets if g.diverged],
+                     edge_fixes=_edge_fixes(rows), interval=", ".join(sorted({r.optimum.interval for r in rows})))
+    judge(s, limits, min_widths=MIN_WIDTHS, min_span=MIN_SPAN)
     return s
 
 
-def _loss_falls(widths: list[int], best: list[float]) -> bool:
-    """The best loss falls with the shape: lower at the largest than at the smallest, and its trend
-    against log2(shape) points down. Not step by step: a seed-noise wobble between neighbours is no
-    evidence that a bigger model is worse."""
-    finite = [(w, b) for w, b in zip(widths, best) if math.isfinite(b)]
-    if len(finite) < 2 or len(finite) < len(best) or not best[-1] < best[0]:
-        return False
-    return float(np.polyfit(np.log2([w for w, _ in finite]), [b for _, b in finite], 1)[0]) < 0
+def _loss_slope(widths, best, samples) -> tuple[float | None, float | None, float | None]:
+    """The best loss's slope per doubling of the shape, with its interval when every shape was resampled."""
+    if len(widths) < 2 or not all(map(math.isfinite, best)):
+        return None, None, None
+    return slope_interval(np.log2(widths), best, None if any(s is None for s in samples) else samples)
+
+
+def _edge_fixes(rows: list[WidthOptimum]) -> list[str]:
+    """`train.lr values below 2^-12` (or above the largest) per side where some shape's best lr is on the edge."""
+    fixes = []
+    for side, pick, word in (("smallest", min, "below"), ("largest", max, "above")):
+        edge = [pick(p["log2_lr"] for p in r.points) for r in rows if r.optimum.on_edge and side in r.optimum.note]
+        if edge:
+            fixes.append(f"train.lr values {word} 2^{pick(edge):g}")
+    return fixes
 
 
 def _overall(summaries: dict[str, ParamSummary], notes: list[str]) -> str:

@@ -34,7 +34,7 @@ def report_table(report) -> str:
                      f"{f'{r.n_ok}/{r.n_lrs}':>6} {o.n_seeds:>5}  {regret:<24} {note}")
     intervals = sorted({r.optimum.interval for r in report.rows})
     lines.append(f"optimum: weighted quadratic in log2 lr over <= {2 * report.neighbors + 1} points around the best; "
-                 f"95% interval: {', '.join(intervals)}")
+                 f"95% interval (optimum, drift, best loss): {', '.join(intervals)}")
     routine = sorted({r.regret.how for r in report.rows if r.regret and r.regret.how.startswith(ROUTINE)})
     if routine:
         lines.append(f"regret: {', '.join(routine)}")
@@ -44,8 +44,10 @@ def report_table(report) -> str:
                      + "".join(f"\n  - {x}" for x in s.reasons)
                      + (f"\n  - to settle it: {s.settle}" if s.settle else ""))
     lines += [f"note: {n}" for n in report.notes]
-    lines.append(f"verdict (muP: drift <= {report.max_drift:g} log2 or regret <= {report.regret_tolerance:g} nats at "
-                 f"the largest {shape}, and best loss falls): {report.verdict}")
+    t = report.thresholds
+    lines.append(f"verdict (muP: drift interval within ±{t.drift_pass:g} log2 per doubling or regret <= "
+                 f"{t.regret_tolerance:g} nats at the largest {shape}, best loss falls, no optimum on the grid's "
+                 f"edge, the carried configuration never diverges): {report.verdict}")
     return "\n".join(lines)
 
 

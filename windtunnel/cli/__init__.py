@@ -30,7 +30,7 @@ EPILOG = """examples:
   windtunnel check transfer runs/width_transfer
   windtunnel eval context runs/xs --lengths 1,2,4,8,16,32,64,128
   windtunnel eval calibration runs/xs --tasks tasks.jsonl --scoring text
-  windtunnel check horizon runs/horizon --tokens 1.5e12
+  windtunnel check horizon runs/horizon --target 1.2b
 """
 
 

@@ -86,15 +86,27 @@ def _add_transfer(sub) -> None:
     p = sub.add_parser("transfer", help="optimal lr per width (or depth) with intervals, drift, regret, verdict",
                        description="Per parametrization and width (or depth): the optimal lr from every seed "
                                    "(weighted quadratic in log2 lr around the best point, 95%% bootstrap "
-                                   "interval), its drift over the shapes with an interval, and the transfer "
-                                   "regret (loss given up by carrying the smallest shape's winner). muP "
-                                   "passes when the drift or the regret at the largest shape is within its "
-                                   "tolerance and the best loss falls. Writes RUN/transfer_check.json. "
+                                   "interval; each lr takes the best value of any other swept key, re-chosen "
+                                   "per resample), the drift as a slope of log2 lr* per doubling of the shape "
+                                   "with its interval, and the transfer regret (loss given up by carrying the "
+                                   "smallest shape's winner). muP passes when the drift's interval lies within "
+                                   "±--drift-pass or the regret's upper bound at the largest shape is within "
+                                   "--regret-tolerance, the best loss falls with the shape (its slope per "
+                                   "doubling below 0), no shape's optimum sits on the grid's edge and the carried "
+                                   "configuration diverges nowhere. Writes RUN/transfer_check.json. "
                                    "Exit 0 pass, 1 fail or inconclusive, 2 bad input.")
     p.add_argument("run", help="run folder of a width- or depth-transfer sweep, e.g. runs/width_transfer")
-    p.add_argument("--max-drift", type=float, default=1.0, help="allowed muP drift in log2 units (default 1)")
+    p.add_argument("--drift-pass", type=float, default=0.15,
+                   help="the drift passes when its 95%% interval lies within ± this, log2 lr* per doubling "
+                        "(default 0.15: about 1 log2 over the 6-7 doublings to a 1.2B)")
+    p.add_argument("--drift-fail", type=float, default=0.5,
+                   help="the drift fails when its interval lies wholly beyond ± this (default 0.5, half of SP's 1)")
+    p.add_argument("--max-drift", type=float,
+                   help="deprecated (a max - min in log2 units): read as --drift-pass = value / doublings spanned")
     p.add_argument("--regret-tolerance", type=float, default=0.01,
                    help="allowed muP regret at the largest shape, in nats (default 0.01)")
+    p.add_argument("--loss-flat", type=float, default=0.01,
+                   help="a best-loss slope within ± this, nats per doubling, is flat: fail (default 0.01)")
     p.add_argument("--from-width", type=int, help="the shape whose winner is carried (default: the smallest)")
     p.add_argument("--shape-key", help="the swept shape key, when a run sweeps both model.d_model and model.n_layers")
     p.add_argument("--neighbors", type=int, default=2,
@@ -103,10 +115,17 @@ def _add_transfer(sub) -> None:
 
 
 def _cmd_transfer(args) -> int:
+    import warnings
+
     from ..analysis.transfer_check import transfer_check
-    report = transfer_check(args.run, neighbors=args.neighbors, max_drift=args.max_drift,
-                            regret_tolerance=args.regret_tolerance, from_width=args.from_width,
-                            shape_key=args.shape_key)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        report = transfer_check(args.run, neighbors=args.neighbors, max_drift=args.max_drift,
+                                regret_tolerance=args.regret_tolerance, from_width=args.from_width,
+                                shape_key=args.shape_key, drift_pass=args.drift_pass, drift_fail=args.drift_fail,
+                                loss_flat=args.loss_flat)
+    for w in caught:
+        print(f"warning: {str(w.message).replace('drift_pass / ', '')}", file=sys.stderr)
     print(report.table())
     print(f"wrote {Path(args.run) / 'transfer_check.json'}", file=sys.stderr)
     return 0 if report.verdict == "pass" else 1
@@ -114,24 +133,50 @@ def _cmd_transfer(args) -> int:
 
 def _add_horizon(sub) -> None:
     p = sub.add_parser("horizon", help="optimal lr per token budget, fit of log2 lr* vs log2 tokens, extrapolation",
-                       description="Fit each budget's optimal lr (parabola vertex in log2 lr, seeds averaged), "
-                                   "then a line log2 lr* = a + slope x log2 tokens with its 95%% interval from "
-                                   "the fit's standard error, and extrapolate to --tokens. Needs >= 3 budgets "
+                       description="Fit each budget's optimal lr from every seed (weighted quadratic in log2 lr "
+                                   "over up to 5 points, bootstrap interval), then a line log2 lr* = a + slope x "
+                                   "log2 tokens, its 95%% interval from the same resamples (widened when the optima "
+                                   "stray from the line more than their intervals allow), and extrapolate with the "
+                                   "number of doublings beyond the largest budget. Needs >= 3 budgets "
                                    "(train.steps swept) with >= 3 lr points each. Writes RUN/horizon_check.json; "
                                    "exit 0 when a slope is fitted, 1 when not.")
     p.add_argument("run", help="run folder of a horizon sweep, e.g. runs/horizon (sweeps/horizon.yaml)")
-    p.add_argument("--tokens", type=float, help="extrapolate the optimal lr to this many tokens, e.g. 1.5e12")
-    p.add_argument("--neighbors", type=int, default=1,
-                   help="grid points each side of the best one in the parabola fit (default 1)")
+    to = p.add_mutually_exclusive_group()
+    to.add_argument("--target", help="extrapolate to a target preset's horizon (e.g. 1.2b): its tokens per "
+                                     "non-embedding parameter, carried to this sweep's model")
+    to.add_argument("--tokens-per-param", type=float, metavar="X",
+                    help="extrapolate to X tokens per non-embedding parameter (the full run's tokens / its "
+                         "parameters; 1.2b: 1.5e12 / 1.151e9 = 1303)")
+    to.add_argument("--proxy-tokens", type=float, metavar="N",
+                    help="extrapolate to N tokens of this sweep's own model (not the target's)")
+    to.add_argument("--tokens", type=float, help=argparse.SUPPRESS)  # deprecated: was --proxy-tokens
+    p.add_argument("--neighbors", type=int, default=2,
+                   help="grid points each side of the best one in the quadratic fit (default 2)")
     p.set_defaults(func=_cmd_horizon)
 
 
 def _cmd_horizon(args) -> int:
     from ..analysis.horizon_check import HORIZON_FILE, horizon_check
-    report = horizon_check(args.run, tokens=args.tokens, neighbors=args.neighbors)
+    tpp, tokens = args.tokens_per_param, args.proxy_tokens
+    if args.tokens is not None:
+        print(f"warning: --tokens is deprecated: it was read as {args.tokens:g} tokens of the horizon sweep's own "
+              "model, not the target's; say --proxy-tokens for that, or --target NAME / --tokens-per-param X "
+              "for the target's horizon", file=sys.stderr)
+        tokens = args.tokens
+    if args.target is not None:
+        tpp = _target_tokens_per_param(args.target)
+    report = horizon_check(args.run, tokens=tokens, tokens_per_param=tpp, neighbors=args.neighbors)
     print(report.table())
     print(f"wrote {Path(args.run) / HORIZON_FILE}", file=sys.stderr)
     return 0 if report.fit is not None else 1
+
+
+def _target_tokens_per_param(name: str) -> float:
+    from ..model.accounting import count_params
+    from ..target.presets import load_target
+    t = load_target(name)
+    model = t.config(steps=10**9).model  # the shape is what counts; any valid length will do
+    return t.tokens / count_params(model).non_embedding
 
 
 def _int_list(text: str) -> list[int]:

@@ -62,29 +62,16 @@ def horizon_correction(run: str | os.PathLike, *, raw_lr: float, proxy_tpp: floa
 
     A run folder without a fitted slope raises `WindtunnelError` (the CLI's exit 2).
     """
-    from ..analysis.horizon_check import load_horizon_fit
+    from ..analysis.horizon_check import horizon_params, load_horizon_fit
     from ..analysis.runs import load_run
-    from ..model.accounting import count_params
     if not (raw_lr > 0 and proxy_tpp > 0 and target_tpp > 0):
         raise WindtunnelError(f"horizon correction needs positive lr and tokens per parameter, got "
                               f"lr={raw_lr}, proxy={proxy_tpp}, target={target_tpp}")
     report = load_horizon_fit(run)
     fit = report.fit
-    n_params = _horizon_params(load_run(run), count_params)
+    n_params = horizon_params(load_run(run))
     tpps = [r.tokens / n_params for r in report.rows if r.optimum.log2_lr is not None]
     central, low, high = fit.shift(target_tpp / proxy_tpp)
     return HorizonCorrection(run=Path(run), slope=fit.slope, slope_interval=fit.slope_interval, n_budgets=fit.n,
                              proxy_tpp=proxy_tpp, target_tpp=target_tpp, fitted_tpp=(min(tpps), max(tpps)),
                              raw_lr=raw_lr, lr=raw_lr * central, low=raw_lr * low, high=raw_lr * high)
-
-
-def _horizon_params(res, count_params) -> float:
-    """Non-embedding parameters of the horizon sweep's model (its first trial's config, else its base)."""
-    from ..config import load_config
-    configs = sorted((res.run_dir / "trials").glob("*/config.yaml"))[:1]
-    try:
-        cfg = load_config(configs[0]) if configs else load_config(res.spec["base"], overrides=res.spec.get("set") or {})
-    except (KeyError, OSError) as e:
-        raise WindtunnelError(f"{res.run_dir}: cannot tell the horizon sweep's model size (no trial config.yaml "
-                              f"and no readable base in spec.yaml: {e})") from None
-    return float(count_params(cfg.model).non_embedding)

@@ -24,7 +24,8 @@ FREE_KEYS = frozenset({
     "model.dim_model_base", "model.parametrization", "model.scale_emb", "model.scale_depth",
     "model.init_std", "model.attn_mult", "model.base_shapes",
     "train.lr", "train.weight_decay", "train.weight_decay_mode", "train.seed", "train.grad_clip",
-    "train.schedule", "train.warmup_steps", "train.decay", "train.decay_fraction", "train.decay_steps",
+    "train.schedule", "train.warmup_steps", "train.warmup_fraction", "train.decay", "train.decay_fraction",
+    "train.decay_steps",
     "train.half_life", "train.min_lr_ratio", "train.diverge_factor", "train.log_every",
     "data.mixture", "data.mixture_decay", "data.val_mixture",
 })

@@ -248,7 +248,7 @@ def make_schedule(cfg: "RunConfig", *, decay_start: int | None = None) -> Schedu
     decay_start + decay_steps.
     """
     t = cfg.train
-    kwargs = {"kind": t.schedule, "total_steps": t.steps, "warmup_steps": t.warmup_steps,
+    kwargs = {"kind": t.schedule, "total_steps": t.steps, "warmup_steps": t.warmup,
               "min_ratio": t.min_lr_ratio}
     if t.schedule == "wsd":
         kwargs.update(decay=t.decay, decay_fraction=t.decay_fraction, decay_steps=t.decay_steps,
