@@ -18,17 +18,35 @@ def write_yaml(path: Path, data) -> Path:
     return path
 
 
-def assert_error(path, overrides, key: str, *fragments: str) -> ConfigError:
-    """load_config raises a ConfigError whose one-line message names the file, the key and the rule."""
+def assert_error(path, overrides, key: str, *fragments: str, source=None) -> ConfigError:
+    """load_config raises a ConfigError whose one-line message names the source (the file, or --set when
+    the typed override alone is wrong), the key and the rule."""
     with pytest.raises(ConfigError) as info:
         load_config(path, overrides=overrides)
     err, msg = info.value, str(info.value)
-    assert err.source == str(path) and err.key == key
-    assert msg.startswith(f"{path}: {key}: "), msg
+    source = source or str(path)
+    assert err.source == source and err.key == key
+    assert msg.startswith(f"{source}: {key}: "), msg
     assert "\n" not in msg
     for fragment in fragments:
         assert fragment in msg, msg
     return err
+
+
+@pytest.mark.parametrize("overrides, key, fragments", [
+        (["train.lr=-1e-3"], "train.lr", ["must be > 0", "-0.001"]),
+    (["model.d_model=66"], "model.d_model", ["divisible by model.n_heads=4", "66"]),
+    (["model.n_heads=4", "model.n_kv_heads=3", "model.d_model=96"], "model.n_heads",
+     ["multiple of model.n_kv_heads=3"]),
+    (["model.d_model=100"], "model.d_model", ["even", "d_head=100/4=25"]),
+    (["train.seq_len=256"], "train.seq_len", ["<= model.max_seq_len=128", "256"]),
+    (["train.warmup_steps=200"], "train.warmup_steps", ["< train.steps=200", "200"]),
+    (["train.betas=[0.9, 1.0]"], "train.betas[1]", ["[0, 1)", "1.0"]),
+    (["train.grad_clip=0"], "train.grad_clip", ["> 0 or null"]),
+    (["train.decay_fraction=1.5"], "train.decay_fraction", ["(0, 1]"]),
+])
+def test_bad_value_names_file_and_key(xs_path, overrides, key, fragments):
+    assert_error(xs_path, overrides, key, *fragments)
 
 
 @pytest.mark.parametrize("overrides, key, fragments", [
@@ -42,25 +60,17 @@ def assert_error(path, overrides, key: str, *fragments: str) -> ConfigError:
     (["train.lr=fast"], "train.lr", ["expected a finite number", "'fast'"]),
     (["train.lr=.nan"], "train.lr", ["expected a finite number", "nan"]),
     (["train.lr=.inf"], "train.lr", ["expected a finite number", "inf"]),
-    (["train.lr=-1e-3"], "train.lr", ["must be > 0", "-0.001"]),
     (["model.norm_gain=1"], "model.norm_gain", ["expected true or false"]),
     (["model.base_shapes=3"], "model.base_shapes", ["expected a string"]),
-    (["model.d_model=66"], "model.d_model", ["divisible by model.n_heads=4", "66"]),
-    (["model.n_heads=4", "model.n_kv_heads=3", "model.d_model=96"], "model.n_heads",
-     ["multiple of model.n_kv_heads=3"]),
-    (["model.d_model=100"], "model.d_model", ["even", "d_head=100/4=25"]),
-    (["train.seq_len=256"], "train.seq_len", ["<= model.max_seq_len=128", "256"]),
-    (["train.warmup_steps=200"], "train.warmup_steps", ["< train.steps=200", "200"]),
-    (["train.betas=[0.9, 1.0]"], "train.betas[1]", ["[0, 1)", "1.0"]),
     (["train.betas=[0.9]"], "train.betas", ["list of 2 numbers"]),
     (["train.betas=0.9"], "train.betas", ["list of 2 numbers"]),
     (["model.parametrization=ntk"], "model.parametrization", ["one of mup, sp", "'ntk'"]),
     (["train.decay=step"], "train.decay", ["exponential", "'step'"]),
-    (["train.grad_clip=0"], "train.grad_clip", ["> 0 or null"]),
-    (["train.decay_fraction=1.5"], "train.decay_fraction", ["(0, 1]"]),
 ])
-def test_bad_value_names_file_and_key(xs_path, overrides, key, fragments):
-    assert_error(xs_path, overrides, key, *fragments)
+def test_bad_set_names_set_not_the_file(xs_path, overrides, key, fragments):
+    """A key or value wrong on its own came from the command line: the message blames --set, not the YAML
+    file (the file has no `model.d_modle` to look for)."""
+    assert_error(xs_path, overrides, key, *fragments, source="--set")
 
 
 def test_bad_yaml_files(tmp_path):
