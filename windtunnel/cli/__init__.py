@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
 from ..errors import WindtunnelError
 
 # one module per command group; each has register(subparsers) and imports the library lazily
@@ -36,7 +37,10 @@ EPILOG = """examples:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the usage of the (sub)command the stray flag was given to, not the top-level one
+        _command_parser(parser, sys.argv[1:] if argv is None else argv).error(
+            f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -55,9 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="windtunnel",
         description="muP wind-tunnel hyperparameter search: sweep tiny proxies, carry the winner to the full model.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"windtunnel {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module in COMMANDS:
         importlib.import_module(f".{module}", __name__).register(sub)
+    return parser
+
+
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The deepest subcommand parser the words of `argv` lead to (`data prepare` -> its parser)."""
+    for word in argv:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if actions and word in actions[0].choices:
+            parser = actions[0].choices[word]
     return parser
 
 

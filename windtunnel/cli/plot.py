@@ -85,7 +85,7 @@ def _cmd_coord(args) -> int:
 def _add_transfer(sub) -> None:
     p = sub.add_parser("transfer", help="optimal lr per width (or depth) with intervals, drift, regret, verdict",
                        description="Per parametrization and width (or depth): the optimal lr from every seed "
-                                   "(weighted quadratic in log2 lr around the best point, 95%% bootstrap "
+                                   "(weighted quadratic in log2 lr around the best point, 95% bootstrap "
                                    "interval), its drift over the shapes with an interval, and the transfer "
                                    "regret (loss given up by carrying the smallest shape's winner). muP "
                                    "passes when the drift or the regret at the largest shape is within its "
@@ -115,7 +115,7 @@ def _cmd_transfer(args) -> int:
 def _add_horizon(sub) -> None:
     p = sub.add_parser("horizon", help="optimal lr per token budget, fit of log2 lr* vs log2 tokens, extrapolation",
                        description="Fit each budget's optimal lr (parabola vertex in log2 lr, seeds averaged), "
-                                   "then a line log2 lr* = a + slope x log2 tokens with its 95%% interval from "
+                                   "then a line log2 lr* = a + slope x log2 tokens with its 95% interval from "
                                    "the fit's standard error, and extrapolate to --tokens. Needs >= 3 budgets "
                                    "(train.steps swept) with >= 3 lr points each. Writes RUN/horizon_check.json; "
                                    "exit 0 when a slope is fitted, 1 when not.")
