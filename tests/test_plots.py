@@ -184,3 +184,18 @@ def test_mutransfer_shows_seed_bands_intervals_and_the_carried_lr(tmp_path):
     assert len(re.findall(r'id="\w*PolyCollection_', raw)) == 8  # a seed band per width and panel
     assert raw.count('id="LineCollection_') >= 8  # an interval bar per optimum
     assert any("mean of 3 seeds" in t for t in texts)
+
+
+def test_a_plot_that_cannot_be_drawn_is_one_plain_line_on_the_command_line(tmp_path, capsys):
+    """Two lr points per width: the transfer check cannot run, so no muTransfer plot; the heatmap is still
+    drawn and the reason is one line, without Python's `UserWarning` and source-line dump."""
+    from windtunnel.cli import main
+    rows = [{"model.d_model": w, "train.lr": lr, "val_loss": 3.0 + lr} for w in (64, 128) for lr in (0.01, 0.02)]
+    run = write_run(tmp_path / "r", rows, {"model.d_model": {"values": [64, 128]},
+                                           "train.lr": {"values": [0.01, 0.02]}})
+    assert main(["plot", str(run), "--formats", "png"]) == 0
+    captured = capsys.readouterr()
+    assert "heatmap_train.lr__model.d_model.png" in captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("windtunnel: warning: no muTransfer plot: "), captured.err
+    assert "needs >= 3" in lines[0] and "UserWarning" not in captured.err and "plots.py" not in captured.err

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import WindtunnelError
+from ..errors import WindtunnelError, WindtunnelWarning
 from .figures import FORMATS, colormap, figure_grid, fmt_value, save_figure
 from .labels import label_of
 from .runs import (
@@ -234,7 +234,7 @@ def _mutransfer(res: RunResults, out: Path, formats) -> list[Path]:
     try:
         report = transfer_check(res.run_dir, write=False)
     except WindtunnelError as e:  # a sweep's pictures must not fail because the check cannot run
-        warnings.warn(f"no muTransfer plot: {e}", stacklevel=2)
+        warnings.warn(f"no muTransfer plot: {e}", WindtunnelWarning, stacklevel=2)
         return []
     panels = list(report.summaries)
     shapes = sorted({r.width for r in report.rows})

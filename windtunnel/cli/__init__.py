@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from .. import __version__
-from ..errors import WindtunnelError
+from ..errors import WindtunnelError, WindtunnelWarning
 
 # one module per command group; each has register(subparsers) and imports the library lazily
 COMMANDS = ["sweep", "train", "plot", "transfer", "data", "eval"]
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _plain_warnings(warnings.showwarning)
+            return args.func(args) or 0
     except WindtunnelError as e:
         print(f"windtunnel: error: {e}", file=sys.stderr)
         return 2
@@ -64,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMANDS:
         importlib.import_module(f".{module}", __name__).register(sub)
     return parser
+
+
+def _plain_warnings(fallback):
+    """A `warnings.showwarning` that prints windtunnel's own warnings as one plain line (no source path
+    and line: they are messages to the user, not bugs) and passes any other to `fallback`."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, WindtunnelWarning):
+            print(f"windtunnel: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+    return show
 
 
 def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
