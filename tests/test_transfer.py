@@ -256,3 +256,15 @@ def test_target_set_reaches_into_mappings_like_the_config(tmp_path):
     assert plan.config.data.weights()["web"] == pytest.approx(0.3 / 0.8)
     with pytest.raises(ConfigError, match=r"--set: data.mixtur: unknown key"):
         transfer(target=path, overrides=["data.mixtur.web=0.3"])
+
+
+def test_cli_dry_run_plans_for_an_8_gpu_node_unless_told(sweep, tmp_path, monkeypatch, capsys):
+    """One GPU (327 days, grad_accum 480) is nobody's plan for a 1.2B run: the dry run assumes a node of 8."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["transfer", "--target", "1.2b", "--from", str(sweep), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "planned for 1 node(s) of 8 GPUs" in out and "--nproc N" in out
+    assert "60 per GPU on 8" in out and "days on 8 GPU(s)" in out
+    assert main(["transfer", "--target", "1.2b", "--from", str(sweep), "--dry-run", "--nproc", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "planned for" not in out and "480 per GPU on 1" in out and "days on 1 GPU(s)" in out
