@@ -61,6 +61,8 @@ def _cmd_context(args) -> int:
     if "a" in fit:
         print(f"fit L(t) = b + (t/c)^a: a = {fit['a']:.4f} ± {fit['a_se']:.4f}, b = {fit['b']:.4f} ± "
               f"{fit['b_se']:.4f}, c = {fit['c']:.4g} ± {fit['c_se']:.3g}, R² = {fit['r2']:.4f} ({fit['n']} points)")
+        if fit.get("warning"):
+            print(f"warning: {fit['warning']}")
     else:
         print(f"no fit: {fit['error']}")
     print(f"wrote {r['files']['json']}, {r['files']['csv']}, {', '.join(r['files']['plot'])}", file=sys.stderr)
