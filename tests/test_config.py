@@ -86,8 +86,8 @@ def test_bad_yaml_files(tmp_path):
 
 def test_nothing_is_clamped(xs_path):
     # a rule is enforced by an error, never by quietly training something else
-    cfg = load_config(xs_path, overrides=["train.warmup_steps=199", "train.lr=10"])
-    assert cfg.train.warmup_steps == 199 and cfg.train.lr == 10.0
+    cfg = load_config(xs_path, overrides=["train.warmup_steps=150", "train.lr=10"])
+    assert cfg.train.warmup_steps == 150 and cfg.train.lr == 10.0
 
 
 def test_parse_overrides_yaml_scalars_lists_and_exponents():
@@ -174,3 +174,27 @@ def test_every_proxy_config_loads():
     for path in sorted((Path(__file__).resolve().parents[1] / "proxies").glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.model.base_shapes is None or Path(cfg.model.base_shapes).is_file(), path
+
+
+# --- short runs: defaults that scale, every broken schedule rule at once ------------------------
+
+
+@pytest.mark.parametrize("steps, warmup, decay", [(1, 0, 1), (2, 0, 1), (3, 0, 1), (30, 3, 6), (200, 20, 40),
+                                                  (1000, 20, 200)])
+def test_short_runs_get_a_warmup_and_decay_that_fit(xs_path, steps, warmup, decay):
+    """The proxies leave warmup_steps null: 20, or a tenth of steps when fewer; the decay is at least one step."""
+    from windtunnel.training.schedule import make_schedule
+    cfg = load_config(xs_path, overrides=[f"train.steps={steps}"])
+    assert cfg.train.warmup_steps == warmup and cfg.train.decay_steps_resolved == decay
+    s = make_schedule(cfg)
+    assert (s.warmup_steps, s.decay_steps) == (warmup, decay)
+    assert load_config(xs_path, overrides=[f"train.steps={steps}", "train.warmup_steps=0"]).train.warmup_steps == 0
+
+
+def test_every_broken_schedule_rule_is_reported_at_once(xs_path):
+    err = assert_error(xs_path, ["train.steps=2", "train.warmup_steps=5", "train.decay_steps=3"],
+                       "train.warmup_steps", "must be < train.steps=2, got 5",
+                       "and train.decay_steps: the decay (3 steps) must fit after the warmup")
+    assert str(err).count("train.") >= 4
+    assert_error(xs_path, ["train.steps=10", "train.decay_fraction=1.0", "train.warmup_steps=2"],
+                 "train.decay_fraction", "the decay (10 steps) must fit after the warmup", "= 10 - 2")

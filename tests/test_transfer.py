@@ -62,7 +62,7 @@ def sweep(tmp_path):
 
 
 def test_1p2b_counts_match_xmodel2():
-    counts = count_params(load_target("1.2b").config(steps=2001).model)
+    counts = count_params(load_target("1.2b").config(steps=20_001).model)
     assert counts.non_embedding == pytest.approx(1.151e9, rel=0.01)
     assert counts.total == pytest.approx(1.252e9, rel=0.01)
     assert counts.embedding == 65280 * 1536  # tied: counted once
@@ -161,17 +161,17 @@ def test_target_and_source_errors(tmp_path, sweep):
 
 
 def test_memory_estimate_and_mfu():
-    cfg = load_target("1.2b").config(steps=2001)
+    cfg = load_target("1.2b").config(steps=20_001)
     mem = memory_per_gpu(cfg)
     assert mem.weights == mem.grads == 4 * count_params(cfg.model).total and mem.optimizer == 2 * mem.weights
     assert 40 * 2**30 < mem.total < 80 * 2**30  # the preset's micro-batch fits an 80 GB GPU
-    ckpt = load_target("1.2b").config(steps=2001, overrides={"model.activation_checkpointing": True})
+    ckpt = load_target("1.2b").config(steps=20_001, overrides={"model.activation_checkpointing": True})
     # per token and layer (bf16): fp32 norms 4 x 4d, bf16 2 x (5d + 3 d_kv + 4 d_ffn) = 26d + 6 d_kv + 8 d_ffn
     per_layer = 26 * 1536 + 6 * 512 + 8 * 3840
     assert mem.activations == 2 * 4096 * 48 * per_layer
     assert memory_per_gpu(ckpt).activations == 2 * 4096 * (48 * 4 * 1536 + per_layer)  # block inputs + one block
     assert mem.logits == 12 * 2048 * 65280 + 4 * 65280 * 1536  # one 2048-token chunk + the weight's fp32 grad
-    whole = load_target("1.2b").config(steps=2001, overrides={"model.loss_chunk_tokens": 0})
+    whole = load_target("1.2b").config(steps=20_001, overrides={"model.loss_chunk_tokens": 0})
     assert memory_per_gpu(whole).logits == 16 * 2 * 4096 * 65280
     sharded, replicated = memory_per_gpu(cfg, nproc=8), memory_per_gpu(cfg, nproc=8, parallel="ddp")
     assert sharded.parallel == "fsdp" and sharded.optimizer == replicated.optimizer / 8

@@ -16,8 +16,11 @@ from typing import Literal
 from .errors import ConfigError
 from .typecheck import check_non_negative, check_positive, suggest
 
-__all__ = ["ModelConfig", "TrainConfig", "DataConfig", "RunConfig", "SECTIONS", "WEIGHT_KEYS"]
+__all__ = ["ModelConfig", "TrainConfig", "DataConfig", "RunConfig", "SECTIONS", "WEIGHT_KEYS",
+           "DEFAULT_WARMUP_STEPS"]
 
+DEFAULT_WARMUP_STEPS = 20
+"""train.warmup_steps when the config leaves it null (capped at a tenth of train.steps)."""
 WEIGHT_KEYS = ("mixture", "mixture_decay", "val_mixture")
 """The data keys that hold mixture weights by source name."""
 
@@ -163,12 +166,14 @@ class TrainConfig:
     """Clip the global gradient norm to this; null disables."""
     schedule: Literal["wsd", "cosine", "constant"] = "wsd"
     """Learning-rate schedule: warmup-stable-decay, cosine, or warmup then constant."""
-    warmup_steps: int = 20
-    """Linear warmup steps."""
+    warmup_steps: int | None = None
+    """Linear warmup steps. Null: 20, or a tenth of train.steps when that is fewer (a 30-step smoke
+    run warms up for 3 steps, not 20); the resolved number is what the saved config shows."""
     decay: Literal["exponential", "linear", "cosine", "1-sqrt"] = "linear"
     """Shape of the WSD decay phase."""
     decay_fraction: float = 0.2
-    """WSD decay length as a fraction of steps (ignored when decay_steps is set)."""
+    """WSD decay length as a fraction of steps, rounded, at least one step (ignored when decay_steps
+    is set)."""
     decay_steps: int | None = None
     """WSD decay length in steps; overrides decay_fraction."""
     half_life: float | None = None
@@ -218,6 +223,10 @@ class TrainConfig:
     """Process-group (NCCL/gloo) timeout in seconds: a collective waiting longer fails the run
     instead of hanging (raise it if checkpoints to slow storage take longer)."""
 
+    def __post_init__(self) -> None:
+        if self.warmup_steps is None and isinstance(self.steps, int):
+            self.warmup_steps = min(DEFAULT_WARMUP_STEPS, self.steps // 10)
+
     def check(self, source: str | None) -> None:
         check_positive(self, source, "train", ("steps", "batch_size", "seq_len", "grad_accum", "lr", "eps",
                                          "eval_every", "eval_batches", "log_every", "diverge_factor"))
@@ -237,13 +246,39 @@ class TrainConfig:
             raise ConfigError(source, "train.grad_clip", f"must be > 0 or null, got {self.grad_clip}")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError(source, "train.decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
-        if self.warmup_steps >= self.steps:
-            raise ConfigError(source, "train.warmup_steps", f"must be < train.steps={self.steps}, "
-                              f"got {self.warmup_steps}")
+        problems = self._schedule_problems()
+        if problems:  # every broken schedule rule at once, not one per attempt
+            (key, first), *more = problems
+            raise ConfigError(source, key, "; ".join([first, *(f"and {k}: {m}" for k, m in more)]))
         if self.min_lr_ratio is not None and not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(source, "train.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         if self.threads is not None and self.threads <= 0:
             raise ConfigError(source, "train.threads", f"must be > 0 or null, got {self.threads}")
+
+    def _schedule_problems(self) -> list[tuple[str, str]]:
+        """(key, rule and value) for each schedule rule the steps break together."""
+        problems = []
+        if self.warmup_steps >= self.steps:
+            problems.append(("train.warmup_steps", f"must be < train.steps={self.steps}, got {self.warmup_steps}"))
+        if self.schedule != "wsd":
+            if self.decay_steps is not None:
+                problems.append(("train.decay_steps", f"is only used by train.schedule: wsd, got schedule="
+                                 f"{self.schedule}"))
+            return problems
+        if self.decay_steps is not None and self.decay_steps < 1:
+            problems.append(("train.decay_steps", f"must be >= 1 or null, got {self.decay_steps}"))
+        elif self.decay_steps_resolved > self.steps - self.warmup_steps:
+            key = "train.decay_steps" if self.decay_steps is not None else "train.decay_fraction"
+            problems.append((key, f"the decay ({self.decay_steps_resolved} steps) must fit after the warmup: "
+                             f"<= train.steps - train.warmup_steps = {self.steps} - {self.warmup_steps}"))
+        return problems
+
+    @property
+    def decay_steps_resolved(self) -> int:
+        """WSD decay steps: decay_steps, else decay_fraction x steps rounded, at least one step."""
+        if self.decay_steps is not None:
+            return self.decay_steps
+        return max(1, round(self.decay_fraction * self.steps))
 
 
 @dataclass
