@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import WindtunnelError, WindtunnelWarning
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["sweep", "train", "plot", "transfer", "data", "eval"]
+COMMANDS = ["sweep", "train", "plot", "transfer", "data", "eval", "config"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
