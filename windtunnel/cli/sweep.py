@@ -27,7 +27,10 @@ def _add_sweep(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep in its run folder; finished trials are kept")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the expanded trials, their count and cost; run and write nothing")
+                   help="print the expanded trials, their count and cost (tokens, FLOPs, and the wall time "
+                        "estimated by timing a few steps of the costliest trial here); run and keep nothing")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="with --dry-run: skip the wall-time estimate (it trains a few steps, seconds)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
     p.set_defaults(func=_cmd_sweep)
@@ -39,6 +42,11 @@ def _cmd_sweep(args) -> int:
                     dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots)
     if args.dry_run:
         print(describe(out))
+        if not args.no_estimate:
+            from ..sweep.estimate import estimate_wall_time
+            estimate = estimate_wall_time(out)
+            print(estimate.describe() if estimate else "estimated wall time: not measurable here (no valid trial, "
+                  "or the trials need CUDA and this machine has none)")
         return 0
     counts = ", ".join(f"{n} {s}" for s, n in out.counts.items() if n)
     print(f"sweep {out.spec.name}: {sum(out.counts.values())} trials finished ({counts or 'none'}) "
