@@ -16,7 +16,7 @@ PKG = ROOT / "windtunnel"
 # Lower layers never import higher ones (spec -> trial -> train -> results -> plot -> transfer -> run).
 LAYERS = [
     {"errors", "typecheck", "fileio", "formatting", "lazy"},
-    {"config", "schema"},
+    {"config", "schema", "config_keys"},
     {"model"},
     {"data"},
     {"training"},

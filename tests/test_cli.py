@@ -47,21 +47,21 @@ def test_help_in_a_fresh_process_does_not_import_torch():
     assert done.returncode == 0 and "--set KEY=VALUE" in done.stdout and "--out" in done.stdout
 
 
-@pytest.mark.parametrize("bad, key", [
-    ("model.d_modle=128", "model.d_modle"),
-    ("train.lr=fast", "train.lr"),
-    ("model.d_model=66", "model.d_model"),
-    ("data.path=/no/such/folder", "data.path"),          # found only when the data is opened
-    ("model.base_shapes=/no/such.bsh", "model.base_shapes"),  # found only when the model is built
+@pytest.mark.parametrize("bad, key, source", [
+    ("model.d_modle=128", "model.d_modle", "--set"),       # the typo is on the command line, not in the file
+    ("train.lr=fast", "train.lr", "--set"),
+    ("model.d_model=66", "model.d_model", None),           # breaks a rule with the file's n_heads
+    ("data.path=/no/such/folder", "data.path", None),          # found only when the data is opened
+    ("model.base_shapes=/no/such.bsh", "model.base_shapes", None),  # found only when the model is built
 ])
 def test_train_bad_set_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, xs_path, tiny_overrides,
-                                                                 bad, key):
+                                                                 bad, key, source):
     out = tmp_path / "run"
     code = main(["train", str(xs_path), *sets(tiny_overrides), "--set", bad, "--out", str(out), "--quiet"])
     captured = capsys.readouterr()
     assert code == 2
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"windtunnel: error: {xs_path}: {key}: "), captured.err
+    assert len(lines) == 1 and lines[0].startswith(f"windtunnel: error: {source or xs_path}: {key}: "), captured.err
     assert captured.out == ""
     assert not out.exists()
 

@@ -18,17 +18,35 @@ def write_yaml(path: Path, data) -> Path:
     return path
 
 
-def assert_error(path, overrides, key: str, *fragments: str) -> ConfigError:
-    """load_config raises a ConfigError whose one-line message names the file, the key and the rule."""
+def assert_error(path, overrides, key: str, *fragments: str, source=None) -> ConfigError:
+    """load_config raises a ConfigError whose one-line message names the source (the file, or --set when
+    the typed override alone is wrong), the key and the rule."""
     with pytest.raises(ConfigError) as info:
         load_config(path, overrides=overrides)
     err, msg = info.value, str(info.value)
-    assert err.source == str(path) and err.key == key
-    assert msg.startswith(f"{path}: {key}: "), msg
+    source = source or str(path)
+    assert err.source == source and err.key == key
+    assert msg.startswith(f"{source}: {key}: "), msg
     assert "\n" not in msg
     for fragment in fragments:
         assert fragment in msg, msg
     return err
+
+
+@pytest.mark.parametrize("overrides, key, fragments", [
+        (["train.lr=-1e-3"], "train.lr", ["must be > 0", "-0.001"]),
+    (["model.d_model=66"], "model.d_model", ["divisible by model.n_heads=4", "66"]),
+    (["model.n_heads=4", "model.n_kv_heads=3", "model.d_model=96"], "model.n_heads",
+     ["multiple of model.n_kv_heads=3"]),
+    (["model.d_model=100"], "model.d_model", ["even", "d_head=100/4=25"]),
+    (["train.seq_len=256"], "train.seq_len", ["<= model.max_seq_len=128", "256"]),
+    (["train.warmup_steps=200"], "train.warmup_steps", ["< train.steps=200", "200"]),
+    (["train.betas=[0.9, 1.0]"], "train.betas[1]", ["[0, 1)", "1.0"]),
+    (["train.grad_clip=0"], "train.grad_clip", ["> 0 or null"]),
+    (["train.decay_fraction=1.5"], "train.decay_fraction", ["(0, 1]"]),
+])
+def test_bad_value_names_file_and_key(xs_path, overrides, key, fragments):
+    assert_error(xs_path, overrides, key, *fragments)
 
 
 @pytest.mark.parametrize("overrides, key, fragments", [
@@ -42,25 +60,17 @@ def assert_error(path, overrides, key: str, *fragments: str) -> ConfigError:
     (["train.lr=fast"], "train.lr", ["expected a finite number", "'fast'"]),
     (["train.lr=.nan"], "train.lr", ["expected a finite number", "nan"]),
     (["train.lr=.inf"], "train.lr", ["expected a finite number", "inf"]),
-    (["train.lr=-1e-3"], "train.lr", ["must be > 0", "-0.001"]),
     (["model.norm_gain=1"], "model.norm_gain", ["expected true or false"]),
     (["model.base_shapes=3"], "model.base_shapes", ["expected a string"]),
-    (["model.d_model=66"], "model.d_model", ["divisible by model.n_heads=4", "66"]),
-    (["model.n_heads=4", "model.n_kv_heads=3", "model.d_model=96"], "model.n_heads",
-     ["multiple of model.n_kv_heads=3"]),
-    (["model.d_model=100"], "model.d_model", ["even", "d_head=100/4=25"]),
-    (["train.seq_len=256"], "train.seq_len", ["<= model.max_seq_len=128", "256"]),
-    (["train.warmup_steps=200"], "train.warmup_steps", ["< train.steps=200", "200"]),
-    (["train.betas=[0.9, 1.0]"], "train.betas[1]", ["[0, 1)", "1.0"]),
     (["train.betas=[0.9]"], "train.betas", ["list of 2 numbers"]),
     (["train.betas=0.9"], "train.betas", ["list of 2 numbers"]),
     (["model.parametrization=ntk"], "model.parametrization", ["one of mup, sp", "'ntk'"]),
     (["train.decay=step"], "train.decay", ["exponential", "'step'"]),
-    (["train.grad_clip=0"], "train.grad_clip", ["> 0 or null"]),
-    (["train.decay_fraction=1.5"], "train.decay_fraction", ["(0, 1]"]),
 ])
-def test_bad_value_names_file_and_key(xs_path, overrides, key, fragments):
-    assert_error(xs_path, overrides, key, *fragments)
+def test_bad_set_names_set_not_the_file(xs_path, overrides, key, fragments):
+    """A key or value wrong on its own came from the command line: the message blames --set, not the YAML
+    file (the file has no `model.d_modle` to look for)."""
+    assert_error(xs_path, overrides, key, *fragments, source="--set")
 
 
 def test_bad_yaml_files(tmp_path):
@@ -76,8 +86,8 @@ def test_bad_yaml_files(tmp_path):
 
 def test_nothing_is_clamped(xs_path):
     # a rule is enforced by an error, never by quietly training something else
-    cfg = load_config(xs_path, overrides=["train.warmup_steps=199", "train.lr=10"])
-    assert cfg.train.warmup_steps == 199 and cfg.train.lr == 10.0
+    cfg = load_config(xs_path, overrides=["train.warmup_steps=150", "train.lr=10"])
+    assert cfg.train.warmup_steps == 150 and cfg.train.lr == 10.0
 
 
 def test_parse_overrides_yaml_scalars_lists_and_exponents():
@@ -164,3 +174,27 @@ def test_every_proxy_config_loads():
     for path in sorted((Path(__file__).resolve().parents[1] / "proxies").glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.model.base_shapes is None or Path(cfg.model.base_shapes).is_file(), path
+
+
+# --- short runs: defaults that scale, every broken schedule rule at once ------------------------
+
+
+@pytest.mark.parametrize("steps, warmup, decay", [(1, 0, 1), (2, 0, 1), (3, 0, 1), (30, 3, 6), (200, 20, 40),
+                                                  (1000, 20, 200)])
+def test_short_runs_get_a_warmup_and_decay_that_fit(xs_path, steps, warmup, decay):
+    """The proxies leave warmup_steps null: 20, or a tenth of steps when fewer; the decay is at least one step."""
+    from windtunnel.training.schedule import make_schedule
+    cfg = load_config(xs_path, overrides=[f"train.steps={steps}"])
+    assert cfg.train.warmup_steps == warmup and cfg.train.decay_steps_resolved == decay
+    s = make_schedule(cfg)
+    assert (s.warmup_steps, s.decay_steps) == (warmup, decay)
+    assert load_config(xs_path, overrides=[f"train.steps={steps}", "train.warmup_steps=0"]).train.warmup_steps == 0
+
+
+def test_every_broken_schedule_rule_is_reported_at_once(xs_path):
+    err = assert_error(xs_path, ["train.steps=2", "train.warmup_steps=5", "train.decay_steps=3"],
+                       "train.warmup_steps", "must be < train.steps=2, got 5",
+                       "and train.decay_steps: the decay (3 steps) must fit after the warmup")
+    assert str(err).count("train.") >= 4
+    assert_error(xs_path, ["train.steps=10", "train.decay_fraction=1.0", "train.warmup_steps=2"],
+                 "train.decay_fraction", "the decay (10 steps) must fit after the warmup", "= 10 - 2")

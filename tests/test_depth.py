@@ -51,7 +51,7 @@ def test_growing_d_head_at_fixed_heads_scales_attention_as_one_over_d_head():
 
 
 def test_1p2b_preset_without_a_proxy_gets_one_over_sqrt_64():
-    cfg = load_target("1.2b").config(steps=2001)
+    cfg = load_target("1.2b").config(steps=20_001)
     assert cfg.model.attn_mult is None
     assert effective_hparams(cfg)["attn_scale"] == pytest.approx(0.125)
 

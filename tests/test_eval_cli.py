@@ -99,7 +99,7 @@ def test_calibration_end_to_end(run, tasks_file, tmp_path, capsys):
     assert "ECE " in capsys.readouterr().out
     # letter scoring, one shot: prompts longer than the 64-token context are cut and counted
     assert main(["eval", "calibration", str(run), "--tasks", str(tasks_file), "--shots", "1", "--limit", "6",
-                 "--quiet", "--out", str(out / "letter")]) == 0
+                 "--scoring", "letter", "--quiet", "--out", str(out / "letter")]) == 0
     r = json.loads((out / "letter" / "calibration.json").read_text())
     assert r["overall"]["n"] == 6 and r["scoring"] == "letter" and r["prompts_truncated"] == 6
 
@@ -112,6 +112,28 @@ def test_prompt_formats():
                       "y = [2\nA. )\nB. ]\nAnswer: B\n\nx = foo(1\nA. )\nB. ]\nAnswer:")
     assert conts == [" A", " B"]
     assert prompt_and_continuations(q, [shot], "text") == ("y = [2]\n\nx = foo(1", [")", "]"])
+
+
+def test_calibration_takes_its_scoring_from_the_tasks_file_or_says_which(run, tasks_file, tmp_path, capsys):
+    """windtunnel's own tasks are scored by their text (the README's way); a file that does not say gets
+    letter scoring (MMLU's convention) and a line saying so and how to change it."""
+    assert all(q.scoring == "text" for q in load_tasks(tasks_file))
+    assert main(["eval", "calibration", str(run), "--tasks", str(tasks_file), "--limit", "4", "--quiet",
+                 "--out", str(tmp_path / "own")]) == 0
+    assert json.loads((tmp_path / "own" / "calibration.json").read_text())["scoring"] == "text"
+    assert "(text scoring, as the tasks file says;" in capsys.readouterr().out
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps({k: v for k, v in q.to_record().items() if k != "scoring"}) + "\n"
+                             for q in load_tasks(tasks_file, limit=4)))
+    assert main(["eval", "calibration", str(run), "--tasks", str(plain), "--quiet", "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "(letter scoring, the MMLU convention; the tasks file does not say (--scoring text" in out
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(plain.read_text() + json.dumps({"question": "q", "choices": ["a", "b"], "answer": 0,
+                                                     "scoring": "letter"}) + "\n"
+                     + json.dumps({"question": "q", "choices": ["a", "b"], "answer": 0, "scoring": "text"}) + "\n")
+    _bad(capsys, ["eval", "calibration", str(run), "--tasks", str(mixed)], tmp_path / "m",
+         "scoring: the records disagree (letter, text); pass --scoring")
 
 
 def test_tasks_command_writes_a_checked_deterministic_set(tmp_path):
@@ -146,6 +168,8 @@ def _bad(capsys, argv, out, *expected):
      ["record 2 (line 2): answer: expected an index in [0, 3)", "got 3"]),
     ([{"question": "q", "choices": ["a"], "answer": 0}], ["record 1 (line 1): choices: expected at least 2"]),
     ([{"question": "q", "choices": "ab", "answer": 0}], ["choices: expected a list of texts"]),
+    ([{"question": "q", "choices": ["a", "b"], "answer": 0, "scoring": "logprob"}],
+     ["record 1 (line 1): scoring: expected letter or text, got 'logprob'"]),
     ([], ["no questions"]),
 ])
 def test_bad_tasks_files(run, tmp_path, capsys, records, expected):

@@ -21,6 +21,7 @@ from windtunnel.eval.metrics import (
     reliability_bins,
     wilson_interval,
 )
+from windtunnel.eval.scaling_law import fit_warning
 
 
 def test_hand_made_table_matches_closed_forms():
@@ -95,6 +96,21 @@ def test_fit_recovers_the_law_exact_and_noisy():
     for key, true in (("a", -0.4), ("b", 2.5), ("c", 10.0)):
         assert abs(noisy[key] - true) < 4 * noisy[f"{key}_se"], key
     assert 0.99 < noisy["r2"] < 1.0 and noisy["weighted"]
+
+
+def test_fit_warns_when_it_does_not_constrain_its_parameters():
+    """A model that ignores its context gives a flat noisy curve: the fit's numbers (b = 1.9 ± 725,
+    R² 0.03) mean nothing, and the result says so; a clean law gets no warning."""
+    t = np.array([1, 2, 4, 8, 16, 32, 64, 128.0])
+    assert fit_context_law(t, context_law(t, a=-0.575, b=1.772, c=32.84))["warning"] is None
+    flat = 1.9 + np.random.default_rng(0).normal(0, 0.01, len(t))
+    fit = fit_context_law(t, flat)
+    assert "error" not in fit
+    assert fit["warning"] and "do not read these numbers" in fit["warning"]
+    assert "does not constrain" in fit["warning"] or "explains little" in fit["warning"]
+    assert fit_warning({"a": -0.5, "b": 1.9068, "c": 3.0, "a_se": 0.1, "b_se": 725.3, "c_se": 1.0,
+                        "r2": 0.03}).startswith("the fit does not constrain b (standard error larger than the value) "
+                                                "and explains little (R² 0.03 < 0.5)")
 
 
 def test_fit_reports_too_few_points_instead_of_raising():

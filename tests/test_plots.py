@@ -185,3 +185,40 @@ def test_mutransfer_shows_seed_bands_intervals_and_the_carried_lr(tmp_path):
     assert len(re.findall(r'id="\w*PolyCollection_', raw)) == 8  # a seed band per width and panel
     assert raw.count('id="LineCollection_') >= 8  # an interval bar per optimum
     assert any("mean of 3 seeds" in t for t in texts)
+
+
+def test_a_plot_that_cannot_be_drawn_is_one_plain_line_on_the_command_line(tmp_path, capsys):
+    """Two lr points per width: the transfer check cannot run, so no muTransfer plot; the heatmap is still
+    drawn and the reason is one line, without Python's `UserWarning` and source-line dump."""
+    from windtunnel.cli import main
+    rows = [{"model.d_model": w, "train.lr": lr, "val_loss": 3.0 + lr} for w in (64, 128) for lr in (0.01, 0.02)]
+    run = write_run(tmp_path / "r", rows, {"model.d_model": {"values": [64, 128]},
+                                           "train.lr": {"values": [0.01, 0.02]}})
+    assert main(["plot", str(run), "--formats", "png"]) == 0
+    captured = capsys.readouterr()
+    assert "heatmap_train.lr__model.d_model.png" in captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("windtunnel: warning: no muTransfer plot: "), captured.err
+    assert "needs >= 3" in lines[0] and "UserWarning" not in captured.err and "plots.py" not in captured.err
+
+
+def test_a_2x2_heatmap_keeps_its_title_and_x_label_inside_the_figure(tmp_path, monkeypatch):
+    """Two lrs x two inits made a 2.5-inch-wide figure whose title and x-label ran off both edges."""
+    from windtunnel.analysis import plots
+    figures = []
+    real_save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, base, formats: figures.append(fig) or
+                        real_save(fig, base, formats))
+    rows = [{"train.lr": lr, "model.init_std": i, "val_loss": 2 + lr * 10 + i} for lr in (0.01, 0.02)
+            for i in (0.02, 0.05)]
+    run = write_run(tmp_path / "lr_init", rows, {"train.lr": {"values": [0.01, 0.02]},
+                                                 "model.init_std": {"values": [0.02, 0.05]}})
+    plots.plot_sweep(run, formats=("png",))
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)  # constrained layout places everything at draw time
+    box = fig.bbox
+    texts = [fig._suptitle, fig.axes[0].xaxis.label]
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1, (text.get_text(), extent, box)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import stat
 import sys
 import types
 
@@ -290,3 +292,29 @@ def test_byte_level_tokenizer_batch_matches_single():
     tok = ByteLevelTokenizer()
     texts = docs(5, seed=12)
     assert [a.tolist() for a in tok.encode_batch(texts)] == [tok.encode(t).tolist() for t in texts]
+
+
+# --- folder permissions and the progress display ------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o755), (0o002, 0o775)])
+def test_prepared_folder_honours_the_umask(tmp_path, umask, expected):
+    """On a shared cluster file system the other nodes and users must read the data: not drwx------."""
+    write_jsonl(tmp_path / "a.jsonl", docs(50))
+    old = os.umask(umask)
+    try:
+        data = prepare([str(tmp_path / "a.jsonl")], out=tmp_path / "data", val_fraction=0.2)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(data.path).st_mode) == expected
+    assert stat.S_IMODE(os.stat(data.path / "train.bin").st_mode) == expected & 0o666
+
+
+def test_prepare_shows_one_progress_bar_even_when_it_writes_twice(tmp_path, capsys):
+    """Three paragraphs: the hash puts none in val, so one moves there and the splits are written again;
+    the display stays one bar (one line), not two identical ones."""
+    (tmp_path / "a.txt").write_text("\n\n".join(f"paragraph {i} " * 400 for i in range(3)))
+    data = prepare([str(tmp_path / "a.txt")], out=tmp_path / "data", val_fraction=0.01, progress=True)
+    assert data.meta["split_forced"]  # the second pass did happen
+    lines = [line for line in capsys.readouterr().err.split("\n") if "prepare" in line]
+    assert len(lines) == 1, lines

@@ -55,6 +55,8 @@ def test_tiny_run_writes_config_metrics_and_summary(tmp_path, xs_path, tiny_over
     assert lrs[0] == pytest.approx(0.005) and max(lrs) == pytest.approx(0.01) and lrs[-1] < lrs[5]
     assert [e["step"] for e in evals] == [6, 12] and evals[-1]["val_loss"] == summary["val_loss"]
     assert not list(run.glob(".*"))  # no temp files left
+    # the library writes TensorBoard events by default, as `windtunnel train` does (a writer is installed here)
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_eval_cadence_and_log_rows(tmp_path, xs_path, tiny_overrides):
@@ -167,7 +169,8 @@ def test_bad_inputs_fail_before_any_file_is_written(tmp_path, xs_path, tiny_over
              ("train.seq_len", "fewer than seq_len + 1", [f"data.path={short_val}"]),
              ("model.vocab_size", "512", [f"data.path={big_vocab}"]),
              ("model.base_shapes", "no such file", ["model.base_shapes=" + str(tmp_path / "missing.bsh")]),
-             ("train.decay_fraction", "1 step", ["train.steps=2", "train.warmup_steps=1"])]
+             ("train.decay_steps", "must fit after the warmup", ["train.steps=2", "train.warmup_steps=1",
+                                                                 "train.decay_steps=2"])]
     out = tmp_path / "never"
     for key, fragment, extra in cases:
         with pytest.raises(ConfigError) as info:

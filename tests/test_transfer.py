@@ -62,7 +62,7 @@ def sweep(tmp_path):
 
 
 def test_1p2b_counts_match_xmodel2():
-    counts = count_params(load_target("1.2b").config(steps=2001).model)
+    counts = count_params(load_target("1.2b").config(steps=20_001).model)
     assert counts.non_embedding == pytest.approx(1.151e9, rel=0.01)
     assert counts.total == pytest.approx(1.252e9, rel=0.01)
     assert counts.embedding == 65280 * 1536  # tied: counted once
@@ -161,17 +161,17 @@ def test_target_and_source_errors(tmp_path, sweep):
 
 
 def test_memory_estimate_and_mfu():
-    cfg = load_target("1.2b").config(steps=2001)
+    cfg = load_target("1.2b").config(steps=20_001)
     mem = memory_per_gpu(cfg)
     assert mem.weights == mem.grads == 4 * count_params(cfg.model).total and mem.optimizer == 2 * mem.weights
     assert 40 * 2**30 < mem.total < 80 * 2**30  # the preset's micro-batch fits an 80 GB GPU
-    ckpt = load_target("1.2b").config(steps=2001, overrides={"model.activation_checkpointing": True})
+    ckpt = load_target("1.2b").config(steps=20_001, overrides={"model.activation_checkpointing": True})
     # per token and layer (bf16): fp32 norms 4 x 4d, bf16 2 x (5d + 3 d_kv + 4 d_ffn) = 26d + 6 d_kv + 8 d_ffn
     per_layer = 26 * 1536 + 6 * 512 + 8 * 3840
     assert mem.activations == 2 * 4096 * 48 * per_layer
     assert memory_per_gpu(ckpt).activations == 2 * 4096 * (48 * 4 * 1536 + per_layer)  # block inputs + one block
     assert mem.logits == 12 * 2048 * 65280 + 4 * 65280 * 1536  # one 2048-token chunk + the weight's fp32 grad
-    whole = load_target("1.2b").config(steps=2001, overrides={"model.loss_chunk_tokens": 0})
+    whole = load_target("1.2b").config(steps=20_001, overrides={"model.loss_chunk_tokens": 0})
     assert memory_per_gpu(whole).logits == 16 * 2 * 4096 * 65280
     sharded, replicated = memory_per_gpu(cfg, nproc=8), memory_per_gpu(cfg, nproc=8, parallel="ddp")
     assert sharded.parallel == "fsdp" and sharded.optimizer == replicated.optimizer / 8
@@ -256,3 +256,15 @@ def test_target_set_reaches_into_mappings_like_the_config(tmp_path):
     assert plan.config.data.weights()["web"] == pytest.approx(0.3 / 0.8)
     with pytest.raises(ConfigError, match=r"--set: data.mixtur: unknown key"):
         transfer(target=path, overrides=["data.mixtur.web=0.3"])
+
+
+def test_cli_dry_run_plans_for_an_8_gpu_node_unless_told(sweep, tmp_path, monkeypatch, capsys):
+    """One GPU (327 days, grad_accum 480) is nobody's plan for a 1.2B run: the dry run assumes a node of 8."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["transfer", "--target", "1.2b", "--from", str(sweep), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "planned for 1 node(s) of 8 GPUs" in out and "--nproc N" in out
+    assert "60 per GPU on 8" in out and "days on 8 GPU(s)" in out
+    assert main(["transfer", "--target", "1.2b", "--from", str(sweep), "--dry-run", "--nproc", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "planned for" not in out and "480 per GPU on 1" in out and "days on 1 GPU(s)" in out

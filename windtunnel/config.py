@@ -57,6 +57,8 @@ def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Seque
     resolve_paths(data, Path(path).resolve().parent)
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides, source="--set")
+        for key, value in overrides.items():  # a typo typed after --set is not the file's fault
+            check_key(_SECTIONS, key, value, source="--set")
     overrides = dict(overrides)
     for section, key in _PATH_KEYS:  # a path typed on the command line is relative to the cwd
         dotted = f"{section}.{key}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "WindtunnelError"]
+__all__ = ["ConfigError", "DataError", "WindtunnelError", "WindtunnelWarning"]
 
 
 class WindtunnelError(Exception):
@@ -29,4 +29,13 @@ class DataError(WindtunnelError, ValueError):
     Example:
         >>> str(DataError("/data/train.bin: expected 100 bytes, found 40"))
         '/data/train.bin: expected 100 bytes, found 40'
+    """
+
+
+class WindtunnelWarning(UserWarning):
+    """Something the user should know that does not stop the job (a plot that cannot be drawn). The CLI
+    prints it as one plain line, `windtunnel: warning: ...`, without Python's source-line dump.
+
+    Example:
+        >>> import warnings; warnings.warn("no muTransfer plot: ...", WindtunnelWarning)   # doctest: +SKIP
     """

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "write_text", "write_json", "jsonable"]
+__all__ = ["atomic_write", "make_temp_dir", "write_text", "write_json", "jsonable"]
 
 
 def _umask() -> int:
@@ -51,6 +51,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, mode: 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def make_temp_dir(final: str | os.PathLike) -> Path:
+    """A new empty folder beside `final`, to fill and then rename into place as `final`.
+
+    It gets the permissions a plain `mkdir` would give (0o777 minus the umask): `tempfile.mkdtemp`
+    alone makes it private (drwx------), and a prepared data folder on a shared cluster file system
+    must be readable by the other nodes and users.
+
+    Example:
+        >>> tmp = make_temp_dir("data/web")   # doctest: +SKIP
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # read at call time: a job may set its umask after import
+    return tmp
 
 
 def write_text(path: str | os.PathLike, text: str, *, mode: int | None = None) -> Path:

@@ -16,8 +16,11 @@ from typing import Literal
 from .errors import ConfigError
 from .typecheck import check_non_negative, check_positive, suggest
 
-__all__ = ["ModelConfig", "TrainConfig", "DataConfig", "RunConfig", "SECTIONS", "WEIGHT_KEYS"]
+__all__ = ["ModelConfig", "TrainConfig", "DataConfig", "RunConfig", "SECTIONS", "WEIGHT_KEYS",
+           "DEFAULT_WARMUP_STEPS"]
 
+DEFAULT_WARMUP_STEPS = 20
+"""train.warmup_steps when the config leaves it null (capped at a tenth of train.steps)."""
 WEIGHT_KEYS = ("mixture", "mixture_decay", "val_mixture")
 """The data keys that hold mixture weights by source name."""
 
@@ -163,8 +166,10 @@ class TrainConfig:
     """Clip the global gradient norm to this; null disables."""
     schedule: Literal["wsd", "cosine", "constant"] = "wsd"
     """Learning-rate schedule: warmup-stable-decay, cosine, or warmup then constant."""
-    warmup_steps: int = 20
-    """Linear warmup steps (replaced by warmup_fraction when that is set)."""
+    warmup_steps: int | None = None
+    """Linear warmup steps (replaced by warmup_fraction when that is set). Null: 20, or a tenth of
+    train.steps when that is fewer (a 30-step smoke run warms up for 3 steps, not 20); the resolved
+    number is what the saved config shows."""
     warmup_fraction: float | None = None
     """Linear warmup as a fraction of train.steps, in [0, 1) (rounded to whole steps); when set it
     replaces warmup_steps, so runs of different lengths warm up over the same share of training (a
@@ -172,7 +177,8 @@ class TrainConfig:
     decay: Literal["exponential", "linear", "cosine", "1-sqrt"] = "linear"
     """Shape of the WSD decay phase."""
     decay_fraction: float = 0.2
-    """WSD decay length as a fraction of steps (ignored when decay_steps is set)."""
+    """WSD decay length as a fraction of steps, rounded, at least one step (ignored when decay_steps
+    is set)."""
     decay_steps: int | None = None
     """WSD decay length in steps; overrides decay_fraction."""
     half_life: float | None = None
@@ -222,6 +228,10 @@ class TrainConfig:
     """Process-group (NCCL/gloo) timeout in seconds: a collective waiting longer fails the run
     instead of hanging (raise it if checkpoints to slow storage take longer)."""
 
+    def __post_init__(self) -> None:
+        if self.warmup_steps is None and isinstance(self.steps, int):
+            self.warmup_steps = min(DEFAULT_WARMUP_STEPS, self.steps // 10)
+
     @property
     def warmup(self) -> int:
         """Warmup steps in effect: round(warmup_fraction * steps) when the fraction is set, else warmup_steps."""
@@ -248,13 +258,42 @@ class TrainConfig:
             raise ConfigError(source, "train.decay_fraction", f"must be in (0, 1], got {self.decay_fraction}")
         if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(source, "train.warmup_fraction", f"must be in [0, 1) or null, got {self.warmup_fraction}")
-        if self.warmup_fraction is None and self.warmup_steps >= self.steps:
-            raise ConfigError(source, "train.warmup_steps", f"must be < train.steps={self.steps}, "
-                              f"got {self.warmup_steps}")
+        problems = self._schedule_problems()
+        if problems:  # every broken schedule rule at once, not one per attempt
+            (key, first), *more = problems
+            raise ConfigError(source, key, "; ".join([first, *(f"and {k}: {m}" for k, m in more)]))
         if self.min_lr_ratio is not None and not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(source, "train.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         if self.threads is not None and self.threads <= 0:
             raise ConfigError(source, "train.threads", f"must be > 0 or null, got {self.threads}")
+
+    def _schedule_problems(self) -> list[tuple[str, str]]:
+        """(key, rule and value) for each schedule rule the steps break together."""
+        problems = []
+        warmup_key = "train.warmup_steps" if self.warmup_fraction is None else "train.warmup_fraction"
+        if self.warmup >= self.steps:
+            problems.append((warmup_key, f"must give a warmup < train.steps={self.steps}, got {self.warmup} steps"
+                             if self.warmup_fraction is not None else
+                             f"must be < train.steps={self.steps}, got {self.warmup_steps}"))
+        if self.schedule != "wsd":
+            if self.decay_steps is not None:
+                problems.append(("train.decay_steps", f"is only used by train.schedule: wsd, got schedule="
+                                 f"{self.schedule}"))
+            return problems
+        if self.decay_steps is not None and self.decay_steps < 1:
+            problems.append(("train.decay_steps", f"must be >= 1 or null, got {self.decay_steps}"))
+        elif self.decay_steps_resolved > self.steps - self.warmup:
+            key = "train.decay_steps" if self.decay_steps is not None else "train.decay_fraction"
+            problems.append((key, f"the decay ({self.decay_steps_resolved} steps) must fit after the warmup: "
+                             f"<= train.steps - {warmup_key} = {self.steps} - {self.warmup}"))
+        return problems
+
+    @property
+    def decay_steps_resolved(self) -> int:
+        """WSD decay steps: decay_steps, else decay_fraction x steps rounded, at least one step."""
+        if self.decay_steps is not None:
+            return self.decay_steps
+        return max(1, round(self.decay_fraction * self.steps))
 
 
 @dataclass

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import WindtunnelError
+from ..errors import WindtunnelError, WindtunnelWarning
 from .figures import FORMATS, colormap, figure_grid, fmt_value, save_figure
 from .labels import label_of
 from .runs import (
@@ -39,6 +40,9 @@ from .transfer_check import SHAPE_KEYS, transfer_check
 __all__ = ["plot_sweep"]
 
 MAX_CATEGORIES, N_BINS = 12, 8
+CHAR_INCHES = 0.085
+"""About the width of one character of 10-point text, in inches (to size figures around their labels)."""
+MIN_FIGURE_INCHES = 4.8
 PARAM_NAMES = {"mup": "μP", "sp": "SP"}
 FAILED_COLOUR = "#d9d9d9"
 
@@ -112,7 +116,10 @@ def _heatmap(res, x_key, y_key, facet, out: Path, formats) -> list[Path]:
     panels = sorted(cells) if facet else [None]
     finite = [c["loss"] for grid in cells.values() for c in grid.values() if math.isfinite(c["loss"])]
     vmin, vmax, clipped = _colour_range(finite)
-    fig, axes = figure_grid(len(panels), ncols=2, size=(1.0 + 0.75 * len(xa.labels), 0.9 + 0.55 * len(ya.labels)))
+    ncols = min(2, len(panels))
+    # a narrow grid (2 x 2 cells) still leaves room for the x-label under each panel and for the title
+    width = max(1.0 + 0.75 * len(xa.labels), CHAR_INCHES * len(xa.title) + 1.0, MIN_FIGURE_INCHES / ncols)
+    fig, axes = figure_grid(len(panels), ncols=2, size=(width, 0.9 + 0.55 * len(ya.labels)))
     for ax, panel in zip(axes, panels):
         image = _draw_cells(ax, cells[panel], xa, ya, vmin, vmax)
         ax.set_title(PARAM_NAMES.get(panel, panel) if panel else "", fontsize=10)
@@ -121,8 +128,10 @@ def _heatmap(res, x_key, y_key, facet, out: Path, formats) -> list[Path]:
         bar.set_label(_metric_label(res))
     others = [k for k in res.params if k not in (x_key, y_key, facet)]
     over = f"; best over {', '.join(others)}" if others else ""
-    fig.suptitle(f"{res.name}: best {_metric_label(res)} per cell\n(mean over seeds{over}; framed = best, "
-                 f"hatched = no finite loss)", fontsize=10)
+    title = (f"{res.name}: best {_metric_label(res)} per cell\n(mean over seeds{over}; framed = best, "
+             f"hatched = no finite loss)")
+    chars = int((width * ncols + 1.0) / CHAR_INCHES)  # the title wraps to the figure, never past its edge
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in title.split("\n")), fontsize=10)
     return save_figure(fig, out / f"heatmap_{x_key}__{y_key}", formats)
 
 
@@ -234,7 +243,7 @@ def _mutransfer(res: RunResults, out: Path, formats) -> list[Path]:
     try:
         report = transfer_check(res.run_dir, write=False)
     except WindtunnelError as e:  # a sweep's pictures must not fail because the check cannot run
-        warnings.warn(f"no muTransfer plot: {e}", stacklevel=2)
+        warnings.warn(f"no muTransfer plot: {e}", WindtunnelWarning, stacklevel=2)
         return []
     panels = list(report.summaries)
     shapes = sorted({r.width for r in report.rows})

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
-from ..errors import WindtunnelError
+from .. import __version__
+from ..errors import WindtunnelError, WindtunnelWarning
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["sweep", "train", "plot", "transfer", "data", "eval"]
+COMMANDS = ["sweep", "train", "plot", "transfer", "data", "eval", "config"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
@@ -36,12 +38,17 @@ EPILOG = """examples:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the usage of the (sub)command the stray flag was given to, not the top-level one
+        _command_parser(parser, sys.argv[1:] if argv is None else argv).error(
+            f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return args.func(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _plain_warnings(warnings.showwarning)
+            return args.func(args) or 0
     except WindtunnelError as e:
         print(f"windtunnel: error: {e}", file=sys.stderr)
         return 2
@@ -55,9 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
         prog="windtunnel",
         description="muP wind-tunnel hyperparameter search: sweep tiny proxies, carry the winner to the full model.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"windtunnel {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module in COMMANDS:
         importlib.import_module(f".{module}", __name__).register(sub)
+    return parser
+
+
+def _plain_warnings(fallback):
+    """A `warnings.showwarning` that prints windtunnel's own warnings as one plain line (no source path
+    and line: they are messages to the user, not bugs) and passes any other to `fallback`."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, WindtunnelWarning):
+            print(f"windtunnel: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+    return show
+
+
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The deepest subcommand parser the words of `argv` lead to (`data prepare` -> its parser)."""
+    for word in argv:
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if actions and word in actions[0].choices:
+            parser = actions[0].choices[word]
     return parser
 
 

@@ -61,6 +61,8 @@ def _cmd_context(args) -> int:
     if "a" in fit:
         print(f"fit L(t) = b + (t/c)^a: a = {fit['a']:.4f} ± {fit['a_se']:.4f}, b = {fit['b']:.4f} ± "
               f"{fit['b_se']:.4f}, c = {fit['c']:.4g} ± {fit['c_se']:.3g}, R² = {fit['r2']:.4f} ({fit['n']} points)")
+        if fit.get("warning"):
+            print(f"warning: {fit['warning']}")
     else:
         print(f"no fit: {fit['error']}")
     print(f"wrote {r['files']['json']}, {r['files']['csv']}, {', '.join(r['files']['plot'])}", file=sys.stderr)
@@ -77,8 +79,9 @@ def _add_calibration(sub) -> None:
     p.add_argument("--tasks", required=True, help="questions: .jsonl or .parquet (question, choices, answer, "
                                                   "[subject]), or hf:cais/mmlu (local datasets cache)")
     p.add_argument("--shots", type=int, default=0, help="solved examples before each question (same subject; 0)")
-    p.add_argument("--scoring", choices=["letter", "text"], default="letter",
-                   help="letter: the answer letter after a listed prompt (MMLU); text: each choice's own text")
+    p.add_argument("--scoring", choices=["letter", "text"],
+                   help="letter: the answer letter after a listed prompt (MMLU); text: each choice's own text "
+                        "(windtunnel's own tasks); default: what the tasks file says, else letter")
     p.add_argument("--bins", type=int, default=15, help="equal-width confidence bins of the ECE (15)")
     p.add_argument("--limit", type=int, help="evaluate the first N questions only")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (32)")
@@ -100,7 +103,8 @@ def _cmd_calibration(args) -> int:
                     batch_size=args.batch_size, out_dir=args.out or default_out_dir(model), progress=not args.quiet)
     s = r["overall"]
     lo, hi = s["accuracy_95ci"]
-    print(f"{r['model']} on {args.tasks} ({r['scoring']} scoring, {r['shots']}-shot, {s['n']} questions)")
+    print(f"{r['model']} on {args.tasks} ({r['scoring']} scoring, {r['scoring_reason']}; {r['shots']}-shot, "
+          f"{s['n']} questions)")
     print(f"accuracy {s['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}; chance {s['chance_accuracy']:.3f}) | "
           f"ECE {s['ece']:.4f} (95% CI {s['ece_95ci'][0]:.4f}-{s['ece_95ci'][1]:.4f}; {s['bins']} equal-width bins) | "
           f"MCE {s['mce']:.4f} | Brier {s['brier']:.4f} | mean confidence {s['mean_confidence']:.3f}")

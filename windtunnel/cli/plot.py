@@ -85,7 +85,7 @@ def _cmd_coord(args) -> int:
 def _add_transfer(sub) -> None:
     p = sub.add_parser("transfer", help="optimal lr per width (or depth) with intervals, drift, regret, verdict",
                        description="Per parametrization and width (or depth): the optimal lr from every seed "
-                                   "(weighted quadratic in log2 lr around the best point, 95%% bootstrap "
+                                   "(weighted quadratic in log2 lr around the best point, 95% bootstrap "
                                    "interval; each lr takes the best value of any other swept key, re-chosen "
                                    "per resample), the drift as a slope of log2 lr* per doubling of the shape "
                                    "with its interval, and the transfer regret (loss given up by carrying the "
@@ -135,7 +135,7 @@ def _add_horizon(sub) -> None:
     p = sub.add_parser("horizon", help="optimal lr per token budget, fit of log2 lr* vs log2 tokens, extrapolation",
                        description="Fit each budget's optimal lr from every seed (weighted quadratic in log2 lr "
                                    "over up to 5 points, bootstrap interval), then a line log2 lr* = a + slope x "
-                                   "log2 tokens, its 95%% interval from the same resamples (widened when the optima "
+                                   "log2 tokens, its 95% interval from the same resamples (widened when the optima "
                                    "stray from the line more than their intervals allow), and extrapolate with the "
                                    "number of doublings beyond the largest budget. Needs >= 3 budgets "
                                    "(train.steps swept) with >= 3 lr points each. Writes RUN/horizon_check.json; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -26,7 +27,10 @@ def _add_sweep(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep in its run folder; finished trials are kept")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the expanded trials, their count and cost; run and write nothing")
+                   help="print the expanded trials, their count and cost (tokens, FLOPs, and the wall time "
+                        "estimated by timing a few steps of the costliest trial here); run and keep nothing")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="with --dry-run: skip the wall-time estimate (it trains a few steps, seconds)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
     p.set_defaults(func=_cmd_sweep)
@@ -38,6 +42,11 @@ def _cmd_sweep(args) -> int:
                     dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots)
     if args.dry_run:
         print(describe(out))
+        if not args.no_estimate:
+            from ..sweep.estimate import estimate_wall_time
+            estimate = estimate_wall_time(out)
+            print(estimate.describe() if estimate else "estimated wall time: not measurable here (no valid trial, "
+                  "or the trials need CUDA and this machine has none)")
         return 0
     counts = ", ".join(f"{n} {s}" for s, n in out.counts.items() if n)
     print(f"sweep {out.spec.name}: {sum(out.counts.values())} trials finished ({counts or 'none'}) "
@@ -62,33 +71,51 @@ def _cmd_sweep(args) -> int:
 def _add_results(sub) -> None:
     p = sub.add_parser("results", help="print a sweep's results table, best first",
                        description="Print runs/<name>/results: finished trials best first, then diverged, "
-                                   "pruned and error trials.")
+                                   "pruned and error trials. Steps, in order: --filter, --group-seeds, --sort, "
+                                   "--columns, --top.",
+                       epilog="examples:\n"
+                              "  windtunnel results runs/lr_init --filter status=ok --group-seeds --top 5\n"
+                              "  windtunnel results runs/lr_init --filter 'train.lr<0.01' --sort=-seconds\n"
+                              "  windtunnel results runs/lr_init --columns trial_id,train.lr,val_loss --format csv",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a sweep's run folder, e.g. runs/lr_init")
     p.add_argument("--top", type=int, metavar="K", help="only the first K rows")
+    p.add_argument("--filter", dest="filters", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep rows where the column matches: KEY=VALUE, or !=, <, <=, >, >= (quote it); "
+                        "repeatable, all must hold; e.g. --filter status=ok")
+    p.add_argument("--group-seeds", action="store_true",
+                   help="one row per configuration: mean and std of the metric over its ok seeds, n_ok/n, "
+                        "status (a diverged seed makes the configuration diverged), mean seconds")
+    p.add_argument("--sort", metavar="COL[,COL]",
+                   help="sort by these columns, ascending; -COL descending (write --sort=-seconds); "
+                        "default: finished rows best first, then the rest")
+    p.add_argument("--columns", metavar="COL[,COL]", help="show only these columns, in this order")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.set_defaults(func=_cmd_results)
 
 
 def _cmd_results(args) -> int:
-    from ..analysis.runs import load_run, sort_results
+    from ..analysis.results_table import format_results, select_results
+    from ..analysis.runs import load_run
     from ..errors import WindtunnelError
     if args.top is not None and args.top <= 0:
         raise WindtunnelError(f"--top: expected a positive number of rows, got {args.top}")
     res = load_run(args.run_dir)
-    df = sort_results(res.frame, metric=res.metric, goal=res.goal)
-    if args.top is not None:
-        df = df.head(args.top)
+    columns = _names(args.columns)
+    df = select_results(res, filters=args.filters, group_seeds=args.group_seeds, sort=_names(args.sort),
+                        columns=columns, top=args.top)
     if args.format == "csv":
         df.to_csv(sys.stdout, index=False)
     elif args.format == "json":
         records = [{k: _json_value(v) for k, v in row.items()} for row in df.to_dict("records")]
         print(json.dumps(records, indent=2))
     else:
-        shown = [c for c in df.columns if c not in ("message", "flops_per_token", "n_params", "train_loss")]
-        if (df["message"] != "").any():
-            shown.append("message")
-        print(df[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        print(format_results(df, metric=res.metric, columns_given=bool(columns)))
     return 0
+
+
+def _names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def _json_value(v):

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from .train import add_set_option
 
+DRY_RUN_NPROC = 8
+"""GPUs per node a --dry-run plans for unless --nproc says: one 8-GPU node, not one GPU (327 days for the 1.2B)."""
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -30,8 +33,9 @@ def register(sub) -> None:
     p.add_argument("--tokens", type=float, help="training tokens of the full run (default: the preset's)")
     p.add_argument("--batch-tokens", type=float, metavar="N",
                    help="tokens per optimizer step (default: the preset's, else MiniCPM's law from the proxy loss)")
-    p.add_argument("--nproc", type=int, default=1,
-                   help="GPUs per node (processes under torchrun; train.parallel picks DDP or FSDP); default 1")
+    p.add_argument("--nproc", type=int,
+                   help="GPUs per node (processes under torchrun; train.parallel picks DDP or FSDP); default 1, "
+                        f"but {DRY_RUN_NPROC} with --dry-run, which plans for a realistic node")
     p.add_argument("--nnodes", type=int, default=1,
                    help="with --launch: nodes; run the same command on each, with --rdzv-endpoint (default 1)")
     p.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
@@ -56,6 +60,11 @@ def _cmd_transfer(args) -> int:
     if args.dry_run and args.launch:
         print("windtunnel: error: --dry-run and --launch exclude each other", file=sys.stderr)
         return 2
+    if args.nproc is None:
+        args.nproc = DRY_RUN_NPROC if args.dry_run else 1
+        if args.dry_run:
+            print(f"planned for {args.nnodes} node(s) of {DRY_RUN_NPROC} GPUs (the dry run's default; "
+                  f"--nproc N for yours)")
     plan = transfer(target=args.target, source=args.source, tokens=args.tokens, batch_tokens=args.batch_tokens,
                     nproc=args.nproc * args.nnodes, overrides=args.overrides, horizon=args.horizon)
     print(format_plan(plan))

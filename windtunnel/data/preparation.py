@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import write_json
+from ..fileio import make_temp_dir, write_json
 from .prepared import META_FILE, TRAIN_FILE, VAL_FILE, TokenData, dtype_for_vocab, load_tokens
 from .sources import Piece, SourceFile, expand_sources, iter_pieces
 from .text_units import MAX_UNIT, MIN_UNIT
@@ -116,21 +116,24 @@ def prepare(sources: list[str], *, out: str | os.PathLike, tokenizer: str = "byt
     if isinstance(tok, int):
         tok = _train_bpe_on(files, vocab_size=tok, val_fraction=val_fraction, text_field=text_field,
                             limit=bpe_sample_bytes, progress=progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out)
+    bar = _bar(sum(f.size for f in files), enabled=progress, desc="prepare")
     try:
-        stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field,
-                              progress=progress)
+        stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field, bar=bar)
         forced = _forced_unit(stats)
         if forced:  # the hash left a split empty: move the nearest unit there and write again
+            bar.reset()  # the same bar again, so the terminal shows one line, not two identical ones
+            bar.set_description("prepare (again: one unit moved to fill an empty split)", refresh=False)
             stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field,
-                                  progress=progress, forced=forced)
+                                  bar=bar, forced=forced)
+        bar.close()
         _check_splits(stats, files, out, val_fraction)
         meta = _meta(stats, files, tok, tmp, sources=sources, val_fraction=val_fraction,
                      text_field=text_field, bpe_sample_bytes=bpe_sample_bytes)
         write_json(tmp / META_FILE, meta)
         _move_into_place(tmp, out, overwrite=overwrite)
     finally:
+        bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return load_tokens(out)
 
@@ -176,14 +179,13 @@ class _SplitWriter:
 
 
 def _write_splits(folder: Path, files: list[SourceFile], tok, *, val_fraction: float, text_field: str,
-                  progress: bool, forced: dict[str, str] | None = None) -> dict[str, Any]:
+                  bar, forced: dict[str, str] | None = None) -> dict[str, Any]:
     """Write train.bin and val.bin; `forced` maps unit keys to a split that overrides their hash."""
     forced, threshold = forced or {}, val_fraction * 2.0**64
     nearest = {"val": (2**64, None), "train": (-1, None)}  # (hash, unit): lowest and highest hash seen
     dtype = dtype_for_vocab(tok.vocab_size)
     writers = {"train": _SplitWriter(folder / TRAIN_FILE, dtype, tok.vocab_size),
                "val": _SplitWriter(folder / VAL_FILE, dtype, tok.vocab_size)}
-    bar = _bar(sum(f.size for f in files), enabled=progress, desc="prepare")
     started, chars = time.perf_counter(), 0
     input_bytes = 0
     try:
@@ -202,7 +204,6 @@ def _write_splits(folder: Path, files: list[SourceFile], tok, *, val_fraction: f
         input_bytes += _flush(batch, tok, writers)
         _postfix(bar, writers, started)
     finally:
-        bar.close()
         for w in writers.values():
             w.close()
     return {"writers": writers, "input_bytes": input_bytes, "dtype": dtype, "forced": forced,

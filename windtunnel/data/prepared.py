@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import make_temp_dir
 from ..typecheck import is_int
 
 __all__ = [
@@ -126,8 +126,7 @@ def write_prepared(
             return folder
         raise DataError(f"{folder}: already exists; expected a new folder")
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    tmp = make_temp_dir(folder)
     try:
         sha = {name: _write_bin(tmp / name, arr) for name, arr in arrays.items()}
         meta: dict[str, Any] = {

@@ -31,7 +31,7 @@ from ..errors import WindtunnelError
 from .loading import EvalModel, load_model
 from .metrics import DEFAULT_BINS, calibration_summary, predictions
 from .report import write_csv, write_json
-from .tasks import LETTERS, Question, load_tasks
+from .tasks import LETTERS, SCORINGS, Question, load_tasks, scoring_of
 
 __all__ = ["QUESTION_FIELDS", "calibration", "choice_probabilities", "prompt_and_continuations"]
 
@@ -40,33 +40,36 @@ QUESTION_FIELDS = ["index", "subject", "answer", "predicted", "confidence", "cor
 
 
 def calibration(model: str | os.PathLike | EvalModel, *, tasks: str | os.PathLike | Sequence[Question],
-                shots: int = 0, scoring: Scoring = "letter", bins: int = DEFAULT_BINS, limit: int | None = None,
+                shots: int = 0, scoring: Scoring | None = None, bins: int = DEFAULT_BINS, limit: int | None = None,
                 batch_size: int = 32, out_dir: str | os.PathLike | None = None, progress: bool = False,
                 device: str | None = None) -> dict[str, Any]:
     """Score every question's choices, then accuracy, ECE (`bins` equal-width bins), MCE, Brier and per subject.
 
-    `tasks`: a .jsonl / .parquet file, `hf:cais/mmlu` (local cache), or a list of `Question`s. With
-    `out_dir`, writes calibration.json, calibration_questions.csv and reliability.png/svg there.
+    `tasks`: a .jsonl / .parquet file, `hf:cais/mmlu` (local cache), or a list of `Question`s.
+    `scoring`: `letter` or `text`; None takes what the tasks say, else `letter` (see `scoring_of`);
+    the result's `scoring_reason` says which and why. With `out_dir`, writes calibration.json,
+    calibration_questions.csv and reliability.png/svg there.
 
     Example:
         >>> r = calibration("runs/xs", tasks="tasks.jsonl", out_dir="runs/xs/eval")    # doctest: +SKIP
         >>> r["overall"]["accuracy"] > r["overall"]["chance_accuracy"]                  # doctest: +SKIP
         True
     """
-    if scoring not in ("letter", "text"):
+    if scoring is not None and scoring not in SCORINGS:
         raise WindtunnelError(f"--scoring: expected letter or text, got {scoring!r}")
     if shots < 0 or bins < 1 or batch_size < 1:
         raise WindtunnelError(f"--shots must be >= 0, --bins and batch size >= 1; got {shots}, {bins}, {batch_size}")
     questions = list(tasks) if not isinstance(tasks, (str, os.PathLike)) else load_tasks(tasks, limit=limit)
     if not questions:
         raise WindtunnelError("tasks: expected at least one question")
+    scoring, why = (scoring, "as asked") if scoring is not None else scoring_of(questions, source=str(tasks))
     em = model if isinstance(model, EvalModel) else load_model(model, device=device)
     probs, truncated = choice_probabilities(em, questions, shots=shots, scoring=scoring, batch_size=batch_size,
                                             progress=progress)
     answers = np.array([q.answer for q in questions])
     k = np.array([len(q.choices) for q in questions])
     result = {**em.describe(), "tasks": str(tasks) if isinstance(tasks, (str, os.PathLike)) else "(in memory)",
-              "scoring": scoring, "shots": shots, "prompts_truncated": truncated,
+              "scoring": scoring, "scoring_reason": why, "shots": shots, "prompts_truncated": truncated,
               "overall": calibration_summary(probs, answers, bins=bins, n_choices=k),
               "per_subject": _per_subject(questions, probs, answers, k, bins)}
     if out_dir is not None:

@@ -19,10 +19,12 @@ import warnings
 
 import numpy as np
 
-__all__ = ["MIN_POINTS", "context_law", "fit_context_law"]
+__all__ = ["MIN_POINTS", "MIN_R2", "context_law", "fit_context_law", "fit_warning"]
 
 MIN_POINTS = 4
 """A 3-parameter fit needs one point more than its parameters to give standard errors."""
+MIN_R2 = 0.5
+"""Below this R² the law explains too little of the points' spread to be read."""
 
 
 def context_law(t, *, a: float, b: float, c: float) -> np.ndarray:
@@ -69,8 +71,34 @@ def fit_context_law(t, loss, *, sigma=None) -> dict:
     total = ((loss - loss.mean()) ** 2).sum()
     r2 = 1.0 - (resid ** 2).sum() / total if total > 0 else math.nan
     a, b, c = (float(x) for x in params)
-    return {"a": a, "b": b, "c": c, "a_se": float(errors[0]), "b_se": float(errors[1]),
-            "c_se": float(errors[2]), "r2": float(r2), "n": len(t), "weighted": sig is not None}
+    fit = {"a": a, "b": b, "c": c, "a_se": float(errors[0]), "b_se": float(errors[1]),
+           "c_se": float(errors[2]), "r2": float(r2), "n": len(t), "weighted": sig is not None}
+    fit["warning"] = fit_warning(fit)
+    return fit
+
+
+def fit_warning(fit: dict) -> str | None:
+    """Why the fitted numbers should not be read, or None: a parameter whose standard error is not
+    finite or exceeds its own size (its interval spans zero and more), or R² below `MIN_R2`.
+
+    Example:
+        >>> fit_warning({"a": -0.5, "b": 1.9068, "c": 3.0, "a_se": 0.1, "b_se": 725.3, "c_se": 1.0,
+        ...              "r2": 0.03})[:80]
+        'the fit does not constrain b (standard error larger than the value) and explains'
+        >>> fit_warning({"a": -0.5, "b": 1.9, "c": 3.0, "a_se": 0.1, "b_se": 0.2, "c_se": 1.0, "r2": 0.98}) is None
+        True
+    """
+    loose = [k for k in ("a", "b", "c") if not (math.isfinite(fit[f"{k}_se"]) and fit[f"{k}_se"] <= abs(fit[k]))]
+    weak = math.isfinite(fit["r2"]) and fit["r2"] < MIN_R2
+    if not loose and not weak and math.isfinite(fit["r2"]):
+        return None
+    why = []
+    if loose:
+        why.append(f"does not constrain {', '.join(loose)} (standard error larger than the value)")
+    if weak or not math.isfinite(fit["r2"]):
+        why.append(f"explains little (R² {fit['r2']:.2f} < {MIN_R2})")
+    return (f"the fit {' and '.join(why)}: do not read these numbers; more held-out windows (--windows) or a "
+            "model that uses its context would")
 
 
 def _start(t: np.ndarray, loss: np.ndarray) -> list[float]:

@@ -77,7 +77,7 @@ def _question(subject: str, context: str, answer: str, rng: np.random.Generator)
     order = rng.permutation(len(choices))
     choices = [choices[j] for j in order]
     return Question(question=context, choices=tuple(choices), answer=choices.index(answer), subject=subject,
-                    delimiter="")
+                    delimiter="", scoring="text")  # the choices are code, not an MMLU-style listed prompt
 
 
 def _snippet(text: str, end: int, context_chars: int) -> str:

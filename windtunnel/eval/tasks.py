@@ -1,9 +1,10 @@
 """Multiple-choice questions: read from JSON Lines, Parquet or `hf:cais/mmlu`, every record checked.
 
 A record has `question` (text), `choices` (a list of at least two texts), `answer` (the index of
-the right choice, or its letter "A", "B", ...), and optionally `subject` (text; MMLU has 57) and
+the right choice, or its letter "A", "B", ...), and optionally `subject` (text; MMLU has 57),
 `delimiter` (what joins the question and a choice's text when choices are scored by their text;
-default one space). A bad record stops the read with one line naming the file, the record and what
+default one space) and `scoring` (`letter` or `text`: how the set is meant to be scored; windtunnel's
+own tasks say `text`). A bad record stops the read with one line naming the file, the record and what
 was expected.
 
 Example:
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ from typing import Any
 from ..errors import WindtunnelError
 from ..fileio import write_text
 
-__all__ = ["LETTERS", "Question", "TaskError", "check_record", "load_tasks", "write_tasks"]
+__all__ = ["LETTERS", "SCORINGS", "Question", "TaskError", "check_record", "load_tasks", "scoring_of", "write_tasks"]
 
 LETTERS = string.ascii_uppercase
 HF_PREFIX = "hf:"
+SCORINGS = ("letter", "text")
 
 
 class TaskError(WindtunnelError, ValueError):
@@ -44,10 +46,14 @@ class Question:
     answer: int
     subject: str | None = None
     delimiter: str = " "
+    scoring: str | None = None
+    """How the question is meant to be scored (`letter` or `text`); None: the file does not say."""
 
     def to_record(self) -> dict[str, Any]:
         record = asdict(self)
         record["choices"] = list(self.choices)
+        if record["scoring"] is None:
+            del record["scoring"]
         return record
 
 
@@ -81,8 +87,11 @@ def check_record(record: Any, *, where: str) -> Question:
     delimiter = record.get("delimiter", " ")
     if not isinstance(delimiter, str):
         raise TaskError(f"{where}: delimiter: expected text, got {type(delimiter).__name__}")
+    scoring = record.get("scoring")
+    if scoring is not None and scoring not in SCORINGS:
+        raise TaskError(f"{where}: scoring: expected letter or text, got {scoring!r}")
     return Question(question=question, choices=tuple(choices), answer=answer, subject=subject or None,
-                    delimiter=delimiter)
+                    delimiter=delimiter, scoring=scoring)
 
 
 def _answer_index(answer: Any, n: int, where: str) -> int:
@@ -124,6 +133,22 @@ def load_tasks(source: str | os.PathLike, *, limit: int | None = None, split: st
     if not questions:
         raise TaskError(f"{name}: no questions; expected at least one record")
     return questions
+
+
+def scoring_of(questions: Sequence[Question], *, source: str = "tasks") -> tuple[str, str]:
+    """(scoring, why): the scoring the questions ask for, else `letter` (the MMLU convention).
+
+    Example:
+        >>> scoring_of(load_tasks("tasks.jsonl"))                         # doctest: +SKIP
+        ('text', 'as the tasks file says')
+    """
+    said = {q.scoring for q in questions if q.scoring is not None}
+    if len(said) > 1:
+        raise TaskError(f"{source}: scoring: the records disagree ({', '.join(sorted(said))}); pass --scoring")
+    if said:
+        return said.pop(), "as the tasks file says"
+    return "letter", ("the MMLU convention; the tasks file does not say (--scoring text scores each choice's "
+                      "own text)")
 
 
 def write_tasks(questions: Iterable[Question], path: str | os.PathLike) -> Path:

@@ -24,6 +24,8 @@ class Progress:
         self.running: set[str] = set()
         self.best: dict[str, Any] | None = None
         self.started = time.perf_counter()
+        self.first_start: float | None = None  # the ETA's clock starts with the first trial, not with Ray
+        self.finished_here = 0
 
     @property
     def stream(self) -> TextIO:
@@ -37,12 +39,15 @@ class Progress:
             self.best = row
 
     def trial_started(self, tid: str, params: dict[str, Any]) -> None:
+        if self.first_start is None:
+            self.first_start = time.perf_counter()
         self.running.add(tid)
         self._say(f"{tid} started  {fmt_params(params)}")
 
     def trial_finished(self, row: dict[str, Any]) -> None:
         self.running.discard(row["trial_id"])
         self.done += 1
+        self.finished_here += 1
         self.offer_best(row)
         what = f"{row['status']:<8} {self.metric} {fmt_loss(row.get(self.metric))}"
         if row.get("seconds"):
@@ -54,6 +59,21 @@ class Progress:
     def trial_unfinished(self, tid: str) -> None:
         self.running.discard(tid)
         self._say(f"{tid} stopped before the end (left for --resume)")
+
+    def status(self, line: str) -> None:
+        """A line about what the sweep is doing before trials start (e.g. starting Ray); quiet hides it."""
+        if self.enabled:
+            print(f"[{self.name}] {line}", file=self.stream, flush=True)
+
+    def eta(self) -> float | None:
+        """Seconds until every trial is done, at the rate trials finished so far in this session
+        (finished / time since the first trial started, so parallel slots count); None before the
+        first trial finishes."""
+        if not self.finished_here or self.first_start is None:
+            return None
+        left = max(self.total - self.done, 0)
+        rate = self.finished_here / max(time.perf_counter() - self.first_start, 1e-9)
+        return left / rate
 
     def note(self, line: str) -> None:
         """A line about the sweep as a whole (e.g. the cluster it joined); printed even when quiet."""
@@ -68,6 +88,18 @@ class Progress:
             best = f" | best {fmt_loss(self.best[self.metric])} ({self.best['trial_id']}: " \
                    f"{fmt_params({k: self.best.get(k) for k in self.param_keys})})"
         elapsed = time.perf_counter() - self.started
+        eta = self.eta()
+        eta = f", ETA {_duration(eta)}" if eta is not None and self.done < self.total else ""
         print(f"[{self.name} {elapsed:6.0f}s] {event} | {self.done}/{self.total} done, {len(self.running)} "
-              f"running, {left} left{best}", file=self.stream, flush=True)
+              f"running, {left} left{eta}{best}", file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    """`45s`, `3m20s`, `2h05m`: an ETA to read at a glance."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 

@@ -31,13 +31,15 @@ _QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "
               "RAY_CHDIR_TO_TRIAL_DIR": "0"}
 
 
-def init_ray(address: str | None = None, *, announce: Callable[[str], None] | None = None) -> bool:
+def init_ray(address: str | None = None, *, announce: Callable[[str], None] | None = None,
+             starting: Callable[[str], None] | None = None) -> bool:
     """Start (or join) Ray; returns True when this call started it (the caller then shuts it down).
 
     An already-initialised Ray is reused as it is. Without an address, a private local instance with
     one CPU slot per core; with `auto` or `HOST:PORT`, the existing cluster, after agreeing with its
     head on token authentication (see `windtunnel.sweep.cluster`). `announce` receives one line
-    naming the cluster joined (address, nodes, CPUs, GPUs).
+    naming the cluster joined (address, nodes, CPUs, GPUs); `starting` one line before Ray starts,
+    which takes seconds (about 15 on a loaded 2-core machine) with nothing else to show.
 
     Example:
         >>> started = init_ray()          # private instance on this machine
@@ -49,6 +51,9 @@ def init_ray(address: str | None = None, *, announce: Callable[[str], None] | No
     import ray
     if ray.is_initialized():
         return False
+    if starting is not None:
+        starting(f"joining the Ray cluster at {address} ..." if address else
+                 "starting Ray (a private instance on this machine; this takes a few seconds) ...")
     common = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     if not address:
         find_token()  # a bad RAY_AUTH_TOKEN_PATH makes Ray abort the process; one line instead

@@ -91,7 +91,7 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         _warm_data(base)
     from .ray_engine import check_resources, init_ray
     # before writing: a bad --address leaves nothing; the cluster joined is named even when quiet
-    ray_started = init_ray(address, announce=show.note) if remaining else False
+    ray_started = init_ray(address, announce=show.note, starting=show.status) if remaining else False
     try:
         if remaining:
             check_resources(spec)

@@ -65,7 +65,7 @@ def execute_trial(ctx: TrialContext, point: TrialPoint, *,
     try:
         cfg = trial_run_config(ctx, point)
         from ..training.loop import train
-        return train(cfg, out_dir=tdir, on_eval=_reporter(report, cfg.train.steps))
+        return train(cfg, out_dir=tdir, on_eval=_reporter(report, cfg.train.steps), tensorboard=False)
     except Exception as e:  # noqa: BLE001 - a broken trial is recorded, the sweep goes on
         return record_error(tdir, e)
 

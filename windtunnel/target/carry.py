@@ -163,7 +163,7 @@ def _batch_plan(tgt: Target, proxy: Proxy | None, cfg: RunConfig, batch_tokens, 
 
 def _placeholder_steps(tgt: Target, carried: dict) -> int:
     warmup = carried.get("train.warmup_steps", tgt.sections["train"].get("warmup_steps", 0))
-    return int(warmup or 0) + 1
+    return 100 * (int(warmup or 0) + 1)  # room for the warmup and any decay: only the other keys are checked
 
 
 # --- small helpers ----------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def _placeholder_steps(tgt: Target, carried: dict) -> int:
 def _preset_value(tgt: Target, key: str) -> Any:
     """The preset's value of a key, defaults included (what the preset means where it is silent)."""
     warmup = int(tgt.sections["train"].get("warmup_steps", 0) or 0)
-    return get_value(tgt.config(steps=warmup + 1), key)
+    return get_value(tgt.config(steps=100 * (warmup + 1)), key)  # a placeholder length with room for the decay
 
 
 def _same(a: Any, b: Any) -> bool:

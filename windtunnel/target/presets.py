@@ -102,7 +102,8 @@ def load_target(target: str | os.PathLike) -> Target:
     target = Target(name=path.stem, path=path, description=str(spec.get("description", "")),
                     tokens=tokens, batch_tokens=batch_tokens, sections=sections)
     warmup = int(sections["train"].get("warmup_steps", 0) or 0)
-    target.config(steps=warmup + 1)  # check every other key now, with a placeholder length
+    # check every other key now, with a placeholder length long enough for the warmup and any decay
+    target.config(steps=100 * (warmup + 1))
     return target
 
 

@@ -77,7 +77,7 @@ class Run:
 def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
           on_eval: Callable[[dict[str, Any]], None] | None = None, resume: bool | str | os.PathLike = False,
           decay_from: str | os.PathLike | None = None, stop_after: int | None = None,
-          tensorboard: bool = False) -> dict[str, Any]:
+          tensorboard: bool = True) -> dict[str, Any]:
     """Train `cfg` and return its summary (also written to `out_dir/summary.json`).
 
     `on_eval` is called after every held-out evaluation with {step, tokens, val_loss, train_loss,
@@ -86,7 +86,8 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
     is none), a path from that checkpoint. `decay_from`: a stable-phase WSD checkpoint (of any run) to
     branch the decay from, MiniCPM-style; the branch runs `decay_steps` steps into `out_dir`.
     `stop_after`: stop (with a checkpoint, status "stopped") once this many steps are done, e.g. to
-    fit a time-limited job. `tensorboard`: also log to `out_dir/tensorboard` when installed.
+    fit a time-limited job. `tensorboard`: also log to `out_dir/tensorboard` when installed (on by
+    default, as for `windtunnel train`; sweep trials turn it off: their record is the results table).
 
     Example:
         >>> summary = train(load_config("proxies/xs.yaml"), out_dir="runs/xs")

@@ -160,11 +160,7 @@ def _resolve_decay_steps(total_steps: int, decay_fraction: float, decay_steps: i
         return int(decay_steps)
     if not (_is_real(decay_fraction) and 0 < decay_fraction <= 1):
         _fail("decay_fraction must be a number in (0, 1]", decay_fraction=decay_fraction)
-    d = round(decay_fraction * total_steps)
-    if d < 1:
-        _fail("decay_fraction * total_steps must round to >= 1 step",
-              decay_fraction=decay_fraction, total_steps=total_steps)
-    return d
+    return max(1, round(decay_fraction * total_steps))  # a short run still gets one decay step
 
 
 def build_schedule(*, kind: Kind, total_steps: int, warmup_steps: int,
@@ -173,7 +169,7 @@ def build_schedule(*, kind: Kind, total_steps: int, warmup_steps: int,
                    min_ratio: float | None = None, decay_start: int | None = None) -> Schedule:
     """Resolve schedule options into a validated :class:`Schedule`.
 
-    ``wsd`` only: ``decay``, ``decay_fraction`` (of ``total_steps``, rounded),
+    ``wsd`` only: ``decay``, ``decay_fraction`` (of ``total_steps``, rounded, at least 1),
     ``decay_steps`` (overrides the fraction), ``half_life`` (exponential only,
     default ``decay_steps / 4`` so the decay ends at 1/16) and ``decay_start``
     (branch a decay off a stable-phase checkpoint: any step in ``[warmup_steps,
