@@ -75,7 +75,8 @@ class ModelConfig:
     rope_theta: float = 10000.0
     """Rotary embedding base."""
     base_shapes: str | None = None
-    """Path of a mup `.bsh` file (relative to the config file); null makes the shapes in memory."""
+    """Path of a mup `.bsh` file (relative to the config file); null derives the shapes for this model
+    (in memory). Overriding a shape key (n_layers, dim_model_base, ...) sets it null."""
     attention: Literal["auto", "sdpa", "flash", "cudnn", "efficient", "math", "flash_attn"] = "auto"
     """`auto`: the flash-attn package on CUDA in bf16 when installed, else torch SDPA choosing its own
     kernel; `sdpa`: always SDPA, torch's choice; `flash`, `cudnn`, `efficient`, `math`: SDPA held to
