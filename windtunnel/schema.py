@@ -196,7 +196,11 @@ class TrainConfig:
     diverge_factor: float = 3.0
     """A run is `diverged` when its loss is NaN/inf or exceeds this times its first loss."""
     checkpoint_every: int = 0
-    """Save a resumable checkpoint every this many steps; 0 only at the end when asked."""
+    """Save a resumable checkpoint every this many steps (and after the last); 0: none on the way."""
+    final_checkpoint: bool = True
+    """Save a checkpoint after the last step, weights and optimizer state: `windtunnel eval` reads its
+    weights, `--decay-from` branches from it (a few MB for a CPU proxy). Sweeps set it false for their
+    trials unless the spec sets it; fused trials keep no weights."""
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep."""
     checkpoint_format: Literal["auto", "file", "sharded"] = "auto"

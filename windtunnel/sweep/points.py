@@ -76,11 +76,14 @@ def trial_overrides(spec: SweepSpec, point: TrialPoint) -> dict[str, Any]:
 
     A trial that changes the model's shape (a `SHAPE_KEYS` key) gets base shapes derived for its own
     model, by the same rule as `train --set` (`windtunnel.config.derive_shapes`), so sweeping
-    `model.dim_model_base` or `model.n_layers` needs no manual step.
+    `model.dim_model_base` or `model.n_layers` needs no manual step. Trials keep no weights
+    (`train.final_checkpoint` false: hundreds of trials would keep hundreds of checkpoints) unless
+    the spec sets it.
     """
     overrides = derive_shapes({**spec.set, **point.params, "train.seed": point.seed})
     if "train.threads" not in overrides:
         overrides["train.threads"] = max(1, int(spec.resources.cpu))
+    overrides.setdefault("train.final_checkpoint", False)
     return overrides
 
 
