@@ -199,7 +199,7 @@ def test_missing_run_or_checkpoint(run, tmp_path, capsys, tasks_file):
     bare.mkdir()
     shutil.copy(run / "config.yaml", bare / "config.yaml")
     _bad(capsys, ["eval", "calibration", str(bare), "--tasks", str(tasks_file)], tmp_path / "out",
-         f"{bare}: no checkpoint under", "train.checkpoint_every")
+         f"{bare}: no checkpoint under", "kept no weights", "train.final_checkpoint")
     _bad(capsys, ["eval", "context", str(tmp_path)], tmp_path / "out", "not a run folder; expected",
          "config.yaml")
 

@@ -13,7 +13,7 @@ import yaml
 from windtunnel.cli import main
 from windtunnel.errors import ConfigError, WindtunnelError
 from windtunnel.sweep import ResultsTable, load_sweep, plan_sweep, read_results, run_sweep
-from windtunnel.sweep.points import SHAPES_FILE, TrialPoint, expand_points, sample_points, trial_config
+from windtunnel.sweep.points import TrialPoint, expand_points, sample_points, trial_config
 from windtunnel.sweep.spec import spec_from_dict, spec_to_dict
 
 from support import ROOT, tiny_set, write_spec
@@ -120,12 +120,12 @@ def test_dry_run_lists_trials_count_and_cost_and_writes_nothing(tmp_path):
     assert not out.exists() and not (tmp_path / "runs").exists()
 
 
-def test_trial_config_sweeping_the_base_width_gets_its_own_shapes_file(tmp_path):
+def test_trial_config_sweeping_the_base_width_derives_its_own_shapes(tmp_path):
     spec = load_sweep(write_spec(tmp_path / "s.yaml", set=tiny_set("model.base_shapes", "model.dim_model_base"),
                                  parameters={"model.dim_model_base": {"values": [16, 64]}}))
-    cfg = trial_config(spec, TrialPoint("t0001", 3, {"model.dim_model_base": 64}), trial_dir=tmp_path / "t0001")
+    cfg = trial_config(spec, TrialPoint("t0001", 3, {"model.dim_model_base": 64}))
     assert cfg.model.dim_model_base == 64 and cfg.model.width_mult == 0.5
-    assert cfg.model.base_shapes == str(tmp_path / "t0001" / SHAPES_FILE)
+    assert cfg.model.base_shapes is None  # derived for the trial's own model, as `train --set` does
     assert cfg.train.seed == 3 and cfg.train.threads == 1  # threads = resources.cpu
     assert cfg.source == f"{spec.source} (trial t0001)"
     with pytest.raises(ConfigError, match=r"\(trial t0009\): model.d_model: must be divisible"):

@@ -34,11 +34,17 @@ __all__ = [
     "ModelConfig", "TrainConfig", "DataConfig", "RunConfig",
     "load_config", "config_from_dict", "config_to_dict", "save_config",
     "parse_overrides", "apply_overrides", "check_value", "check_section", "resolve_paths",
+    "SHAPE_KEYS", "derive_shapes",
 ]
 
 
 _SECTIONS = SECTIONS
 _PATH_KEYS = {("model", "base_shapes"), ("data", "path")}
+
+SHAPE_KEYS = ("model.dim_model_base", "model.n_layers", "model.n_heads", "model.head_dim", "model.n_kv_heads",
+              "model.ffn_mult", "model.vocab_size", "model.norm_gain")
+"""Keys that change the muP base shapes (the `.bsh` file depends on the depth, the base width and the
+head layout, not on d_model). Overriding one makes a config's file describe another model."""
 
 
 def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Sequence[str] = ()) -> RunConfig:
@@ -59,12 +65,30 @@ def load_config(path: str | os.PathLike, *, overrides: Mapping[str, Any] | Seque
         overrides = parse_overrides(overrides, source="--set")
         for key, value in overrides.items():  # a typo typed after --set is not the file's fault
             check_key(_SECTIONS, key, value, source="--set")
-    overrides = dict(overrides)
+    overrides = derive_shapes(overrides)
     for section, key in _PATH_KEYS:  # a path typed on the command line is relative to the cwd
         dotted = f"{section}.{key}"
         if isinstance(overrides.get(dotted), str):
             overrides[dotted] = str(Path(os.path.expanduser(overrides[dotted])).resolve())
     return config_from_dict(apply_overrides(data, overrides, source=source), source=source)
+
+
+def derive_shapes(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`overrides`, plus `model.base_shapes: None` when they set a shape key but not base_shapes.
+
+    The config file's `.bsh` (often one file shared by a whole ladder) describes the model as the file
+    has it; with `--set model.n_layers=4` it no longer does, so the built model's shapes are derived
+    from its own `dim_model_base` instead (null: made in memory, cached by content) and the shared
+    file is neither used nor rewritten. Sweeps apply the same rule to every trial.
+
+    Example:
+        >>> derive_shapes({"model.n_layers": 4})
+        {'model.n_layers': 4, 'model.base_shapes': None}
+    """
+    out = dict(overrides)
+    if any(k in SHAPE_KEYS for k in out) and "model.base_shapes" not in out:
+        out["model.base_shapes"] = None
+    return out
 
 
 def apply_overrides(data: dict, overrides: Mapping[str, Any], *, source: str | None) -> dict:

@@ -78,7 +78,8 @@ class ModelConfig:
     rope_theta: float = 10000.0
     """Rotary embedding base."""
     base_shapes: str | None = None
-    """Path of a mup `.bsh` file (relative to the config file); null makes the shapes in memory."""
+    """Path of a mup `.bsh` file (relative to the config file); null derives the shapes for this model
+    (in memory). Overriding a shape key (n_layers, dim_model_base, ...) sets it null."""
     attention: Literal["auto", "sdpa", "flash", "cudnn", "efficient", "math", "flash_attn"] = "auto"
     """`auto`: the flash-attn package on CUDA in bf16 when installed, else torch SDPA choosing its own
     kernel; `sdpa`: always SDPA, torch's choice; `flash`, `cudnn`, `efficient`, `math`: SDPA held to
@@ -205,7 +206,11 @@ class TrainConfig:
     diverge_factor: float = 3.0
     """A run is `diverged` when its loss is NaN/inf or exceeds this times its first loss."""
     checkpoint_every: int = 0
-    """Save a resumable checkpoint every this many steps; 0 only at the end when asked."""
+    """Save a resumable checkpoint every this many steps (and after the last); 0: none on the way."""
+    final_checkpoint: bool = True
+    """Save a checkpoint after the last step, weights and optimizer state: `windtunnel eval` reads its
+    weights, `--decay-from` branches from it (a few MB for a CPU proxy). Sweeps set it false for their
+    trials unless the spec sets it; fused trials keep no weights."""
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep."""
     checkpoint_format: Literal["auto", "file", "sharded"] = "auto"

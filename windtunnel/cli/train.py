@@ -66,9 +66,15 @@ def _add_shapes(sub) -> None:
 def _cmd_shapes(args) -> int:
     from ..config import load_config
     cfg = load_config(args.config, overrides=args.overrides)
-    from ..model.parametrization import write_base_shapes
+    from ..errors import WindtunnelError
+    from ..model.shapes import file_mismatch, write_base_shapes
     default = Path("proxies/shapes") / f"{Path(args.config).stem}_base{cfg.model.dim_model_base}.bsh"
-    path = write_base_shapes(cfg.model, args.out or cfg.model.base_shapes or default)
+    target = Path(args.out or cfg.model.base_shapes or default)
+    why = file_mismatch(cfg.model, target) if target.exists() else None
+    if why:  # a ladder shares one file: never replace it with another model's shapes
+        raise WindtunnelError(f"{target}: exists and describes another model ({why}); not overwritten: "
+                              "write this model's shapes elsewhere with --out NEW.bsh")
+    path = write_base_shapes(cfg.model, target)
     print(f"wrote {path} (base width {cfg.model.dim_model_base}, {cfg.model.n_layers} layers)")
     return 0
 

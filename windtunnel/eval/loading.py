@@ -99,7 +99,8 @@ def load_model(spec: str | os.PathLike, *, device: str | torch.device | None = N
         ckpt = latest_checkpoint(path)
         if ckpt is None:
             raise WindtunnelError(f"{path}: no checkpoint under {path / 'checkpoints'}; expected step_*.pt "
-                                  "(train with --set train.checkpoint_every=N to save the weights)")
+                                  "(the run kept no weights: train it with train.final_checkpoint true, the "
+                                  "default outside sweeps)")
         return _load_windtunnel(ckpt, run_dir=path, device=dev)
     if not path.exists():
         raise WindtunnelError(f"{path}: no such run folder or checkpoint")

@@ -29,18 +29,16 @@ A parameter the table does not cover raises, so a new layer cannot silently lose
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
-from mup import InfDim, InfShape, make_base_shapes, save_base_shapes, set_base_shapes
+from mup import set_base_shapes
 from torch import nn
 
 from ..config import ModelConfig, RunConfig
 from ..errors import ConfigError
-from ..fileio import atomic_write
+from .shapes import base_shapes, write_base_shapes
 from .transformer import Multipliers, RMSNorm, Transformer
 
 __all__ = ["Role", "DepthRule", "depth_rule", "DEFAULT_ATTN_MULT", "COMPLETEP_ALPHA", "multipliers", "build_model",
@@ -118,14 +116,10 @@ def build_model(cfg: ModelConfig, *, seed: int = 0, device: str | torch.device =
     with torch.device(device):
         model = Transformer(cfg, multipliers(cfg))
     if cfg.parametrization == "mup":
-        shapes = base_shapes(cfg, source=source)
+        shapes = base_shapes(cfg, source=source)  # a file that does not describe this model is refused there
         # rescale_params=False: mup would multiply the tied embedding by sqrt(m) (mup issue #55);
         # we initialise every tensor ourselves right after.
-        try:
-            set_base_shapes(model, shapes, rescale_params=False)
-        except AssertionError as e:  # mup asserts when the file's parameter names differ
-            raise ConfigError(source, "model.base_shapes", f"file {cfg.base_shapes} does not fit this "
-                              f"model ({' '.join(str(e).split())[:200]}); remake it with `windtunnel shapes`") from None
+        set_base_shapes(model, shapes, rescale_params=False)
         _check_readout_mult(model, cfg, source)
     init_weights(model, cfg, seed=seed)
     return model
@@ -241,77 +235,12 @@ def weight_decay_warning(cfg: RunConfig) -> str | None:
             f"{MAX_SHRINK_PER_STEP:g} is implausible); {likely}")
 
 
-def base_shapes(cfg: ModelConfig, *, source: str | None = None) -> dict:
-    """mup base shapes for `cfg`: from the file `cfg.base_shapes`, or made in memory when it is null."""
-    if cfg.base_shapes is None:
-        return _make_base_shapes(cfg, savefile=None)
-    if not os.path.isfile(cfg.base_shapes):  # a named file that is missing is a mistake, not "make them"
-        raise ConfigError(source, "model.base_shapes", f"no such file {cfg.base_shapes}; write it with "
-                          "`windtunnel shapes CONFIG` or set model.base_shapes=null")
-    return cfg.base_shapes  # mup loads the path itself (yaml.safe_load)
-
-
-def write_base_shapes(cfg: ModelConfig, path: str | os.PathLike) -> Path:
-    """Write the `.bsh` file for `cfg` (base at d_model = dim_model_base; delta varies every width dim).
-
-    The file depends on the depth and the base width, not on d_model: one file serves a whole ladder.
-
-    Example:
-        >>> write_base_shapes(load_config("proxies/xs.yaml").model, "proxies/shapes/xs.bsh")
-        PosixPath('proxies/shapes/xs.bsh')
-    """
-    return atomic_write(path, lambda tmp: _make_base_shapes(cfg, savefile=tmp))
-
-
-def _make_base_shapes(cfg: ModelConfig, *, savefile: str | None) -> dict:
-    base, delta = _base_and_delta(cfg)
-    if all(isinstance(d, int) for dims in base.values() for d in dims):
-        return make_base_shapes(base, delta, savefile=savefile)
-    # mup's zip_infshape takes only integer base dims; a base width like 256 over 24 heads gives a
-    # fractional one (10.67 per KV head group), so build the same InfShapes directly.
-    shapes = {name: InfShape([InfDim(b if b != e else None, None) for b, e in zip(base[name], delta[name])])
-              for name in base}
-    if savefile is not None:
-        save_base_shapes(shapes, savefile)
-    return shapes
-
-
-def _base_and_delta(cfg: ModelConfig) -> tuple[dict, dict]:
-    """Shapes of the base model (every width dim x dim_model_base/d_model) and of a delta model.
-
-    The delta doubles (or triples) every width dimension (d_model, d_ffn, d_head): how mup learns which
-    dims are widths. Base dims are computed, not built, so a base width that does not divide into
-    heads (MiniCPM: 256 over 24 heads) still has exact multipliers.
-    """
-    with torch.device("meta"):
-        actual = Transformer(cfg, multipliers(cfg))
-        # the delta must differ from the base too, or mup takes d_model for a finite dim (width = base / 2)
-        factor = 3 if cfg.d_model * 2 == cfg.dim_model_base else 2
-        delta_cfg = _replace(cfg, d_model=cfg.d_model * factor)
-        delta = Transformer(delta_cfg, multipliers(delta_cfg))
-    ratio = cfg.dim_model_base / cfg.d_model
-    base, delta_shapes = {}, {}
-    for (name, p), (_, q) in zip(actual.named_parameters(), delta.named_parameters()):
-        base[name] = [_exact(d * ratio) if d != e else d for d, e in zip(p.shape, q.shape)]
-        delta_shapes[name] = list(q.shape)
-    return base, delta_shapes
-
-
-def _replace(cfg: ModelConfig, **changes) -> ModelConfig:
-    import dataclasses
-    return dataclasses.replace(cfg, **changes)
-
-
-def _exact(x: float) -> int | float:
-    return int(round(x)) if abs(x - round(x)) < 1e-9 else x
-
-
 def _check_readout_mult(model: Transformer, cfg: ModelConfig, source: str | None) -> None:
     m = model.embed.weight.infshape.width_mult()
     if not math.isclose(m, cfg.width_mult, rel_tol=1e-6):
         raise ConfigError(source, "model.base_shapes",
-                          f"file {cfg.base_shapes} was made for base width {cfg.d_model / m:g}, but "
-                          f"model.dim_model_base={cfg.dim_model_base}; remake it with `windtunnel shapes`")
+                          f"base shapes for base width {cfg.d_model / m:g}, but model.dim_model_base="
+                          f"{cfg.dim_model_base}; set model.base_shapes=null to derive them for this model")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -13,7 +13,6 @@ from ..errors import ConfigError
 from .fusion import plan_groups
 from .points import (
     SHAPE_KEYS,
-    SHAPES_FILE,
     TrialPoint,
     expand_points,
     sample_points,
@@ -25,7 +24,7 @@ from .points import (
 from .spec import SweepSpec, base_dict
 
 __all__ = ["TrialPoint", "SweepPlan", "plan_sweep", "describe", "expand_points", "sample_points", "trial_overrides",
-           "trial_config", "trial_cost", "trial_id", "SHAPE_KEYS", "SHAPES_FILE"]
+           "trial_config", "trial_cost", "trial_id", "SHAPE_KEYS"]
 
 _COST_SAMPLES = 64  # TPE dry runs estimate the cost range from this many random draws
 

@@ -9,20 +9,13 @@ knows which trials are done.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, apply_overrides, config_from_dict
+from ..config import SHAPE_KEYS, RunConfig, apply_overrides, config_from_dict, derive_shapes
 from .spec import Param, SweepSpec, base_dict
 
 __all__ = ["TrialPoint", "expand_points", "sample_points", "trial_overrides", "trial_config", "trial_cost",
-           "trial_id", "SHAPE_KEYS", "SHAPES_FILE"]
-
-# Keys that change the muP base shapes: a trial that sets one gets its own `.bsh` file
-# (unless the spec sets model.base_shapes itself), so `dim_model_base` is sweepable.
-SHAPE_KEYS = ("model.dim_model_base", "model.n_layers", "model.n_heads", "model.n_kv_heads",
-              "model.ffn_mult", "model.vocab_size", "model.norm_gain")
-SHAPES_FILE = "base_shapes.bsh"
+           "trial_id", "SHAPE_KEYS"]
 
 
 @dataclass(frozen=True)
@@ -78,23 +71,23 @@ def trial_id(index: int) -> str:
     return f"t{index:04d}"
 
 
-def trial_overrides(spec: SweepSpec, point: TrialPoint, *, trial_dir: str | Path | None = None) -> dict[str, Any]:
+def trial_overrides(spec: SweepSpec, point: TrialPoint) -> dict[str, Any]:
     """The dotted overrides of one trial: fixed `set`, its swept values, its seed and torch threads.
 
-    A trial that changes the model's shape gets its own base-shapes file in its folder (written by
-    the trial itself before training), so sweeping `model.dim_model_base` needs no manual step.
+    A trial that changes the model's shape (a `SHAPE_KEYS` key) gets base shapes derived for its own
+    model, by the same rule as `train --set` (`windtunnel.config.derive_shapes`), so sweeping
+    `model.dim_model_base` or `model.n_layers` needs no manual step. Trials keep no weights
+    (`train.final_checkpoint` false: hundreds of trials would keep hundreds of checkpoints) unless
+    the spec sets it.
     """
-    overrides = {**spec.set, **point.params, "train.seed": point.seed}
-    touched = set(spec.set) | set(point.params)
-    if "train.threads" not in touched:
+    overrides = derive_shapes({**spec.set, **point.params, "train.seed": point.seed})
+    if "train.threads" not in overrides:
         overrides["train.threads"] = max(1, int(spec.resources.cpu))
-    if touched & set(SHAPE_KEYS) and "model.base_shapes" not in touched:
-        overrides["model.base_shapes"] = str(Path(trial_dir) / SHAPES_FILE) if trial_dir else None
+    overrides.setdefault("train.final_checkpoint", False)
     return overrides
 
 
-def trial_config(spec: SweepSpec, point: TrialPoint, *, base: dict | None = None,
-                 trial_dir: str | Path | None = None) -> RunConfig:
+def trial_config(spec: SweepSpec, point: TrialPoint, *, base: dict | None = None) -> RunConfig:
     """The checked run config of one trial; an invalid combination raises ConfigError naming the trial.
 
     Example:
@@ -104,7 +97,7 @@ def trial_config(spec: SweepSpec, point: TrialPoint, *, base: dict | None = None
     """
     base = base if base is not None else base_dict(spec)
     source = f"{spec.source or spec.name} (trial {point.trial_id})"
-    data = apply_overrides(base, trial_overrides(spec, point, trial_dir=trial_dir), source=source)
+    data = apply_overrides(base, trial_overrides(spec, point), source=source)
     return config_from_dict(data, source=source)
 
 

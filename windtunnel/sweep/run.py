@@ -11,6 +11,7 @@ Run folder layout:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -23,17 +24,14 @@ import yaml
 from ..analysis.runs import SPEC_FILE, SUMMARY_FILE, read_spec_data
 from ..errors import WindtunnelError
 from ..fileio import write_text
-from .plan import SweepPlan, expand_points, plan_sweep
+from .growth import check_resumable, keep_trial_ids
+from .plan import SweepPlan, plan_sweep
 from .progress import Progress
 from .results import ResultsTable, row_from_trial_dir
 from .spec import SweepSpec, base_dict, load_sweep, spec_from_dict, spec_to_dict
 from .validate import invalid_trials, record_invalid, refuse_unrunnable
 
 __all__ = ["SweepResult", "run_sweep", "read_spec", "SPEC_FILE"]
-
-# may change between sessions of one sweep: how it runs, not what it measures
-_MAY_CHANGE = ("budget", "resources", "description")
-
 
 @dataclass
 class SweepResult:
@@ -56,7 +54,8 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
 
     `out_dir` defaults to `runs/<name>`. `address` joins an existing Ray cluster (`auto`, `HOST:PORT`);
     without it a private local Ray instance is started (an already-initialised Ray is reused).
-    `resume` continues a sweep in `out_dir`: finished trials are kept, the others run.
+    `resume` continues a sweep in `out_dir`: finished trials are kept, the others run; a grid whose
+    spec gained values or seeds runs only its new points (`windtunnel.sweep.growth`).
     `plots` draws the sweep's pictures into `out_dir/plots` at the end (see `windtunnel.plot_sweep`).
 
     Example:
@@ -73,11 +72,13 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         return plan
     run_dir = Path(out_dir if out_dir is not None else Path("runs") / spec.name).resolve()
     base = base_dict(spec)
-    resolved = _check_run_dir(run_dir, spec, base, resume=resume)
+    resolved, grown = _check_run_dir(run_dir, spec, base, resume=resume)
     table = ResultsTable(run_dir, param_keys=spec.param_keys, metric=spec.metric.name,
                          goal=spec.metric.goal).load()
     _recover_rows(run_dir, table)
-    total, todo, remaining = _pending(spec, table)
+    if plan.points is not None:  # trials already run keep their ids, also in a grown grid
+        plan = dataclasses.replace(plan, points=keep_trial_ids(plan.points, table.rows))
+    total, todo, remaining = _pending(spec, plan, table)
     invalid = invalid_trials(plan, todo) if todo else {}  # recorded as error rows, never run
     runnable = [p for p in todo if p.trial_id not in invalid] if todo is not None else None
     remaining -= len(invalid)
@@ -87,6 +88,8 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
                     metric=spec.metric.name, goal=spec.metric.goal, enabled=progress)
     for row in table.rows.values():
         show.offer_best(row)
+    if grown and progress:
+        show.note(f"grown since the last session: {'; '.join(grown)}")
     if remaining:
         _warm_data(base)
     from .ray_engine import check_resources, init_ray
@@ -135,12 +138,12 @@ def read_spec(run_dir: str | os.PathLike) -> SweepSpec | None:
     return spec_from_dict(data, source=str(path))
 
 
-def _pending(spec: SweepSpec, table: ResultsTable) -> tuple[int, list | None, int]:
+def _pending(spec: SweepSpec, plan: SweepPlan, table: ResultsTable) -> tuple[int, list | None, int]:
     """(trials in the sweep, grid/random points still to run or None for tpe, how many remain)."""
     if spec.method == "tpe":
         total = spec.budget.num_trials
         return total, None, max(total - len(table.rows), 0)
-    points = expand_points(spec)
+    points = plan.points
     todo = [p for p in points if p.trial_id not in table.rows]
     return len(points), todo, len(todo)
 
@@ -155,24 +158,20 @@ def _run_remaining(run_dir, spec, base, table, show, todo, remaining, *, fuse=1,
     run_tune(ctx, table=table, progress=show, points=todo, num_samples=remaining, fuse=fuse, groups=groups)
 
 
-def _check_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) -> dict[str, Any]:
-    """Refuse to mix two sweeps in one folder; on resume the spec must measure the same thing.
-    Returns the resolved spec to save as spec.yaml."""
+def _check_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) -> tuple[dict[str, Any], list[str]]:
+    """Refuse to mix two sweeps in one folder; on resume the spec must measure the same thing (a grid
+    may grow). Returns the resolved spec to save as spec.yaml and what grew."""
     saved_path = run_dir / SPEC_FILE
     current = {**spec_to_dict(spec), "base_config": base}
+    grown: list[str] = []
     if saved_path.exists():
         if not resume:
             raise WindtunnelError(f"{run_dir} already holds sweep {spec.name!r}; pass --resume to continue "
                                   f"it, or --out to start a new one elsewhere")
-        saved = read_spec_data(run_dir)
-        changed = [k for k in sorted(set(saved) | set(current))
-                   if k not in _MAY_CHANGE and saved.get(k) != current.get(k)]
-        if changed:
-            raise WindtunnelError(f"{spec.source}: {changed[0]}: differs from {saved_path} (the sweep being "
-                                  f"resumed); only {', '.join(_MAY_CHANGE)} may change on --resume")
+        grown = check_resumable(read_spec_data(run_dir), current, source=spec.source, saved_path=saved_path)
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise WindtunnelError(f"{run_dir} exists and is not a sweep folder (no {SPEC_FILE}); choose another --out")
-    return current
+    return current, grown
 
 
 def _recover_rows(run_dir: Path, table: ResultsTable) -> None:

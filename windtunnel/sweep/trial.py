@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
 from ..errors import ConfigError
 from ..fileio import write_json
-from .points import SHAPES_FILE, TrialPoint, trial_config, trial_id
+from .points import TrialPoint, trial_config, trial_id
 from .spec import SweepSpec
 
 __all__ = ["TrialContext", "run_trial", "execute_trial", "point_from_config", "final_metrics",
@@ -71,13 +71,8 @@ def execute_trial(ctx: TrialContext, point: TrialPoint, *,
 
 
 def trial_run_config(ctx: TrialContext, point: TrialPoint):
-    """The trial's run config; a trial that needs its own base shapes gets the file written now."""
-    tdir = ctx.trial_dir(point.trial_id)
-    cfg = trial_config(ctx.spec, point, base=ctx.base, trial_dir=tdir)
-    if cfg.model.base_shapes == str(tdir / SHAPES_FILE):
-        from ..model.parametrization import write_base_shapes
-        write_base_shapes(cfg.model, tdir / SHAPES_FILE)
-    return cfg
+    """The trial's run config (a trial that changes the model's shape gets its base shapes derived)."""
+    return trial_config(ctx.spec, point, base=ctx.base)
 
 
 def record_error(tdir: Path, e: Exception) -> dict[str, Any]:

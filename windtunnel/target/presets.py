@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..config import RunConfig, apply_overrides, config_from_dict, resolve_paths
+from ..config import RunConfig, apply_overrides, config_from_dict, derive_shapes, resolve_paths
 from ..errors import ConfigError, WindtunnelError
 
 __all__ = ["Target", "load_target", "target_files", "TARGET_DIRS"]
@@ -50,9 +50,10 @@ class Target:
 
     def config(self, *, steps: int, grad_accum: int = 1, overrides: dict[str, Any] | None = None) -> RunConfig:
         """The target's run config at a given length and accumulation, checked, errors naming its file."""
-        # the config's own override path: deep keys such as data.mixture.web reach into mappings
-        data = apply_overrides({name: dict(section) for name, section in self.sections.items()},
-                               {**(overrides or {}), "train.steps": steps, "train.grad_accum": grad_accum},
+        # the config's own override path: deep keys such as data.mixture.web reach into mappings, and a
+        # carried or --set shape key (dim_model_base, n_layers) derives the base shapes, as in `train`
+        sets = derive_shapes({**(overrides or {}), "train.steps": steps, "train.grad_accum": grad_accum})
+        data = apply_overrides({name: dict(section) for name, section in self.sections.items()}, sets,
                                source=str(self.path))
         return config_from_dict(data, source=str(self.path))
 

@@ -2,8 +2,9 @@
 
 It writes, under the run folder: `config.yaml` (the resolved config), `metrics.csv` (step, tokens,
 lr, loss, val_loss, seconds, tokens_per_s, mfu; see `windtunnel.training.metrics`), `summary.json`
-(val_loss, tokens, seconds, status) and, with `train.checkpoint_every > 0`, resumable checkpoints
-under `checkpoints/` (`windtunnel.training.resume`: one file, or sharded through DCP).
+(val_loss, tokens, seconds, status) and resumable checkpoints under `checkpoints/` after the last step
+(`train.final_checkpoint`) and every `train.checkpoint_every` steps (`windtunnel.training.resume`: one
+file, or sharded through DCP).
 A NaN/inf or exploding loss ends the run as `status: diverged` with val_loss = inf, never a traceback.
 Started by torchrun, the same loop runs data-parallel (DDP) or sharded (FSDP2;
 `windtunnel.training.parallel`), rank 0 writing.
@@ -170,7 +171,8 @@ def run_steps(run: Run, *, on_eval=None, stop_after: int | None = None) -> dict[
             on_eval({"step": done, "tokens": done * cfg.tokens_per_step, "val_loss": val_loss,
                      "train_loss": loss, "seconds": seconds, **run.val_set.row()})
         stopping = stop_after is not None and done >= stop_after and done < end
-        if stopping or (t.checkpoint_every and (done % t.checkpoint_every == 0 or done == end)):
+        last = done == end and bool(t.checkpoint_every or t.final_checkpoint)
+        if stopping or last or (t.checkpoint_every and done % t.checkpoint_every == 0):
             save(run, done, seconds)
         if stopping:
             status = "stopped"
