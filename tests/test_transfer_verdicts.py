@@ -54,7 +54,9 @@ def test_optima_beyond_the_grids_edge_never_pass_and_say_which_lrs_to_add(tmp_pa
     report = transfer_check(write_run(tmp_path / "edge", rows, params))
     s = report.summaries["mup"]
     assert s.edge_widths == [64, 128, 256, 512] and s.regret_verdict != "pass"
-    assert report.verdict == "inconclusive" and s.settle == "add train.lr values below 2^-11 and sweep them"
+    assert report.verdict == "inconclusive"
+    assert s.settle == ("add train.lr values below 2^-11 to the sweep's spec and resume it "
+                        "(--resume runs only the new points)")
     assert "to settle it: add train.lr values below 2^-11" in report.table()
 
 

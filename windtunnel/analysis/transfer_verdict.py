@@ -120,7 +120,8 @@ def judge(s, limits: Thresholds, *, min_widths: int, min_span: float) -> None:
         reasons.append(f"the carried configuration diverged at {', '.join(map(str, s.diverged_widths))}")
     elif s.edge_widths and d != "fail":
         s.verdict = "inconclusive"
-        s.settle = f"add {' and '.join(s.edge_fixes) or 'lrs beyond the edge'} and sweep them"
+        fixes = " and ".join(s.edge_fixes) or "lrs beyond the edge"
+        s.settle = f"add {fixes} to the sweep's spec and resume it (--resume runs only the new points)"
     elif "pass" in (d, r) and s.loss_trend != "rises":
         s.verdict = {"falls": "pass", "flat": "fail"}.get(s.loss_trend, "inconclusive")
         if s.verdict == "inconclusive":
