@@ -15,7 +15,7 @@ import sys
 from ..errors import WindtunnelError
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["sweep", "train", "plot", "transfer", "data", "eval"]
+COMMANDS = ["sweep", "train", "plot", "transfer", "predict", "plan", "data", "eval"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
