@@ -25,6 +25,8 @@ EPILOG = """examples:
   windtunnel results runs/lr_init --top 5
   windtunnel data prepare 'corpus/**/*.txt' --tokenizer bpe:8192 --out data/web
   windtunnel transfer --target 1.2b --from runs/lr_init --dry-run
+  windtunnel predict runs/ladder --holdout largest   # loss law fitted on a ladder, checked on its widest rung
+  windtunnel plan --target 1.2b --budget 300 --dry-run   # the tunnel's stages and their GPU-hours
   windtunnel plot runs/lr_init
   windtunnel check coord proxies/xs.yaml --widths 64,128,256,512 --steps 5
   windtunnel check transfer runs/width_transfer

@@ -36,96 +36,20 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import WindtunnelError
 from ..model.accounting import PEAK_TFLOPS_BF16, count_params, run_flops
 from .presets import Target, load_target
+from .tunnel_stages import ASHA_FRACTION, Stage, Tier, TunnelPlan, build_stages, width_unit
 
 __all__ = ["Stage", "Tier", "TunnelPlan", "plan_tunnel", "write_tunnel", "format_tunnel", "proxy_widths",
            "width_unit", "TIERS", "ASHA_FRACTION", "MFU_TARGET", "MFU_PROXY", "DEFAULT_GPU"]
 
 MFU_TARGET, MFU_PROXY = 0.40, 0.20
 DEFAULT_GPU = "H100 80GB HBM3"
-ASHA_RUNGS, ASHA_FACTOR = 4, 3
-
-
-def _asha_fraction(rungs: int = ASHA_RUNGS, eta: int = ASHA_FACTOR) -> float:
-    """Mean share of a full trial's tokens a trial spends under ASHA with rungs at T/eta^k: the share
-    reaching each rung times the length of the stretch before it (synchronous halving's arithmetic)."""
-    cuts = [eta ** -(rungs - 1 - k) for k in range(rungs)]            # 1/27, 1/9, 1/3, 1
-    reach = [eta ** -k for k in range(rungs)]                          # 1, 1/3, 1/9, 1/27
-    return sum(r * (c - (cuts[k - 1] if k else 0)) for k, (c, r) in enumerate(zip(cuts, reach)))
-
-
-ASHA_FRACTION = _asha_fraction()
-
-
-@dataclass(frozen=True)
-class Tier:
-    """How thorough a tunnel is: proxy tokens per parameter, search trials, seeds of the checks."""
-
-    name: str
-    tokens_per_param: float | None     # None: the target's own ratio
-    search_trials: int
-    check_seeds: int
-    lrs: int = 7                        # lr grid points of each check (factor 2 apart)
-
-
 TIERS = (Tier("thorough", None, 300, 3), Tier("standard", 200.0, 150, 3), Tier("minimal", 20.0, 64, 2, lrs=5))
 """Most thorough first: 300 trials is Xmodel-2's search; 20 tokens per parameter is Chinchilla's ratio."""
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    what: str
-    trials: int
-    tokens: float          # tokens all its trials train, in total
-    flops: float
-    gpu_hours: float
-    file: str | None       # the sweep YAML written for it, or the command that runs it
-    run: str
-
-
-@dataclass
-class TunnelPlan:
-    target: Target
-    tier: Tier
-    budget_gpu_hours: float
-    nproc: int
-    gpu: str
-    widths: list[int]
-    depths: list[int]
-    proxy_tokens: float            # tokens of a full search trial at the smallest width
-    target_gpu_hours: float
-    stages: list[Stage] = field(default_factory=list)
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """File name -> YAML data: proxy.yaml (the base config) and a sweep spec per stage."""
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def gpu_hours(self) -> float:
-        return sum(s.gpu_hours for s in self.stages)
-
-    @property
-    def share(self) -> float:
-        """The tunnel's cost as a share of the target's training."""
-        return self.gpu_hours / self.target_gpu_hours
-
-
-def width_unit(target: Target) -> int:
-    """The target's d_head: a proxy width is a whole number of heads of it.
-
-    Example:
-        >>> width_unit(load_target("1.2b"))
-        64
-    """
-    m = target.sections["model"]
-    d = int(m["d_model"])
-    return int(m["head_dim"]) if m.get("head_dim") else d // int(m.get("n_heads") or 4)
 
 
 def proxy_widths(target: Target, widths: list[int] | None = None) -> list[int]:
@@ -161,8 +85,6 @@ def plan_tunnel(*, target: str | os.PathLike = "1.2b", budget_gpu_hours: float, 
     Raises WindtunnelError (one line) for an unknown target or GPU, widths that do not fit the target's
     heads, or a budget below the cheapest tier (saying what it would take).
     """
-    from .tunnel_stages import build_stages
-
     if not (math.isfinite(budget_gpu_hours) and budget_gpu_hours > 0):
         raise WindtunnelError(f"--budget: expected positive GPU-hours, got {budget_gpu_hours}")
     if nproc < 1:

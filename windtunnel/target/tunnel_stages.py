@@ -1,4 +1,5 @@
-"""The stages of a tunnel plan: each one's sweep spec (or command), trials, tokens, FLOPs and GPU-hours.
+"""The stages of a tunnel plan and the types they fill (tier, stage, plan): each stage's sweep spec (or command),
+trials, tokens, FLOPs and GPU-hours.
 
 `tunnel_plan.plan_tunnel` calls `build_stages` once per tier; every cost comes from
 `model.accounting.run_flops` on the proxy's own resolved config, the one FLOP count `transfer` uses.
@@ -10,15 +11,15 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import RunConfig, config_to_dict
 from ..model.accounting import count_params, run_flops
+from .presets import Target
 
-if TYPE_CHECKING:
-    from .tunnel_plan import TunnelPlan
-
-__all__ = ["build_stages", "PROXY_SEQ", "PROXY_BATCH_TOKENS", "MIN_STEPS"]
+__all__ = ["build_stages", "Stage", "Tier", "TunnelPlan", "width_unit", "ASHA_FRACTION", "PROXY_SEQ",
+           "PROXY_BATCH_TOKENS", "MIN_STEPS"]
 
 PROXY_SEQ = 1024
 """Proxy context (or the target's, if shorter): long enough for the attention FLOPs to be a fair share."""
@@ -26,12 +27,85 @@ PROXY_BATCH_TOKENS = 2 ** 18
 """~0.26M tokens per step, as Xmodel-2's nano proxy (0.2M)."""
 MIN_STEPS = 200
 """A trial shorter than this is mostly warmup."""
+ASHA_RUNGS, ASHA_FACTOR = 4, 3
+
+
+def _asha_fraction(rungs: int = ASHA_RUNGS, eta: int = ASHA_FACTOR) -> float:
+    """Mean share of a full trial's tokens a trial spends under ASHA with rungs at T/eta^k: the share
+    reaching each rung times the length of the stretch before it (synchronous halving's arithmetic)."""
+    cuts = [eta ** -(rungs - 1 - k) for k in range(rungs)]            # 1/27, 1/9, 1/3, 1
+    reach = [eta ** -k for k in range(rungs)]                          # 1, 1/3, 1/9, 1/27
+    return sum(r * (c - (cuts[k - 1] if k else 0)) for k, (c, r) in enumerate(zip(cuts, reach)))
+
+
+ASHA_FRACTION = _asha_fraction()
+
+
+@dataclass(frozen=True)
+class Tier:
+    """How thorough a tunnel is: proxy tokens per parameter, search trials, seeds of the checks."""
+
+    name: str
+    tokens_per_param: float | None     # None: the target's own ratio
+    search_trials: int
+    check_seeds: int
+    lrs: int = 7                        # lr grid points of each check (factor 2 apart)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    what: str
+    trials: int
+    tokens: float          # tokens all its trials train, in total
+    flops: float
+    gpu_hours: float
+    file: str | None       # the sweep YAML written for it, or the command that runs it
+    run: str
+
+
+@dataclass
+class TunnelPlan:
+    target: Target
+    tier: Tier
+    budget_gpu_hours: float
+    nproc: int
+    gpu: str
+    widths: list[int]
+    depths: list[int]
+    proxy_tokens: float            # tokens of a full search trial at the smallest width
+    target_gpu_hours: float
+    stages: list[Stage] = field(default_factory=list)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """File name -> YAML data: proxy.yaml (the base config) and a sweep spec per stage."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(s.gpu_hours for s in self.stages)
+
+    @property
+    def share(self) -> float:
+        """The tunnel's cost as a share of the target's training."""
+        return self.gpu_hours / self.target_gpu_hours
+
+
+def width_unit(target: Target) -> int:
+    """The target's d_head: a proxy width is a whole number of heads of it.
+
+    Example:
+        >>> width_unit(load_target("1.2b"))
+        64
+    """
+    m = target.sections["model"]
+    d = int(m["d_model"])
+    return int(m["head_dim"]) if m.get("head_dim") else d // int(m.get("n_heads") or 4)
+
+
 
 
 def build_stages(plan: TunnelPlan, *, ratio: float, peak: float, mfu: float, target_tokens: float) -> None:
     """Fill `plan.stages`, `plan.files` and `plan.proxy_tokens` for `plan.tier`."""
-    from .tunnel_plan import ASHA_FRACTION, Stage
-
     t, tier, ws, depths = plan.target, plan.tier, plan.widths, plan.depths
     per_param = tier.tokens_per_param or ratio
     seq = min(PROXY_SEQ, int(t.sections["train"].get("seq_len", PROXY_SEQ)))
@@ -114,8 +188,6 @@ def build_stages(plan: TunnelPlan, *, ratio: float, peak: float, mfu: float, tar
 def _proxy(plan: TunnelPlan, *, width: int, depth: int, steps: int, seq: int, batch_seqs: int) -> RunConfig:
     """The target's recipe at a proxy's shape and length: heads of the target's d_head, plain
     multi-head attention (what `model.head_dim` takes), shapes computed in memory, one GPU."""
-    from .tunnel_plan import width_unit
-
     t = plan.target
     warmup = min(int(t.sections["train"].get("warmup_steps", 0) or 0), max(steps // 10, 1))
     micro = min(batch_seqs, 32)
