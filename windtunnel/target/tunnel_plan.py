@@ -118,7 +118,7 @@ def plan_tunnel(*, target: str | os.PathLike = "1.2b", budget_gpu_hours: float, 
     cheapest = costed[-1]
     raise WindtunnelError(f"--budget {budget_gpu_hours:g} GPU-hours is below the {cheapest.tier.name} tunnel for "
                           f"{t.name}: it takes {cheapest.gpu_hours:,.0f} GPU-hours on {gpu} "
-                          f"({cheapest.share:.1%} of the target's {target_hours:,.0f}); raise --budget, or narrow "
+                          f"({cheapest.share:.2%} of the target's {target_hours:,.0f}); raise --budget, or narrow "
                           f"--widths / --depth")
 
 
