@@ -86,6 +86,10 @@ def test_too_few_rungs_and_bad_holdout(tmp_path, ladder):
         predict([ladder], holdout="96")
     with pytest.raises(WindtunnelError, match="nothing to predict"):
         predict([ladder])
+    with pytest.raises(WindtunnelError, match="leaves no point"):
+        predict([ladder], holdout="largest", min_tokens=1e9)
+    with pytest.raises(WindtunnelError, match="too few token budgets"):  # only the 200-step budget is left
+        predict([ladder], holdout="largest", min_tokens=4e5)
 
 
 def test_target_with_another_vocabulary_is_refused_unless_allowed(ladder):

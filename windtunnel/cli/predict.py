@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--allow-other-data", action="store_true",
                    help="predict a target whose vocabulary or data differ from the ladder's (the loss is then in "
                         "the ladder's units: a guess, not a prediction)")
+    p.add_argument("--min-tokens", type=float, metavar="D",
+                   help="leave out points trained on fewer tokens (the first steps after warmup fall faster "
+                        "than a power law in D)")
     p.add_argument("--reps", type=int, default=200, help="bootstrap refits (default 200)")
     p.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling")
@@ -47,7 +50,8 @@ def _cmd_predict(args) -> int:
     if not 0.5 <= args.level < 1:
         raise WindtunnelError(f"--level: expected a coverage in [0.5, 1), got {args.level}")
     pred = predict(args.runs, target=args.target, tokens=args.tokens, holdout=args.holdout,
-                   allow_other_data=args.allow_other_data, reps=args.reps, level=args.level, seed=args.seed)
+                   allow_other_data=args.allow_other_data, min_tokens=args.min_tokens, reps=args.reps,
+                   level=args.level, seed=args.seed)
     print(json.dumps(prediction_dict(pred), indent=2, default=float) if args.json else format_prediction(pred))
     if not args.no_plot:
         suffix = f"_{pred.target.name}" if pred.target else "_holdout"

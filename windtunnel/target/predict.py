@@ -164,9 +164,11 @@ def read_ladder(runs: Sequence[str | os.PathLike]) -> tuple[list[LadderPoint], s
 
 def predict(runs: Sequence[str | os.PathLike], *, target: str | os.PathLike | None = None,
             tokens: float | None = None, holdout: str | int | None = None, allow_other_data: bool = False,
-            reps: int = 200, level: float = 0.95, seed: int = 0) -> Prediction:
+            min_tokens: float | None = None, reps: int = 200, level: float = 0.95, seed: int = 0) -> Prediction:
     """Fit the law to the ladder in `runs`; predict the target (a preset or YAML) at `tokens` (default:
-    its own budget) and/or the held-out rung (`"largest"` or a width).
+    its own budget) and/or the held-out rung (`"largest"` or a width). `min_tokens` leaves out the points
+    trained on fewer tokens (the first steps after warmup fall faster than any power law in D: fit the
+    regime the law describes, and say so).
 
     Example:
         >>> pred = predict(["runs/ladder"], target="cpu")                    # doctest: +SKIP
@@ -176,6 +178,12 @@ def predict(runs: Sequence[str | os.PathLike], *, target: str | os.PathLike | No
     if target is None and holdout is None:
         raise WindtunnelError("nothing to predict: give a target (--target) or a rung to hold out (--holdout)")
     points, data = read_ladder(runs)
+    if min_tokens is not None:
+        kept = [p for p in points if p.d >= min_tokens]
+        if not kept:
+            raise WindtunnelError(f"--min-tokens {min_tokens:g}: leaves no point (the ladder's largest budget is "
+                                  f"{max(p.d for p in points):g} tokens)")
+        points = kept
     tgt = _read_target(target, tokens, data, allow_other_data) if target is not None else None
     notes = [] if tgt is None or tgt[3] is None else [tgt[3]]
     if holdout is not None:
