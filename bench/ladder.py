@@ -5,7 +5,7 @@ WSD gives them almost for free (MiniCPM): one stable trunk per (width, seed) run
 keeping a checkpoint at the start of each shorter budget's decay, and each shorter budget is a decay
 branch off that checkpoint (`train --decay-from`). Every budget decays over its last `--decay-fraction`
 (so a branch is the run that budget would have been alone), for the trunk's cost plus the branches'
-decays: budgets 100..400 steps cost 550 steps per (width, seed) instead of 1150.
+decays: budgets 50..200 steps cost 275 steps per (width, seed) instead of 575.
 
 Width grows by heads at a fixed d_head (`model.head_dim`), the direction the 1.2B grows in; the base
 shapes are made in memory. The HPs are the config's (the carried ones); `--set` changes any.
@@ -14,9 +14,10 @@ the budget), so `windtunnel predict`, `windtunnel results` and `windtunnel plot`
 `seconds` are the trunk's seconds up to the branch point plus the branch's (the budget's cost as if it
 had run alone); `wall_s` in trials/<id>/ladder.json is what the ladder itself spent on that row.
 
-    PYTHONPATH=$PWD python bench/ladder.py --out /work/runs/ladder                  # ~20 min, 2 cores
+    PYTHONPATH=$PWD python bench/ladder.py --set model.init_std=0.1 --set train.lr=0.0078125 --out runs/ladder
+    # ~60 min on a 2-core machine shared with other jobs (the width-512 trunk is most of it)
     PYTHONPATH=$PWD python bench/ladder.py --widths 32,64 --budgets 20,40 --out /tmp/ladder   # seconds
-    windtunnel predict /work/runs/ladder --holdout largest
+    windtunnel predict runs/ladder --holdout largest --min-tokens 2e5
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--widths", type=_ints, default=[64, 128, 256, 512])
-    p.add_argument("--budgets", type=_ints, default=[100, 150, 200, 300, 400],
+    p.add_argument("--budgets", type=_ints, default=[50, 75, 100, 150, 200],
                    help="token budgets in optimizer steps; the largest is the trunk")
     p.add_argument("--decay-fraction", type=float, default=0.2)
     p.add_argument("--seeds", type=_ints, default=[0], help="seeds of every width")
