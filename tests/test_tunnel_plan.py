@@ -34,6 +34,7 @@ def test_plan_for_the_1p2b_costs_its_stages_and_writes_loadable_sweeps(tmp_path)
     plan = plan_tunnel(target="1.2b", budget_gpu_hours=300, nproc=8)
     assert plan.tier.name == "thorough" and plan.gpu_hours <= 300 and plan.share < 0.07
     assert [s.name for s in plan.stages] == ["search", "width_check", "depth_check", "horizon", "ladder"]
+    assert "width 1024, 8 layers" in plan.notes[0] and "GiB per GPU" in plan.notes[0]  # memory of the largest proxy
     # the target's cost: the same run_flops transfer uses, at the H100 peak and 40 % MFU
     t = plan.target
     flops = run_flops(t.config(steps=2001), 1.5e12)
