@@ -38,6 +38,10 @@ _EXPORTS = {
     "horizon_check": "analysis.horizon_check", "best_trial": "analysis.runs", "load_run": "analysis.runs",
     "train_fused": "training.fused",
     "run_sweep": "sweep", "load_sweep": "sweep", "read_results": "sweep",
+    # know before you pay: the target's loss from a ladder, the tunnel's cost for a budget
+    "predict": "target.predict", "format_prediction": "target.predict_report",
+    "plot_prediction": "target.predict_report", "plan_tunnel": "target.tunnel_plan",
+    "format_tunnel": "target.tunnel_plan", "write_tunnel": "target.tunnel_plan",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

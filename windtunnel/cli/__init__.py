@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import WindtunnelError, WindtunnelWarning
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["sweep", "train", "plot", "transfer", "data", "eval", "config"]
+COMMANDS = ["sweep", "train", "plot", "transfer", "predict", "plan", "data", "eval", "config"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x
@@ -27,6 +27,8 @@ EPILOG = """examples:
   windtunnel results runs/lr_init --top 5
   windtunnel data prepare 'corpus/**/*.txt' --tokenizer bpe:8192 --out data/web
   windtunnel transfer --target 1.2b --from runs/lr_init --dry-run
+  windtunnel predict runs/ladder --holdout largest   # loss law fitted on a ladder, checked on its widest rung
+  windtunnel plan --target 1.2b --budget 300 --dry-run   # the tunnel's stages and their GPU-hours
   windtunnel plot runs/lr_init
   windtunnel check coord proxies/xs.yaml --widths 64,128,256,512 --steps 5
   windtunnel check transfer runs/width_transfer
