@@ -10,9 +10,12 @@ exit 0, or 0/1 for the checks (1 is a verdict, e.g. "inconclusive" at this size;
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,8 +45,14 @@ SHRINK = {  # extra arguments appended to a command, by its first words
                          "data.embedded_bytes=400000", "--set", "train.batch_size=2", "--set", "train.seq_len=32"],
     ("eval", "context"): ["--windows", "4"],
     ("eval", "tasks"): ["-n", "12", "--embedded-bytes", "400000"],
+    ("predict",): ["--min-tokens", "0", "--no-plot"],  # the shrunk ladder's budgets are a few hundred tokens
 }
-CHECKS = ("check",)  # exit 1 is a verdict (fail / inconclusive), not a broken command
+SCRIPTS = {  # the project's own bench scripts a block runs: run from the checkout, shrunk the same way
+    ("python", "bench/ladder.py"): ["--widths", "32,64,128,256", "--budgets", "10,20", "--extra-seeds", "",
+                                    *[a for k, v in SMALL_RUN.items() if k != "train.steps"
+                                      for a in ("--set", f"{k}={v}")]],
+}
+CHECKS = ("check", "predict")  # exit 1 is a verdict (fail / inconclusive / refused fit), not a broken command
 
 
 def readme_block(heading: str) -> str:
@@ -106,6 +115,10 @@ def run(argv: list[str]) -> int | None:
     command = shlex.join(argv)
     if any(command.startswith(prefix) for prefix in SKIPPED):
         return None
+    for prefix, extra in SCRIPTS.items():
+        if tuple(argv[:len(prefix)]) == prefix:
+            script = [sys.executable, str(ROOT / argv[1]), *argv[2:], *extra]
+            return subprocess.run(script, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
     assert argv[0] == "windtunnel", f"README command not runnable here and not in SKIPPED: {command!r}"
     args = argv[1:]
     for prefix, extra in SHRINK.items():
@@ -117,7 +130,7 @@ def run(argv: list[str]) -> int | None:
 def test_the_commands_are_read_from_the_readme():
     quick, flow = commands(readme_block("Quick start")), commands(readme_block("The workflow"))
     assert quick[0][:2] == ["pip", "install"] and ["windtunnel", "sweep", "sweeps/lr_init.yaml"] in quick
-    assert len(flow) >= 12 and all(c[0] == "windtunnel" for c in flow)
+    assert len(flow) >= 12 and all(c[0] == "windtunnel" or tuple(c[:2]) in SCRIPTS for c in flow)
     assert "windtunnel eval calibration runs/xs --tasks tasks.jsonl --scoring text" in map(shlex.join, flow)
     assert commands("a x && b y  # note\n# only a comment\nc 'q r'\n") == [["a", "x"], ["b", "y"], ["c", "q r"]]
 
@@ -144,5 +157,6 @@ def test_quick_start_then_workflow_run_as_written(checkout, capsys):
     assert (runs / "lr_init" / "plots").is_dir()
     assert (runs / "width_transfer" / "transfer_check.json").is_file()
     assert (runs / "horizon" / "horizon_check.json").is_file()
+    assert (runs / "ladder" / "results.csv").is_file()
     assert list((runs / "xs" / "checkpoints").glob("step_*.pt"))
     assert (runs / "xs" / "eval" / "context.json").is_file() and (runs / "xs" / "eval" / "calibration.json").is_file()
