@@ -217,6 +217,10 @@ class TrainConfig:
     dist_timeout_s: int = 1800
     """Process-group (NCCL/gloo) timeout in seconds: a collective waiting longer fails the run
     instead of hanging (raise it if checkpoints to slow storage take longer)."""
+    track: tuple[Literal["tensorboard", "mlflow", "wandb"], ...] | None = None
+    """Experiment trackers to log to besides metrics.csv: TensorBoard (events in the run folder),
+    MLflow (`windtunnel[mlflow]`), W&B (`windtunnel[wandb]`, offline unless WANDB_MODE says otherwise).
+    Null: TensorBoard when installed; [] none. `--track` on the command line overrides it."""
 
     def check(self, source: str | None) -> None:
         check_positive(self, source, "train", ("steps", "batch_size", "seq_len", "grad_accum", "lr", "eps",
