@@ -29,13 +29,19 @@ def _add_sweep(sub) -> None:
                    help="print the expanded trials, their count and cost; run and write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
+    p.add_argument("--track", metavar="LIST",
+                   help="experiment trackers every trial logs to, comma-separated: tensorboard, mlflow "
+                        "(windtunnel[mlflow]), wandb (windtunnel[wandb], offline unless WANDB_MODE=online), or "
+                        "none; overrides the spec's track (default: tensorboard when installed)")
     p.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args) -> int:
     from ..sweep import describe, run_sweep
+    from ..training.trackers import parse_track
+    track = parse_track(args.track) if args.track is not None else None
     out = run_sweep(args.spec, out_dir=args.out, address=args.address, resume=args.resume,
-                    dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots)
+                    dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots, track=track)
     if args.dry_run:
         print(describe(out))
         return 0

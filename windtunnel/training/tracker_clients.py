@@ -16,17 +16,13 @@ Each client has `log(step, metrics)` and `finish(step, final, status)`:
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = ["RunInfo", "open_client", "TensorBoardClient", "MlflowTrackerClient", "WandbClient", "mlflow_client",
-           "mlflow_experiment", "DEFAULT_PROJECT", "MLFLOW_STATUS"]
-
-DEFAULT_PROJECT = "windtunnel"
-"""MLflow experiment / W&B project when MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT are not set."""
+           "mlflow_experiment", "MLFLOW_STATUS"]
 
 MLFLOW_STATUS = {"ok": "FINISHED", "stopped": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "error": "FAILED"}
 _FAILED = ("diverged", "error")
@@ -48,6 +44,9 @@ class RunInfo:
     mlflow_uri: str = ""
     """The resolved MLflow store."""
     mlflow_parent: str | None = None
+    mlflow_experiment: str = "windtunnel"
+    wandb_project: str = "windtunnel"
+    wandb_mode: str = "offline"
 
 
 def open_client(tracker: str, run: RunInfo):
@@ -119,7 +118,7 @@ class MlflowTrackerClient:
     def __init__(self, run: RunInfo):
         from mlflow.entities import Param
         self.client = mlflow_client(run.mlflow_uri)
-        experiment = mlflow_experiment(self.client, artifacts=run.out)
+        experiment = mlflow_experiment(self.client, run.mlflow_experiment)
         tags = {**run.tags, **({"windtunnel.sweep": run.group} if run.group else {}),
                 **({"mlflow.parentRunId": run.mlflow_parent} if run.mlflow_parent else {})}
         self.run_id = self.client.create_run(experiment, run_name=run.name, tags=tags).info.run_id
@@ -140,21 +139,23 @@ class MlflowTrackerClient:
 
 def mlflow_client(uri: str):
     """An MlflowClient on a store (`trackers.mlflow_uri` resolves which)."""
+    import logging
+
     from mlflow import MlflowClient
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" lines in the run's console
     return MlflowClient(tracking_uri=uri)
 
 
-def mlflow_experiment(client, *, artifacts: Path) -> str:
-    """The id of the experiment runs go to (MLFLOW_EXPERIMENT_NAME, else `windtunnel`), created when
-    missing; a local store keeps its artifacts beside it rather than in the working directory."""
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_PROJECT
+def mlflow_experiment(client, name: str) -> str:
+    """The id of experiment `name`, created when missing; in a SQLite store its artifacts go beside
+    the database file (MLflow would otherwise pick `./mlruns` in the working directory)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    local = not os.environ.get("MLFLOW_TRACKING_URI")
+    uri = str(client.tracking_uri)
+    beside = Path(uri[len("sqlite:///"):]).parent / "mlartifacts" if uri.startswith("sqlite:///") else None
     try:
-        return client.create_experiment(name, artifact_location=(artifacts.resolve() / "mlartifacts").as_uri()
-                                        if local else None)
+        return client.create_experiment(name, artifact_location=beside.resolve().as_uri() if beside else None)
     except Exception:  # noqa: BLE001 - another process created it first
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -172,10 +173,10 @@ class WandbClient:
         settings = wandb.Settings(console="off", x_disable_stats=True, x_disable_machine_info=True,
                                   disable_git=True, save_code=False, silent=True)
         run.out.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT, group=run.group,
+        self.run = wandb.init(project=run.wandb_project, group=run.group,
                               name=run.name, job_type="trial" if run.group else "train", dir=str(run.out),
                               config={**run.params, **run.tags}, tags=[run.group] if run.group else None,
-                              mode=os.environ.get("WANDB_MODE") or "offline", reinit="create_new",
+                              mode=run.wandb_mode, reinit="create_new",
                               settings=settings)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:

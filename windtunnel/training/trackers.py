@@ -36,8 +36,9 @@ from ..config import RunConfig, config_to_dict
 from ..errors import ConfigError, WindtunnelError
 from ..typecheck import is_finite, suggest
 
-__all__ = ["TRACKERS", "KEY_HPARAMS", "Tracking", "Trackers", "resolve_track", "check_trackers", "open_trackers",
-           "parse_track", "flat_params", "step_metrics", "final_metrics", "mlflow_uri", "tracker_available"]
+__all__ = ["TRACKERS", "KEY_HPARAMS", "DEFAULT_EXPERIMENT", "Tracking", "Trackers", "resolve_track",
+           "check_trackers", "open_trackers", "parse_track", "experiment_name", "flat_params", "step_metrics",
+           "final_metrics", "mlflow_uri", "tracker_available"]
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 """The trackers `track` may name."""
@@ -45,6 +46,9 @@ TRACKERS = ("tensorboard", "mlflow", "wandb")
 KEY_HPARAMS = ("train.lr", "model.init_std", "model.scale_emb", "model.scale_depth", "model.dim_model_base",
                "model.d_model", "model.n_layers", "train.steps", "train.batch_size", "train.seed")
 """The hyperparameters every run shows in TensorBoard's HParams table (a sweep adds its swept keys)."""
+
+DEFAULT_EXPERIMENT = "windtunnel"
+"""The MLflow experiment and W&B project when the environment names none."""
 
 _ROW_KEYS = ("loss", "lr", "val_loss", "tokens", "tokens_per_s", "mfu")
 _PROBE_S = 2.0  # an unreachable tracking server fails the start, within this many seconds
@@ -70,6 +74,13 @@ class Tracking:
     """MLflow tracking URI; None: MLFLOW_TRACKING_URI, else a local store in the run folder."""
     mlflow_parent: str | None = None
     """The sweep's MLflow parent run id: each trial is its child."""
+    mlflow_experiment: str | None = None
+    """None: MLFLOW_EXPERIMENT_NAME, else `windtunnel`. A sweep resolves this, the project and the
+    mode in the driver, whose environment Ray's workers may not share."""
+    wandb_project: str | None = None
+    """None: WANDB_PROJECT, else `windtunnel`."""
+    wandb_mode: str | None = None
+    """W&B mode; None: WANDB_MODE, else offline."""
     tags: dict[str, str] = field(default_factory=dict)
     """Extra tags (trial id, seed, the trial folder)."""
 
@@ -134,6 +145,12 @@ def mlflow_uri(uri: str | None, run_dir: str | os.PathLike) -> str:
     if uri:
         return uri
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+
+
+def experiment_name(tracker: str) -> str:
+    """Where runs are grouped: MLFLOW_EXPERIMENT_NAME (mlflow) or WANDB_PROJECT (wandb), else `windtunnel`."""
+    env = {"mlflow": "MLFLOW_EXPERIMENT_NAME", "wandb": "WANDB_PROJECT"}[tracker]
+    return os.environ.get(env) or DEFAULT_EXPERIMENT
 
 
 def _probe_mlflow(uri: str) -> None:
@@ -238,8 +255,11 @@ def open_trackers(cfg: RunConfig, *, out_dir: str | os.PathLike, tracking: Track
     params = flat_params(cfg)
     run = RunInfo(out=out, name=tracking.name or out.resolve().name, params=params,
                   hparams={k: params[k] for k in (*KEY_HPARAMS, *tracking.hparams) if params.get(k) is not None},
-                  group=tracking.group, tags=dict(tracking.tags), mlflow_uri=mlflow_uri(tracking.mlflow_uri, out),
-                  mlflow_parent=tracking.mlflow_parent)
+                  group=tracking.group, tags={"run_dir": str(out.resolve()), **tracking.tags},
+                  mlflow_uri=mlflow_uri(tracking.mlflow_uri, out), mlflow_parent=tracking.mlflow_parent,
+                  mlflow_experiment=tracking.mlflow_experiment or experiment_name("mlflow"),
+                  wandb_project=tracking.wandb_project or experiment_name("wandb"),
+                  wandb_mode=tracking.wandb_mode or os.environ.get("WANDB_MODE") or "offline")
     trackers = Trackers([])
     try:
         for tracker in tracking.names:
