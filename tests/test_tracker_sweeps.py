@@ -11,7 +11,7 @@ import pytest
 from windtunnel.sweep import read_results, run_sweep
 
 from support import write_spec
-from trackfiles import mlflow_runs, tb_scalars, tb_session, wandb_run
+from trackfiles import dashboard_trials, mlflow_runs, tb_scalars, tb_session, wandb_run
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 
@@ -68,6 +68,10 @@ def test_grid_sweep_logs_each_trial_to_every_tracker_and_to_the_study(tmp_path):
     assert [trials[t].user_attrs["diverged"] for t in ("t0000", "t0001")] == [False, True]
     assert trials["t0001"].params == {"train.lr": 1000.0}
     assert trials["t0000"].user_attrs["trial_dir"] == str((run / "trials" / "t0000").resolve())
+    shown = dashboard_trials(f"sqlite:///{run / 'study.db'}")  # what optuna-dashboard's server serves
+    attrs = [{a["key"]: a["value"] for a in t["user_attrs"]} for t in shown]
+    assert sorted((a["trial_id"], a["diverged"], t["state"]) for a, t in zip(attrs, shown)) == [
+        ("t0000", "False", "Complete"), ("t0001", "True", "Complete")]
 
 
 def test_fused_random_sweep_logs_per_trial_not_per_group(tmp_path):

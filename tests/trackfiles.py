@@ -89,3 +89,25 @@ def _leveldb_records(raw: bytes):
         if kind in (1, 4):
             yield pending
             pending = b""
+
+
+def dashboard_trials(storage_url: str) -> list[dict]:
+    """The trials optuna-dashboard's own server returns for the one study in a storage (its JSON API,
+    called in process through its WSGI app)."""
+    from wsgiref.util import setup_testing_defaults
+
+    import optuna_dashboard
+    from optuna.storages import RDBStorage
+    app = optuna_dashboard.wsgi(RDBStorage(storage_url))
+
+    def get(path: str):
+        env: dict = {}
+        setup_testing_defaults(env)
+        env["PATH_INFO"] = path
+        status = []
+        body = b"".join(app(env, lambda s, headers, exc=None: status.append(s)))
+        assert status[0].startswith("200"), (path, status, body[:200])
+        return json.loads(body)
+
+    (study,) = get("/api/studies")["study_summaries"]
+    return get(f"/api/studies/{study['study_id']}")["trials"]

@@ -50,6 +50,9 @@ def _cmd_sweep(args) -> int:
           f"in {out.wall_seconds:.0f}s; table: {out.run_dir / 'results.csv'}")
     if out.plots:
         print(f"plots: {', '.join(str(p) for p in out.plots if p.suffix == '.png')}")
+    from ..sweep.tracking import viewer_commands
+    for command in viewer_commands(out.run_dir):
+        print(f"view: {command}")
     if out.unfinished:
         print(f"{out.unfinished} trials unfinished; continue with: windtunnel sweep {args.spec} --resume"
               + (f" --out {args.out}" if args.out else ""))

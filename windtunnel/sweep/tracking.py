@@ -27,7 +27,7 @@ from ..training.trackers import Tracking, check_trackers, experiment_name, mlflo
 from .points import TrialPoint
 from .spec import SweepSpec
 
-__all__ = ["TRACKERS_FILE", "sweep_tracking", "start_parent", "end_parent", "trial_tracking"]
+__all__ = ["TRACKERS_FILE", "sweep_tracking", "start_parent", "end_parent", "trial_tracking", "viewer_commands"]
 
 TRACKERS_FILE = "trackers.json"
 
@@ -96,6 +96,26 @@ def trial_tracking(tracking: Tracking | None, point: TrialPoint, trial_dir: str 
         return None
     tags = {"trial_id": point.trial_id, "seed": str(point.seed), "run_dir": str(Path(trial_dir).resolve())}
     return dataclasses.replace(tracking, name=point.trial_id, tags=tags)
+
+
+def viewer_commands(run_dir: str | os.PathLike) -> list[str]:
+    """Commands that open what a sweep folder holds in each tool (those that have something to show).
+
+    Example:
+        >>> viewer_commands("runs/lr_init")
+        ['optuna-dashboard sqlite:////abs/runs/lr_init/study.db', 'tensorboard --logdir /abs/runs/lr_init/trials']
+    """
+    run_dir = Path(run_dir).resolve()
+    out = []
+    if (run_dir / "study.db").is_file():
+        out.append(f"optuna-dashboard sqlite:///{run_dir / 'study.db'}")
+    if next(run_dir.glob("trials/*/tensorboard"), None) is not None:
+        out.append(f"tensorboard --logdir {run_dir / 'trials'}")
+    if (run_dir / "mlflow.db").is_file():
+        out.append(f"mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlflow.db'}")
+    if next(run_dir.glob("trials/*/wandb/offline-run-*"), None) is not None:
+        out.append(f"wandb sync {run_dir / 'trials'}/*/wandb/offline-run-*")
+    return out
 
 
 def _saved(run_dir: Path) -> dict[str, Any]:
