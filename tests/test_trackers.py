@@ -80,6 +80,21 @@ def test_train_logs_the_same_keys_to_mlflow_and_wandb(tmp_path):
     assert w["summary"]["final/val_loss"] == pytest.approx(summary["val_loss"]) and w["summary"]["status"] == "ok"
 
 
+@pytest.mark.slow
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config(ROOT / "proxies" / "xs.yaml", overrides=[*SHORT, "train.track=[mlflow]"])
+    assert train(cfg, out_dir=run, stop_after=2)["status"] == "stopped"
+    summary = train(cfg, out_dir=run, resume=True)
+    uri = f"sqlite:///{run / 'mlflow.db'}"
+    (logged,) = mlflow_runs(uri)  # one run over both sessions
+    assert logged.info.status == "FINISHED"
+    assert logged.data.metrics["final/val_loss"] == pytest.approx(summary["val_loss"])
+    metrics = pd.read_csv(run / "metrics.csv")  # rows of both sessions
+    assert mlflow_history(uri, logged.info.run_id, "train/loss") == pytest.approx(
+        dict(zip(metrics["step"], metrics["loss"])))
+
+
 def test_a_tracker_not_installed_is_one_line_exit_2_and_no_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(trackers, "tracker_available", lambda name: name != "wandb")
     out = tmp_path / "run"

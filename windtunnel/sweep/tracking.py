@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..fileio import write_json
+from ..training.tracker_clients import RUN_IDS_FILE
 from ..training.trackers import Tracking, check_trackers, experiment_name, mlflow_uri, resolve_track
 from .points import TrialPoint
 from .spec import SweepSpec
 
-__all__ = ["TRACKERS_FILE", "sweep_tracking", "start_parent", "end_parent", "trial_tracking", "viewer_commands"]
-
-TRACKERS_FILE = "trackers.json"
+__all__ = ["sweep_tracking", "start_parent", "end_parent", "trial_tracking", "viewer_commands"]
 
 
 def sweep_tracking(spec: SweepSpec, run_dir: str | os.PathLike, *, track: Sequence[str] | None,
@@ -68,7 +67,7 @@ def start_parent(tracking: Tracking, run_dir: str | os.PathLike, spec: SweepSpec
             "windtunnel.sweep": spec.name, "windtunnel.run_dir": str(run_dir.resolve()),
             "windtunnel.method": spec.method}).info.run_id
         client.log_param(parent, "swept", ", ".join(spec.param_keys))
-        write_json(run_dir / TRACKERS_FILE, {"mlflow_uri": tracking.mlflow_uri, "mlflow_parent": parent})
+        write_json(run_dir / RUN_IDS_FILE, {"mlflow_uri": tracking.mlflow_uri, "mlflow_parent": parent})
     return dataclasses.replace(tracking, mlflow_parent=parent)
 
 
@@ -120,7 +119,7 @@ def viewer_commands(run_dir: str | os.PathLike) -> list[str]:
 
 def _saved(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / TRACKERS_FILE).read_text())
+        return json.loads((run_dir / RUN_IDS_FILE).read_text())
     except (OSError, ValueError):
         return {}
 

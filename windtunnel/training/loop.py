@@ -105,7 +105,8 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
     ctx = init_distributed(cfg.train.device, cfg.source, timeout_s=cfg.train.dist_timeout_s)
     try:
         run = setup(cfg, Path(out_dir), ctx, resume=resume, decay_from=decay_from)
-        with open_trackers(cfg, out_dir=run.out, tracking=tracking, enabled=ctx.is_main) as trackers:
+        with open_trackers(cfg, out_dir=run.out, tracking=tracking, enabled=ctx.is_main,
+                           resume=run.state.resumed_from is not None) as trackers:
             run.log = _open_log(run, progress=progress, trackers=trackers)
             try:
                 result = run_steps(run, on_eval=on_eval, stop_after=stop_after)

@@ -21,8 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunInfo", "open_client", "TensorBoardClient", "MlflowTrackerClient", "WandbClient", "mlflow_client",
-           "mlflow_experiment", "MLFLOW_STATUS"]
+from ..fileio import write_json
+
+__all__ = ["RUN_IDS_FILE", "RunInfo", "open_client", "TensorBoardClient", "MlflowTrackerClient", "WandbClient",
+           "mlflow_client", "mlflow_experiment", "MLFLOW_STATUS"]
+
+RUN_IDS_FILE = "trackers.json"
+"""In a run folder: the MLflow run it logs to (so --resume continues it); in a sweep folder: the parent run."""
 
 MLFLOW_STATUS = {"ok": "FINISHED", "stopped": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "error": "FAILED"}
 _FAILED = ("diverged", "error")
@@ -44,6 +49,8 @@ class RunInfo:
     mlflow_uri: str = ""
     """The resolved MLflow store."""
     mlflow_parent: str | None = None
+    resume: bool = False
+    """The run continues from a checkpoint: MLflow continues the run it logged to before."""
     mlflow_experiment: str = "windtunnel"
     wandb_project: str = "windtunnel"
     wandb_mode: str = "offline"
@@ -118,6 +125,11 @@ class MlflowTrackerClient:
     def __init__(self, run: RunInfo):
         from mlflow.entities import Param
         self.client = mlflow_client(run.mlflow_uri)
+        saved = _saved_run(run.out, run.mlflow_uri) if run.resume else None
+        if saved is not None:  # a resumed run: its metrics continue the same MLflow run
+            self.run_id = saved
+            self.client.update_run(saved, status="RUNNING")
+            return
         experiment = mlflow_experiment(self.client, run.mlflow_experiment)
         tags = {**run.tags, **({"windtunnel.sweep": run.group} if run.group else {}),
                 **({"mlflow.parentRunId": run.mlflow_parent} if run.mlflow_parent else {})}
@@ -125,6 +137,7 @@ class MlflowTrackerClient:
         items = [Param(k, str(v)) for k, v in run.params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i:i + 100])
+        write_json(run.out / RUN_IDS_FILE, {"mlflow_uri": run.mlflow_uri, "mlflow_run": self.run_id})
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -135,6 +148,16 @@ class MlflowTrackerClient:
         self.log(step, final)
         self.client.set_tag(self.run_id, "status", status)
         self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(status, "FAILED"))
+
+
+def _saved_run(out: Path, uri: str) -> str | None:
+    """The MLflow run id an earlier session of this run logged to, when it is in the same store."""
+    import json
+    try:
+        saved = json.loads((out / RUN_IDS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved.get("mlflow_run") if saved.get("mlflow_uri") == uri else None
 
 
 def mlflow_client(uri: str):

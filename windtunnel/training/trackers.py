@@ -240,9 +240,11 @@ class Trackers:
 
 
 def open_trackers(cfg: RunConfig, *, out_dir: str | os.PathLike, tracking: Tracking | None = None,
-                  enabled: bool = True) -> Trackers:
+                  enabled: bool = True, resume: bool = False) -> Trackers:
     """Open the trackers of one run (`tracking.names`, else `cfg.train.track` resolved); with
-    `enabled` False (ranks other than 0) none.
+    `enabled` False (ranks other than 0) none. `resume`: the run continues from a checkpoint, and
+    MLflow continues the run this folder logged to (TensorBoard appends to the same folder; W&B
+    starts a run of the same name and group).
 
     Example:
         >>> trackers = open_trackers(cfg, out_dir="runs/xs", tracking=Tracking(names=("mlflow",)))
@@ -256,7 +258,7 @@ def open_trackers(cfg: RunConfig, *, out_dir: str | os.PathLike, tracking: Track
     run = RunInfo(out=out, name=tracking.name or out.resolve().name, params=params,
                   hparams={k: params[k] for k in (*KEY_HPARAMS, *tracking.hparams) if params.get(k) is not None},
                   group=tracking.group, tags={"run_dir": str(out.resolve()), **tracking.tags},
-                  mlflow_uri=mlflow_uri(tracking.mlflow_uri, out), mlflow_parent=tracking.mlflow_parent,
+                  mlflow_uri=mlflow_uri(tracking.mlflow_uri, out), mlflow_parent=tracking.mlflow_parent, resume=resume,
                   mlflow_experiment=tracking.mlflow_experiment or experiment_name("mlflow"),
                   wandb_project=tracking.wandb_project or experiment_name("wandb"),
                   wandb_mode=tracking.wandb_mode or os.environ.get("WANDB_MODE") or "offline")
