@@ -1,12 +1,14 @@
-"""Tracker overhead: the wall time of one proxy run per tracker set, against the same run untracked.
+"""Tracker overhead: what each tracker adds to one sweep trial, against that trial's own seconds.
 
     PYTHONPATH=$PWD python bench/tracker_overhead.py            # ~3 min on 2 idle cores
 
-One process (a sweep worker also keeps its imports between trials): each tracker set is imported
-and run once to warm up, then `--rounds` rounds run every set in turn on the same config (xs proxy,
-`lr_init`'s 300 steps, a row every `--log-every` steps). Per set: the median wall seconds of
-`train()` (opening, logging to and closing the trackers included) and the ratio to the untracked
-run of the same rounds. W&B runs offline; MLflow writes to a SQLite store in each run folder.
+A trial pays a tracker three times: opening it (a run created, params logged), one log call per
+metrics row, closing it with the summary. Each is timed directly (`--repeats` times, after one
+warm-up that pays the imports, as a sweep worker does once), with the rows of an `lr_init` trial
+(300 steps, a row every 10 steps and at each of the 6 evaluations: 36 rows). The same run trains
+that trial untracked once for its own seconds. Printed per tracker: open, per-row and close times
+(medians), the seconds added per trial and the ratio (trial + added) / trial. W&B runs offline;
+MLflow writes to a SQLite store in a temporary folder.
 """
 
 from __future__ import annotations
@@ -24,38 +26,47 @@ sys.path.insert(0, str(ROOT))
 
 from windtunnel.config import load_config  # noqa: E402
 from windtunnel.training.loop import train  # noqa: E402
+from windtunnel.training.trackers import Tracking, open_trackers  # noqa: E402
 
-SETS = {"none": [], "tensorboard": ["tensorboard"], "mlflow": ["mlflow"], "wandb": ["wandb"],
-        "all three": ["tensorboard", "mlflow", "wandb"]}
+TRACKERS = ("tensorboard", "mlflow", "wandb")
+
+
+def time_tracker(name: str, cfg, out: Path, rows: int) -> tuple[float, float, float]:
+    """(open seconds, seconds per row, close seconds) of one run logging `rows` rows."""
+    started = time.perf_counter()
+    trackers = open_trackers(cfg, out_dir=out, tracking=Tracking(names=(name,)))
+    opened = time.perf_counter()
+    for i in range(rows):
+        step = 10 * (i + 1)
+        trackers.log(step, {"step": step, "tokens": step * 2048, "lr": 0.01, "loss": 3.0 - i / rows,
+                            "val_loss": 3.1 if i % 6 == 0 else "", "tokens_per_s": 12000.0, "mfu": ""})
+    logged = time.perf_counter()
+    trackers.finish({"status": "ok", "val_loss": 2.0, "train_loss": 2.1, "steps": 300, "tokens": 614400,
+                     "seconds": 60.0})
+    return opened - started, (logged - opened) / rows, time.perf_counter() - logged
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=36, help="metrics rows of one lr_init trial")
     args = ap.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    overrides = [f"train.steps={args.steps}", f"train.log_every={args.log_every}", "train.eval_every=50",
-                 "train.threads=1"]
-    seconds: dict[str, list[float]] = {name: [] for name in SETS}
+    cfg = load_config(ROOT / "proxies" / "xs.yaml", overrides=["train.steps=300", "train.eval_every=50",
+                                                               "train.log_every=10", "train.threads=1",
+                                                               "train.track=[]"])
     with tempfile.TemporaryDirectory() as tmp:
-        for round_ in range(args.rounds + 1):  # round 0 warms up imports and the corpus
-            for name, track in SETS.items():
-                cfg = load_config(ROOT / "proxies" / "xs.yaml", overrides=[*overrides, f"train.track={track}"])
-                started = time.perf_counter()
-                train(cfg, out_dir=Path(tmp) / f"{name.replace(' ', '_')}-{round_}")
-                if round_:
-                    seconds[name].append(time.perf_counter() - started)
-    base = statistics.median(seconds["none"])
-    print(f"xs proxy, {args.steps} steps, a row every {args.log_every} steps, {args.rounds} rounds "
-          f"(median; the machine may be shared: see the spread)")
-    print(f"{'trackers':<12} {'seconds':>8} {'spread':>14} {'ratio':>6} {'added s':>8}")
-    for name, values in seconds.items():
-        med = statistics.median(values)
-        print(f"{name:<12} {med:8.2f} {min(values):6.2f}-{max(values):<7.2f} {med / base:6.3f} {med - base:8.2f}")
+        trial = train(cfg, out_dir=Path(tmp) / "trial")["seconds"]
+        print(f"one lr_init trial (xs, 300 steps) untracked: {trial:.1f} s of training (the machine may be shared)")
+        print(f"{'tracker':<12} {'open s':>7} {'row ms':>7} {'close s':>8} {'added s':>8} {'ratio':>6}")
+        for name in TRACKERS:
+            times = [time_tracker(name, cfg, Path(tmp) / f"{name}-{i}", args.rows) for i in range(args.repeats + 1)]
+            opened, row, closed = (statistics.median(t[k] for t in times[1:]) for k in range(3))
+            added = opened + row * args.rows + closed
+            ratio = (trial + added) / trial
+            print(f"{name:<12} {opened:7.3f} {row * 1e3:7.2f} {closed:8.3f} {added:8.2f} {ratio:6.3f}")
     return 0
 
 
