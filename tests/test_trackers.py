@@ -14,6 +14,7 @@ import pytest
 
 from windtunnel.cli import main
 from windtunnel.config import load_config
+from windtunnel.sweep.tracking import viewer_commands
 from windtunnel.training import trackers
 from windtunnel.training.loop import train
 
@@ -141,3 +142,15 @@ def test_flat_params_and_metric_keys():
     assert trackers.final_metrics({"status": "diverged", "val_loss": math.inf, "steps": 3}) == {
         "final/diverged": 1.0, "final/steps": 3.0}
     assert trackers.parse_track("mlflow, wandb,mlflow") == ("mlflow", "wandb") and trackers.parse_track("none") == ()
+
+
+def test_viewer_commands_name_what_a_sweep_folder_holds(tmp_path):
+    run = tmp_path / "run"
+    (run / "trials" / "t0000" / "tensorboard").mkdir(parents=True)
+    (run / "study.db").touch()
+    assert viewer_commands(run) == [f"optuna-dashboard sqlite:///{run / 'study.db'}",
+                                    f"tensorboard --logdir {run / 'trials'}"]
+    (run / "mlflow.db").touch()
+    (run / "trials" / "t0000" / "wandb" / "offline-run-1-x").mkdir(parents=True)
+    assert viewer_commands(run)[2:] == [f"mlflow ui --backend-store-uri sqlite:///{run / 'mlflow.db'}",
+                                        f"wandb sync {run / 'trials'}/*/wandb/offline-run-*"]
