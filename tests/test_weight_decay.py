@@ -66,7 +66,7 @@ def test_transfer_warns_when_the_carried_decay_is_implausible(tmp_path, xs_path)
 
 def test_train_prints_the_warning_once(tmp_path, xs_path, tiny_overrides, capsys):
     cfg = load_config(xs_path, overrides=[*tiny_overrides, "train.device=cpu", "train.steps=3", "train.warmup_steps=1",
-                                          "train.eval_every=3", "train.weight_decay=0.1"])
-    train(cfg, out_dir=tmp_path / "run", progress=True, tensorboard=False)
+                                          "train.eval_every=3", "train.weight_decay=0.1", "train.track=[]"])
+    train(cfg, out_dir=tmp_path / "run", progress=True)
     err = capsys.readouterr().err
     assert err.count("warning: train.weight_decay=0.1") == 1

@@ -232,6 +232,10 @@ class TrainConfig:
     dist_timeout_s: int = 1800
     """Process-group (NCCL/gloo) timeout in seconds: a collective waiting longer fails the run
     instead of hanging (raise it if checkpoints to slow storage take longer)."""
+    track: tuple[Literal["tensorboard", "mlflow", "wandb"], ...] | None = None
+    """Experiment trackers to log to besides metrics.csv: TensorBoard (events in the run folder),
+    MLflow (`windtunnel[mlflow]`), W&B (`windtunnel[wandb]`, offline unless WANDB_MODE says otherwise).
+    Null: TensorBoard when installed; [] none. `--track` on the command line overrides it."""
 
     def __post_init__(self) -> None:
         if self.warmup_steps is None and isinstance(self.steps, int):

@@ -2,7 +2,7 @@
 
 A config file is sections (`model`, `train`, ...) of plain values; each section is a dataclass whose
 type hints say what a field takes: `int`, `float`, `bool`, `str`, `X | None`, `Literal[...]`,
-`tuple[...]` or `dict[str, X]`. This module turns plain data into those dataclasses, or raises
+`tuple[...]` (`tuple[X, ...]`: a list) or `dict[str, X]`. This module turns plain data into those dataclasses, or raises
 `ConfigError(source, "section.key", ...)` naming the file, the key, what was expected and what came.
 Dotted keys (`train.lr`, `data.mixture.web`) name one field, or one entry of a mapping field, from
 the command line (`parse_overrides`) or a sweep. The module knows no particular schema:
@@ -195,6 +195,10 @@ def coerce(value: Any, hint: Any, source: str | None, key: str) -> Any:
                 raise ConfigError(source, f"{key}.{name}", f"expected a name (string) as key, got {name!r}")
             out[name] = coerce(item, args[1], source, f"{key}.{name}")
         return out
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a list of any length
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(source, key, f"expected a list, got {value!r}")
+        return tuple(coerce(v, args[0], source, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(source, key, f"expected a list of {len(args)} numbers, got {value!r}")

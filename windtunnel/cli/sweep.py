@@ -33,13 +33,19 @@ def _add_sweep(sub) -> None:
                    help="with --dry-run: skip the wall-time estimate (it trains a few steps, seconds)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
+    p.add_argument("--track", metavar="LIST",
+                   help="experiment trackers every trial logs to, comma-separated: tensorboard, mlflow "
+                        "(windtunnel[mlflow]), wandb (windtunnel[wandb], offline unless WANDB_MODE=online), or "
+                        "none; overrides the spec's track (default: tensorboard when installed)")
     p.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args) -> int:
     from ..sweep import describe, run_sweep
+    from ..training.trackers import parse_track
+    track = parse_track(args.track) if args.track is not None else None
     out = run_sweep(args.spec, out_dir=args.out, address=args.address, resume=args.resume,
-                    dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots)
+                    dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots, track=track)
     if args.dry_run:
         print(describe(out))
         if not args.no_estimate:
@@ -53,6 +59,9 @@ def _cmd_sweep(args) -> int:
           f"in {out.wall_seconds:.0f}s; table: {out.run_dir / 'results.csv'}")
     if out.plots:
         print(f"plots: {', '.join(str(p) for p in out.plots if p.suffix == '.png')}")
+    from ..sweep.tracking import viewer_commands
+    for command in viewer_commands(out.run_dir):
+        print(f"view: {command}")
     if out.unfinished:
         print(f"{out.unfinished} trials unfinished; continue with: windtunnel sweep {args.spec} --resume"
               + (f" --out {args.out}" if args.out else ""))

@@ -19,6 +19,21 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
                    help="override a config value by dotted key, e.g. --set train.lr=0.01 (repeatable)")
 
 
+def add_track_option(p: argparse.ArgumentParser, *, where: str = "train.track") -> None:
+    p.add_argument("--track", metavar="LIST",
+                   help="experiment trackers, comma-separated: tensorboard, mlflow (windtunnel[mlflow]), wandb "
+                        f"(windtunnel[wandb], offline unless WANDB_MODE=online), or none; overrides {where} "
+                        "(default: tensorboard when installed)")
+
+
+def track_overrides(args) -> list[str]:
+    """--track as a `train.track` override (after the --set ones, so it wins)."""
+    if args.track is None:
+        return list(args.overrides)
+    from ..training.trackers import parse_track
+    return [*args.overrides, f"train.track={json.dumps(list(parse_track(args.track)))}"]
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one proxy (or any config) with the shared training loop",
                        description="Train a config; writes config.yaml, metrics.csv and summary.json to --out.")
@@ -34,18 +49,22 @@ def _add_train(sub) -> None:
                         "train.decay_steps (or decay_fraction x steps) decay steps into --out")
     p.add_argument("--stop-after", type=int, metavar="STEP",
                    help="stop with a checkpoint once STEP steps are done (resume later with --resume)")
+    add_track_option(p)
     p.add_argument("--no-tensorboard", action="store_true",
-                   help="do not write TensorBoard events (written to --out/tensorboard when installed)")
+                   help="leave TensorBoard out of the trackers (events go to --out/tensorboard when installed)")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args) -> int:
     from ..config import load_config
-    cfg = load_config(args.config, overrides=args.overrides)
+    cfg = load_config(args.config, overrides=track_overrides(args))
+    if args.no_tensorboard:
+        from ..training.trackers import resolve_track
+        cfg.train.track = tuple(n for n in resolve_track(cfg.train.track) if n != "tensorboard")
     from ..training.loop import train
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     summary = train(cfg, out_dir=out, progress=not args.quiet, resume=args.resume, decay_from=args.decay_from,
-                    stop_after=args.stop_after, tensorboard=not args.no_tensorboard)
+                    stop_after=args.stop_after)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(json.dumps(summary, indent=2, default=float))
         print(f"run folder: {out}", file=sys.stderr)

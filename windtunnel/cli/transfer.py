@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .train import add_set_option
+from .train import add_set_option, add_track_option, track_overrides
 
 DRY_RUN_NPROC = 8
 """GPUs per node a --dry-run plans for unless --nproc says: one 8-GPU node, not one GPU (327 days for the 1.2B)."""
@@ -27,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--from", dest="source", metavar="RUNS",
                    help="sweep folder (its best ok trial), run folder or proxy config; omitted: the preset's HPs")
     add_set_option(p)
+    add_track_option(p, where="the full run's train.track")
     p.add_argument("--horizon", metavar="RUN",
                    help="a horizon sweep folder (sweeps/horizon.yaml): correct the carried lr from the proxy's "
                         "tokens per parameter to the target's with its fitted slope; prints raw and corrected lr")
@@ -66,7 +67,7 @@ def _cmd_transfer(args) -> int:
             print(f"planned for {args.nnodes} node(s) of {DRY_RUN_NPROC} GPUs (the dry run's default; "
                   f"--nproc N for yours)")
     plan = transfer(target=args.target, source=args.source, tokens=args.tokens, batch_tokens=args.batch_tokens,
-                    nproc=args.nproc * args.nnodes, overrides=args.overrides, horizon=args.horizon)
+                    nproc=args.nproc * args.nnodes, overrides=track_overrides(args), horizon=args.horizon)
     print(format_plan(plan))
     out = Path(args.out or Path("runs") / f"{plan.target.name}.yaml")
     run_dir = Path(args.run_dir or Path("runs") / plan.target.name)

@@ -94,11 +94,11 @@ def _timed_run(cfg) -> tuple[float, float]:
     steps = PROBE_STEPS
     data = config_to_dict(cfg)
     data["train"].update(steps=steps, warmup_steps=0, decay_steps=1, eval_every=steps, log_every=1,
-                         checkpoint_every=0)
+                         checkpoint_every=0, final_checkpoint=False, track=[])  # a probe: no weights, no trackers
     probe = config_from_dict(data, source=cfg.source)
     with tempfile.TemporaryDirectory(prefix="windtunnel-estimate-") as tmp:
         started = time.perf_counter()
-        train(probe, out_dir=os.path.join(tmp, "run"), tensorboard=False)
+        train(probe, out_dir=os.path.join(tmp, "run"))
         wall = time.perf_counter() - started
         seconds = {int(r["step"]): float(r["seconds"]) for r in read_metrics(os.path.join(tmp, "run", "metrics.csv"))}
     step_seconds = (seconds[steps - 1] - seconds[3]) / (steps - 4)

@@ -22,6 +22,7 @@ from .points import TrialPoint
 from .results import make_row
 from .rungs import RUNGS_FILE, RungFile
 from .spec import max_steps
+from .tracking import trial_tracking
 from .trial import TrialContext, record_error, trial_run_config
 
 __all__ = ["GROUP_KEY", "execute_group", "rows_of", "run_group"]
@@ -91,8 +92,9 @@ def _train_members(ctx: TrialContext, members: list[tuple[TrialPoint, Any]], fin
         finished(points[i], summary)
 
     try:
+        tracking = [trial_tracking(ctx.tracking, p, ctx.trial_dir(p.trial_id)) for p in points]
         train_fused([c for _, c in members], out_dirs=[ctx.trial_dir(p.trial_id) for p in points],
-                    on_eval=on_eval, on_end=on_end)
+                    on_eval=on_eval, on_end=on_end, tracking=tracking if ctx.tracking is not None else None)
     except Exception as e:  # noqa: BLE001 - the group's unfinished trials become errors, the sweep goes on
         for point in points:
             if point.trial_id not in done:

@@ -1,6 +1,6 @@
 """What a sweep's spec may change between sessions (`--resume`), and how a grown grid keeps its trials.
 
-How the sweep runs may change (`budget`, `resources`, `description`); what it measures may not, with
+How the sweep runs may change (`budget`, `resources`, `description`, `track`); what it measures may not, with
 one exception: a grid may *grow*. When the check says the optimum is on the grid's edge, the natural
 move is to add lr values (or seeds) and resume. Every value and seed already run must stay; then the
 trials already finished keep their ids and rows, only the new points run, and the results stay one
@@ -29,7 +29,7 @@ from .points import TrialPoint, trial_id
 
 __all__ = ["MAY_CHANGE", "check_resumable", "keep_trial_ids"]
 
-MAY_CHANGE = ("budget", "resources", "description")
+MAY_CHANGE = ("budget", "resources", "description", "track")
 """Spec keys that may change on --resume: how the sweep runs, not what it measures."""
 
 

@@ -5,7 +5,8 @@ Run folder layout:
     runs/<name>/spec.yaml                 the resolved spec (absolute base path, defaults filled, base config)
     runs/<name>/results.parquet|csv       one row per finished trial (see windtunnel.sweep.results)
     runs/<name>/trials/<id>/              trial.json, config.yaml, metrics.csv, summary.json
-    runs/<name>/study.db                  the Optuna study (tpe)
+    runs/<name>/study.db                  the Optuna study (every method; optuna-dashboard reads it)
+    runs/<name>/mlflow.db, trackers.json  with `track: [mlflow]` and no MLFLOW_TRACKING_URI: the local store
     runs/<name>/ray/                      Ray Tune's own experiment state (not needed to resume)
 """
 
@@ -17,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -29,6 +30,8 @@ from .plan import SweepPlan, plan_sweep
 from .progress import Progress
 from .results import ResultsTable, row_from_trial_dir
 from .spec import SweepSpec, base_dict, load_sweep, spec_from_dict, spec_to_dict
+from .study_record import StudyRecord, TrialEvents
+from .tracking import end_parent, start_parent, sweep_tracking
 from .validate import invalid_trials, record_invalid, refuse_unrunnable
 
 __all__ = ["SweepResult", "run_sweep", "read_spec", "SPEC_FILE"]
@@ -49,7 +52,8 @@ class SweepResult:
 
 def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike | None = None,
               address: str | None = None, resume: bool = False, dry_run: bool = False,
-              progress: bool = True, plots: bool = True) -> SweepResult | SweepPlan:
+              progress: bool = True, plots: bool = True,
+              track: Sequence[str] | None = None) -> SweepResult | SweepPlan:
     """Run a sweep on Ray Tune and return its results; with `dry_run`, return its plan and run nothing.
 
     `out_dir` defaults to `runs/<name>`. `address` joins an existing Ray cluster (`auto`, `HOST:PORT`);
@@ -57,6 +61,9 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
     `resume` continues a sweep in `out_dir`: finished trials are kept, the others run; a grid whose
     spec gained values or seeds runs only its new points (`windtunnel.sweep.growth`).
     `plots` draws the sweep's pictures into `out_dir/plots` at the end (see `windtunnel.plot_sweep`).
+    `track` (`--track`) names the trackers every trial logs to, over the spec's `track`
+    (`windtunnel.sweep.tracking`); one not installed, or an MLflow server that does not answer, is
+    refused here, before anything is written.
 
     Example:
         >>> result = run_sweep("sweeps/lr_init.yaml")
@@ -73,6 +80,7 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
     run_dir = Path(out_dir if out_dir is not None else Path("runs") / spec.name).resolve()
     base = base_dict(spec)
     resolved, grown = _check_run_dir(run_dir, spec, base, resume=resume)
+    tracking = sweep_tracking(spec, run_dir, track=track, base=base)
     table = ResultsTable(run_dir, param_keys=spec.param_keys, metric=spec.metric.name,
                          goal=spec.metric.goal).load()
     _recover_rows(run_dir, table)
@@ -95,6 +103,7 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
     from .ray_engine import check_resources, init_ray
     # before writing: a bad --address leaves nothing; the cluster joined is named even when quiet
     ray_started = init_ray(address, announce=show.note, starting=show.status) if remaining else False
+    record, ended = None, False
     try:
         if remaining:
             check_resources(spec)
@@ -103,11 +112,15 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         table.write()  # from the start the folder holds a readable (maybe empty) table
         if invalid:
             record_invalid(run_dir, table, show, todo, invalid)
-        if spec.method == "tpe":
-            _close_stale_study_trials(run_dir, spec, table)
+        _close_stale_study_trials(run_dir, spec, table)
+        record = StudyRecord(run_dir, spec, warn=show.note) if spec.method != "tpe" else None
         if remaining:
-            _run_remaining(run_dir, spec, base, table, show, runnable, remaining, fuse=fuse, groups=groups)
+            tracking = start_parent(tracking, run_dir, spec)
+            _run_remaining(run_dir, spec, base, table, TrialEvents(show, record), runnable, remaining, fuse=fuse,
+                           groups=groups, tracking=tracking)
+        ended = True
     finally:
+        _end_records(record, tracking, table, spec, finished=ended and len(table.rows) >= total, show=show)
         if ray_started:
             import ray
             ray.shutdown()
@@ -148,14 +161,27 @@ def _pending(spec: SweepSpec, plan: SweepPlan, table: ResultsTable) -> tuple[int
     return len(points), todo, len(todo)
 
 
-def _run_remaining(run_dir, spec, base, table, show, todo, remaining, *, fuse=1, groups=None) -> None:
+def _run_remaining(run_dir, spec, base, table, events: TrialEvents, todo, remaining, *, fuse=1, groups=None,
+                   tracking=None) -> None:
     from .ray_engine import run_tune
     from .trial import TrialContext
+    show = events.progress
     if show.enabled and table.rows:
         print(f"[{spec.name}] resuming: {len(table.rows)} trials already finished, {remaining} to run",
               flush=True, file=show.stream)
-    ctx = TrialContext(spec=spec, base=base, run_dir=str(run_dir))
-    run_tune(ctx, table=table, progress=show, points=todo, num_samples=remaining, fuse=fuse, groups=groups)
+    ctx = TrialContext(spec=spec, base=base, run_dir=str(run_dir), tracking=tracking)
+    run_tune(ctx, table=table, progress=events, points=todo, num_samples=remaining, fuse=fuse, groups=groups)
+
+
+def _end_records(record: StudyRecord | None, tracking, table: ResultsTable, spec: SweepSpec, *, finished: bool,
+                 show: Progress) -> None:
+    """The study gets the rows it lacks; the MLflow parent run ends. Neither can lose the sweep."""
+    if record is not None:
+        record.sync(table.rows)
+    try:
+        end_parent(tracking, counts=table.counts(), best=table.best(), metric=spec.metric.name, finished=finished)
+    except Exception as e:  # noqa: BLE001 - the table on disk is the sweep's record
+        show.note(f"warning: the MLflow parent run was not closed ({type(e).__name__}: {e})")
 
 
 def _check_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) -> tuple[dict[str, Any], list[str]]:
@@ -191,8 +217,7 @@ def _recover_rows(run_dir: Path, table: ResultsTable) -> None:
 
 def _close_stale_study_trials(run_dir: Path, spec: SweepSpec, table: ResultsTable) -> None:
     from .study import close_stale_trials, open_study
-    finished = {int(tid[1:]): row for tid, row in table.rows.items()}
-    close_stale_trials(open_study(run_dir, spec), finished)
+    close_stale_trials(open_study(run_dir, spec), dict(table.rows))
 
 
 def _warm_data(base: dict) -> None:

@@ -12,6 +12,7 @@
     budget: {num_trials: 16, max_concurrent: 2, time_budget_s: null, fuse: null}   # fuse: K | auto
     early_terminate: {type: asha, grace_period: 50, reduction_factor: 3}
     resources: {cpu: 1, gpu: 0}
+    track: [tensorboard, mlflow, wandb]  # experiment trackers per trial; null: the base config's train.track
 
 Every rule a spec can break raises `ConfigError(spec file, key, what was expected)` before anything
 is written. No torch and no Ray here: checking a spec is instant.
@@ -28,7 +29,7 @@ from typing import Any, Literal, Mapping
 
 from ..config import check_section, config_to_dict, load_config
 from ..errors import ConfigError
-from ..typecheck import read_yaml_mapping
+from ..typecheck import coerce, read_yaml_mapping
 from .params import DISTRIBUTIONS, Param, integer, parse_parameters, spec_value
 
 __all__ = ["Param", "Metric", "Budget", "EarlyTerminate", "Resources", "SweepSpec", "load_sweep",
@@ -36,7 +37,8 @@ __all__ = ["Param", "Metric", "Budget", "EarlyTerminate", "Resources", "SweepSpe
 
 METHODS = ("grid", "random", "tpe")
 _TOP_KEYS = ("name", "description", "base", "set", "method", "metric", "parameters", "seeds", "budget",
-             "early_terminate", "resources", "search_seed")
+             "early_terminate", "resources", "search_seed", "track")
+_TRACK_HINT = tuple[Literal["tensorboard", "mlflow", "wandb"], ...] | None  # what the run config's train.track takes
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -98,6 +100,10 @@ class SweepSpec:
     search_seed: int = 0
     """Seed of the random / TPE sampler: the same spec draws the same random points."""
     description: str = ""
+    track: tuple[Literal["tensorboard", "mlflow", "wandb"], ...] | None = None
+    """Experiment trackers every trial logs to (`--track` overrides it); null: the base config's
+    `train.track` (TensorBoard when installed). How the sweep runs, not what it measures: it may
+    change on --resume."""
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -152,6 +158,7 @@ def spec_from_dict(data: Mapping[str, Any], *, source: str | None = None, root: 
         resources=_section(Resources, data.get("resources"), source, "resources"),
         search_seed=integer(data.get("search_seed", 0), source, "search_seed"),
         description=str(data.get("description") or ""),
+        track=coerce(data.get("track"), _TRACK_HINT, source, "track"),
         source=source,
     )
     _check_spec(spec)
@@ -176,7 +183,8 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
            "method": spec.method, "metric": plain(spec.metric), "parameters": params,
            "seeds": list(spec.seeds), "budget": plain(spec.budget),
            "early_terminate": plain(spec.early_terminate) if spec.early_terminate else None,
-           "resources": plain(spec.resources), "search_seed": spec.search_seed}
+           "resources": plain(spec.resources), "search_seed": spec.search_seed,
+           "track": list(spec.track) if spec.track is not None else None}
     return out
 
 

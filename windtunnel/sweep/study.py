@@ -1,10 +1,13 @@
-"""The Optuna side of TPE sweeps: a study in SQLite under the run folder, and Ray Tune's `OptunaSearch`
-pointed at it.
+"""The Optuna side of sweeps: a study in SQLite under the run folder, and Ray Tune's `OptunaSearch`
+pointed at it for TPE.
 
-The study (`runs/<name>/study.db`, study name = sweep name) records every TPE trial, so
-`optuna-dashboard sqlite:///runs/<name>/study.db` shows it, and a resumed sweep continues it: trials
-the killed sweep left RUNNING are closed first (COMPLETE when their folder shows they finished, else
-FAIL), and only the rest of the budget is asked for.
+Every sweep has its study (`runs/<name>/study.db`, study name = sweep name), so
+`optuna-dashboard sqlite:///runs/<name>/study.db` shows it: TPE's trials are the searcher's own,
+grid and random trials are recorded as they start and end (`windtunnel.sweep.study_record`). Each
+trial carries user attributes: `trial_id`, `trial_dir` (its folder), `seed`, and once finished
+`status` and `diverged`. A resumed sweep continues the study: trials the killed sweep left RUNNING
+are closed first (COMPLETE when their folder shows they finished, else FAIL), and TPE asks only for
+the rest of the budget.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from .spec import Param, SweepSpec
 from .trial import TRIAL_NUMBER_KEY
 
 __all__ = ["STUDY_FILE", "storage_url", "open_study", "close_stale_trials", "optuna_space", "make_searcher",
-           "make_group_searcher"]
+           "make_group_searcher", "trial_attrs", "outcome_attrs", "study_trial_id"]
 
 STUDY_FILE = "study.db"
 
@@ -42,8 +45,26 @@ def open_study(run_dir: str | Path, spec: SweepSpec):
                                load_if_exists=True)
 
 
-def close_stale_trials(study, finished: dict[int, dict[str, Any]]) -> int:
-    """Close trials a killed sweep left RUNNING; `finished` maps trial number -> its results row.
+def trial_attrs(run_dir: str | Path, trial_id: str, seed: int | None = None) -> dict[str, Any]:
+    """The user attributes a study trial gets when it starts: its id, its folder, its seed."""
+    attrs = {"trial_id": trial_id, "trial_dir": str(Path(run_dir).resolve() / "trials" / trial_id)}
+    return {**attrs, "seed": int(seed)} if seed is not None else attrs
+
+
+def outcome_attrs(row: dict[str, Any]) -> dict[str, Any]:
+    """The user attributes a study trial gets when it ends: status, the diverged flag, steps."""
+    steps = row.get("steps")
+    return {"status": str(row.get("status")), "diverged": row.get("status") == "diverged",
+            "steps": int(steps) if steps is not None and not _nan(steps) else 0}
+
+
+def study_trial_id(trial) -> str:
+    """Which sweep trial a study trial is: its `trial_id` attribute (grid, random), else its number (tpe)."""
+    return str(trial.user_attrs.get("trial_id") or f"t{trial.number:04d}")
+
+
+def close_stale_trials(study, finished: dict[str, dict[str, Any]]) -> int:
+    """Close trials a killed sweep left RUNNING; `finished` maps trial id -> its results row.
 
     Returns how many were closed. A trial whose row exists gets its value (or FAIL for error rows,
     PRUNED for pruned ones); one without a row is FAIL, and the resumed sweep asks for a new trial.
@@ -51,8 +72,11 @@ def close_stale_trials(study, finished: dict[int, dict[str, Any]]) -> int:
     from optuna.trial import TrialState
     closed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        row = finished.get(t.number)
+        row = finished.get(study_trial_id(t))
         value = None if row is None else float(row.get("val_loss", math.nan))
+        if row is not None:
+            for key, attr in outcome_attrs(row).items():
+                study._storage.set_trial_user_attr(t._trial_id, key, attr)
         if row is None or row["status"] == "error" or math.isnan(value):
             study.tell(t.number, state=TrialState.FAIL)
         elif row["status"] == "pruned":
@@ -93,7 +117,9 @@ def make_searcher(run_dir: str | Path, spec: SweepSpec, *, pruned: set[str]):
         def suggest(self, trial_id: str):
             config = super().suggest(trial_id)
             if config is not None:  # the Optuna trial number names the trial (t0007 = trial 7)
-                config[TRIAL_NUMBER_KEY] = self._ot_trials[trial_id].number
+                ot = self._ot_trials[trial_id]
+                config[TRIAL_NUMBER_KEY] = ot.number
+                _set_attrs(ot, trial_attrs(run_dir, f"t{ot.number:04d}", spec.seeds[0]))
             return config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -108,6 +134,9 @@ def make_searcher(run_dir: str | Path, spec: SweepSpec, *, pruned: set[str]):
                 return
             result = result or {}
             value = result.get(self.metric)
+            status = (result.get("status") if result.get("final") else "error" if error
+                      else "pruned" if trial_id in pruned else "unfinished")
+            _set_attrs(ot_trial, outcome_attrs({**result, "status": status}))
             if result.get("final") and result.get("status") != "error" and value is not None \
                     and not math.isnan(value):
                 self._ot_study.tell(ot_trial, float(value))
@@ -159,6 +188,8 @@ def make_group_searcher(run_dir: str | Path, spec: SweepSpec, *, k: int, total: 
             asked = [study.ask(space) for _ in range(n)]
             self.asked += n
             points = [point_from_config({**t.params, TRIAL_NUMBER_KEY: t.number}, spec) for t in asked]
+            for t, p in zip(asked, points):
+                _set_attrs(t, trial_attrs(run_dir, p.trial_id, p.seed))
             self.live[trial_id] = {p.trial_id: t for p, t in zip(points, asked)}
             return {GROUP_KEY: [p.to_dict() for p in points]}
 
@@ -182,6 +213,7 @@ def make_group_searcher(run_dir: str | Path, spec: SweepSpec, *, k: int, total: 
 
 def _tell_row(study, ot, row: dict[str, Any], metric: str) -> None:
     from optuna.trial import TrialState
+    _set_attrs(ot, outcome_attrs(row))
     value = row.get(metric)
     finite = value is not None and math.isfinite(float(value))
     if row["status"] == "pruned" and finite:
@@ -191,3 +223,15 @@ def _tell_row(study, ot, row: dict[str, Any], metric: str) -> None:
         study.tell(ot, float(value))
     else:
         study.tell(ot, state=TrialState.FAIL)
+
+
+def _set_attrs(trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _nan(x: Any) -> bool:
+    try:
+        return math.isnan(float(x))
+    except (TypeError, ValueError):
+        return True

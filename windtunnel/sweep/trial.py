@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..fileio import write_json
 from .points import TrialPoint, trial_config, trial_id
 from .spec import SweepSpec
+from .tracking import trial_tracking
 
 __all__ = ["TrialContext", "run_trial", "execute_trial", "point_from_config", "final_metrics",
            "TRIAL_NUMBER_KEY", "record_error", "trial_run_config"]
@@ -34,6 +35,8 @@ class TrialContext:
     base: dict[str, Any]
     """The base run config with the fixed overrides, as plain data with absolute paths."""
     run_dir: str
+    tracking: Any = None
+    """The sweep's trackers (`windtunnel.training.trackers.Tracking`); None: each trial's config decides."""
 
     def trial_dir(self, tid: str) -> Path:
         return Path(self.run_dir) / "trials" / tid
@@ -65,14 +68,18 @@ def execute_trial(ctx: TrialContext, point: TrialPoint, *,
     try:
         cfg = trial_run_config(ctx, point)
         from ..training.loop import train
-        return train(cfg, out_dir=tdir, on_eval=_reporter(report, cfg.train.steps), tensorboard=False)
+        return train(cfg, out_dir=tdir, on_eval=_reporter(report, cfg.train.steps),
+                     tracking=trial_tracking(ctx.tracking, point, tdir))
     except Exception as e:  # noqa: BLE001 - a broken trial is recorded, the sweep goes on
         return record_error(tdir, e)
 
 
 def trial_run_config(ctx: TrialContext, point: TrialPoint):
     """The trial's run config (a trial that changes the model's shape gets its base shapes derived)."""
-    return trial_config(ctx.spec, point, base=ctx.base)
+    cfg = trial_config(ctx.spec, point, base=ctx.base)
+    if ctx.tracking is not None:  # config.yaml records what the trial logged to
+        cfg.train.track = ctx.tracking.names
+    return cfg
 
 
 def record_error(tdir: Path, e: Exception) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from ..config import RunConfig, load_config
 from ..errors import WindtunnelError
 from ..model.accounting import count_params, memory_per_gpu
 from ..training.distributed import torchrun_command
+from ..training.trackers import check_trackers, resolve_track
 
 __all__ = ["launch", "check_launchable"]
 
@@ -41,7 +42,7 @@ def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int 
     check_launchable(cfg, nproc=nproc)
     if nproc == 1 and nnodes == 1 and not max_restarts:
         from ..training.loop import train
-        return train(cfg, out_dir=run_dir, progress=progress, resume=resume, tensorboard=True)
+        return train(cfg, out_dir=run_dir, progress=progress, resume=resume)  # trackers: cfg.train.track
     summary_path = Path(run_dir) / "summary.json"
     started = time.time()
     command = torchrun_command(config, out=run_dir, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint,
@@ -57,12 +58,14 @@ def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int 
 
 def check_launchable(cfg: RunConfig, *, nproc: int = 1) -> None:
     """Refuse a launch this machine cannot run: CUDA asked for and absent, too few GPUs, or a CPU
-    run whose estimated memory exceeds the machine's.
+    run whose estimated memory exceeds the machine's; also a tracker (`train.track`) that is not
+    installed or an MLflow server that does not answer.
 
     Example:
         >>> check_launchable(load_config("runs/1.2b.yaml"))   # on a machine without CUDA
         WindtunnelError: runs/1.2b.yaml: train.device is cuda but this machine has no CUDA device; ...
     """
+    check_trackers(resolve_track(cfg.train.track), source=cfg.source)
     import torch
     has_cuda = torch.cuda.is_available()
     if cfg.train.device == "cuda" and not has_cuda:

@@ -42,6 +42,7 @@ from .fusable import describe_key_difference, fusion_key
 from .fused_optim import FusedAdamW
 from .metrics import MetricsLog
 from .schedule import make_schedule
+from .trackers import Trackers, Tracking, check_trackers, open_trackers, resolve_track
 
 __all__ = ["train_fused"]
 
@@ -59,6 +60,7 @@ class _Trial:
     sampler: Any
     val_set: Any
     log: MetricsLog
+    trackers: Trackers
     params: int
     non_embedding_params: int
     first_loss: float | None = None
@@ -71,16 +73,21 @@ class _Trial:
 
 
 def train_fused(cfgs: list[RunConfig], *, out_dirs: list[str | os.PathLike], on_eval: OnEval | None = None,
-                on_end: OnEnd | None = None) -> list[dict[str, Any]]:
+                on_end: OnEnd | None = None, tracking: list[Tracking] | None = None) -> list[dict[str, Any]]:
     """Train same-shape `cfgs` as one fused model; returns one summary per config (in order).
 
     `on_eval(i, metrics)` is called after each held-out evaluation of trial i with {step, tokens,
     val_loss, train_loss, seconds}; returning True stops that trial (status "pruned").
     `on_end(i, summary)` is called as soon as trial i is finished (any status), its summary written.
+    Each trial logs to its own trackers, as a separate `train` would: `tracking[i]`, else its
+    config's `train.track`.
     """
     if not cfgs or len(cfgs) != len(out_dirs):
         raise ValueError(f"train_fused needs one out_dir per config, got {len(cfgs)} configs, {len(out_dirs)} dirs")
     _check_fusable(cfgs)
+    tracking = tracking or [Tracking(names=resolve_track(c.train.track)) for c in cfgs]
+    for c, t in zip(cfgs, tracking):
+        check_trackers(t.names, source=c.source, out_dir=out_dirs[0])
     t0 = cfgs[0].train
     if t0.threads:
         torch.set_num_threads(t0.threads)
@@ -88,13 +95,16 @@ def train_fused(cfgs: list[RunConfig], *, out_dirs: list[str | os.PathLike], on_
     models = [build_model(c.model, seed=c.train.seed, device=device, source=c.source) for c in cfgs]
     fused = FusedTransformer(models)
     optimizer = FusedAdamW(fused, [param_groups(m, c) for m, c in zip(models, cfgs)], betas=t0.betas, eps=t0.eps)
-    trials = [_open_trial(c, Path(d), m, device) for c, d, m in zip(cfgs, out_dirs, models)]
-    del models
+    trials: list[_Trial] = []
     try:
+        for c, d, m, t in zip(cfgs, out_dirs, models, tracking):
+            trials.append(_open_trial(c, Path(d), m, device, t))
+        del models
         _loop(fused, optimizer, trials, device, on_eval=on_eval, on_end=on_end)
     finally:
         for trial in trials:
             trial.log.close()
+            trial.trackers.close()  # a trial left unfinished (the group raised) is recorded as failed
     return [_summary(t, device) for t in trials]
 
 
@@ -111,15 +121,16 @@ def _check_fusable(cfgs: list[RunConfig]) -> None:
                           f"(an interrupted group restarts); set 0, got {cfgs[0].train.checkpoint_every}")
 
 
-def _open_trial(cfg: RunConfig, out: Path, model, device) -> _Trial:
+def _open_trial(cfg: RunConfig, out: Path, model, device, tracking: Tracking) -> _Trial:
     schedule = make_schedule(cfg)
     sampler, val_set = build_samplers(cfg, decay_start=schedule.decay_start)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    trackers = open_trackers(cfg, out_dir=out, tracking=tracking)
     log = MetricsLog(out, total_steps=schedule.total_steps, tokens_per_step=cfg.tokens_per_step,
                      flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len), peak_flops=peak_flops(device),
-                     extra_fields=val_set.columns)
-    return _Trial(cfg=cfg, out=out, schedule=schedule, sampler=sampler, val_set=val_set, log=log,
+                     extra_fields=val_set.columns, trackers=trackers)
+    return _Trial(cfg=cfg, out=out, schedule=schedule, sampler=sampler, val_set=val_set, log=log, trackers=trackers,
                   params=model.num_params(), non_embedding_params=model.num_params(non_embedding=True))
 
 
@@ -242,6 +253,7 @@ def _finish(trial: _Trial, device, on_end: OnEnd | None, *, index: int) -> None:
     trial.log.close()
     summary = _summary(trial, device)
     write_json(trial.out / "summary.json", summary)
+    trial.trackers.finish(summary)
     if on_end is not None:
         on_end(index, summary)
 

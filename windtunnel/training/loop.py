@@ -42,6 +42,7 @@ from .optim import build_optimizer, set_lr
 from .parallel import Wrapped, check_parallel, wrap_model
 from .resume import Checkpointer, RunState, start_state
 from .schedule import Schedule, make_schedule
+from .trackers import Tracking, check_trackers, open_trackers, resolve_track
 
 __all__ = ["METRIC_FIELDS", "Run", "evaluate", "run_steps", "setup", "train", "train_step", "validate"]
 
@@ -78,7 +79,7 @@ class Run:
 def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
           on_eval: Callable[[dict[str, Any]], None] | None = None, resume: bool | str | os.PathLike = False,
           decay_from: str | os.PathLike | None = None, stop_after: int | None = None,
-          tensorboard: bool = True) -> dict[str, Any]:
+          tracking: Tracking | None = None) -> dict[str, Any]:
     """Train `cfg` and return its summary (also written to `out_dir/summary.json`).
 
     `on_eval` is called after every held-out evaluation with {step, tokens, val_loss, train_loss,
@@ -87,8 +88,10 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
     is none), a path from that checkpoint. `decay_from`: a stable-phase WSD checkpoint (of any run) to
     branch the decay from, MiniCPM-style; the branch runs `decay_steps` steps into `out_dir`.
     `stop_after`: stop (with a checkpoint, status "stopped") once this many steps are done, e.g. to
-    fit a time-limited job. `tensorboard`: also log to `out_dir/tensorboard` when installed (on by
-    default, as for `windtunnel train`; sweep trials turn it off: their record is the results table).
+    fit a time-limited job. The run also logs to the trackers of `cfg.train.track` (TensorBoard by
+    default, when installed; see `windtunnel.training.trackers`); a sweep passes `tracking` to name
+    the trial and its sweep there. A tracker that is not installed, or an MLflow server that does
+    not answer, stops the run before anything is written.
 
     Example:
         >>> summary = train(load_config("proxies/xs.yaml"), out_dir="runs/xs")
@@ -98,16 +101,21 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
     """
     if stop_after is not None and stop_after < 1:
         raise WindtunnelError(f"stop_after must be >= 1, got {stop_after}")
+    tracking = tracking or Tracking(names=resolve_track(cfg.train.track))
+    check_trackers(tracking.names, source=cfg.source, out_dir=out_dir)
     ctx = init_distributed(cfg.train.device, cfg.source, timeout_s=cfg.train.dist_timeout_s)
     try:
         run = setup(cfg, Path(out_dir), ctx, resume=resume, decay_from=decay_from)
-        run.log = _open_log(run, progress=progress, tensorboard=tensorboard)
-        try:
-            result = run_steps(run, on_eval=on_eval, stop_after=stop_after)
-            run.checkpointer.close()
-        finally:
-            run.log.close()
-        summary = summarize(run, result)
+        with open_trackers(cfg, out_dir=run.out, tracking=tracking, enabled=ctx.is_main,
+                           resume=run.state.resumed_from is not None) as trackers:
+            run.log = _open_log(run, progress=progress, trackers=trackers)
+            try:
+                result = run_steps(run, on_eval=on_eval, stop_after=stop_after)
+                run.checkpointer.close()
+            finally:
+                run.log.close()
+            summary = summarize(run, result)
+            trackers.finish(summary)
         ctx.barrier()  # no rank tears the group down while another still has a collective in flight (gloo aborts)
         return summary
     finally:
@@ -255,14 +263,14 @@ def summarize(run: Run, result: dict) -> dict:
     return summary
 
 
-def _open_log(run: Run, *, progress: bool, tensorboard: bool) -> MetricsLog:
+def _open_log(run: Run, *, progress: bool, trackers) -> MetricsLog:
     cfg, ctx, state = run.cfg, run.ctx, run.state
     log = MetricsLog(run.out, total_steps=run.schedule.total_steps, start_step=state.step,
                      start_seconds=state.seconds, tokens_per_step=cfg.tokens_per_step,
                      flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len),
                      peak_flops=peak_flops(ctx.device), n_devices=ctx.world,
                      resume_step=state.step if state.resumed_from else None, console=_console_mode(progress),
-                     tensorboard=tensorboard, enabled=ctx.is_main, extra_fields=run.val_set.columns)
+                     trackers=trackers, enabled=ctx.is_main, extra_fields=run.val_set.columns)
     log.message(_banner(run))
     if (wd_warning := weight_decay_warning(run.cfg)) is not None:
         log.message(f"windtunnel: warning: {wd_warning}")

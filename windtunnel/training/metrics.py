@@ -1,4 +1,5 @@
-"""The run's logs: `metrics.csv` (always), TensorBoard (when asked and installed), and the console.
+"""The run's logs: `metrics.csv` (always), the experiment trackers (`windtunnel.training.trackers`),
+and the console.
 
 `tokens_per_s` and `mfu` in a row are measured over the steps since the previous row, so they show
 the current speed of a long run rather than an average that includes start-up and compilation.
@@ -8,7 +9,6 @@ Only rank 0 logs; the other ranks get a `MetricsLog(enabled=False)` that does no
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import os
 import sys
@@ -23,17 +23,18 @@ METRIC_FIELDS = ["step", "tokens", "lr", "loss", "val_loss", "seconds", "tokens_
 
 
 class MetricsLog:
-    """Append rows to `<run>/metrics.csv`; mirror them to TensorBoard and the console.
+    """Append rows to `<run>/metrics.csv`; mirror them to the run's trackers and the console.
 
     `resume_step`: keep the rows of an earlier session up to this step (a run interrupted after
     its last checkpoint logged steps that the resumed run will redo) and append after them.
     `console`: "bar" (tqdm progress bar), "lines" (a printed line per row, for logs that are not
-    terminals) or "off".
+    terminals) or "off". `trackers`: a `Trackers` that receives every row (opened and finished by
+    the caller, which also knows the summary).
     """
 
     def __init__(self, run_dir: Path, *, total_steps: int, start_step: int = 0, start_seconds: float = 0.0,
                  tokens_per_step: int, flops_per_token: float, peak_flops: float | None, n_devices: int = 1,
-                 resume_step: int | None = None, console: str = "off", tensorboard: bool = False,
+                 resume_step: int | None = None, console: str = "off", trackers: Any = None,
                  enabled: bool = True, extra_fields: Sequence[str] = ()):
         self.enabled = enabled
         self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
@@ -50,7 +51,7 @@ class MetricsLog:
         self._writer = csv.DictWriter(self._file, fieldnames=fields, extrasaction="ignore")
         self.console = console
         self._bar = _progress_bar(total_steps, start_step, run_dir.name) if console == "bar" else None
-        self._tb = _tensorboard_writer(run_dir) if tensorboard else None
+        self.trackers = trackers
 
     def row(self, *, step: int, lr: float, loss: float, seconds: float, val_loss: float | None = None,
             extra: Mapping[str, float] | None = None) -> dict:
@@ -92,16 +93,12 @@ class MetricsLog:
             return
         if self._bar is not None:
             self._bar.close()
-        if self._tb is not None:
-            self._tb.close()
         self._file.close()
 
     def _mirror(self, row: dict) -> None:
         step = row["step"]
-        if self._tb is not None:
-            for key in ("loss", "lr", "val_loss", "tokens_per_s", "mfu"):
-                if row[key] != "":
-                    self._tb.add_scalar(f"train/{key}", float(row[key]), step)
+        if self.trackers is not None:
+            self.trackers.log(step, row)
         if self.console == "lines":
             parts = [f"step {step}", f"loss {row['loss']:.4f}", f"lr {row['lr']:.3e}"]
             if row["val_loss"] != "":
@@ -139,17 +136,6 @@ def _rewrite(path: Path, rows: list[dict], fields: list[str]) -> Path:
 def _mfu(flops_per_token: float, rate: float, peak: float | None, n_devices: int) -> float | None:
     from ..model.accounting import mfu
     return mfu(flops_per_token=flops_per_token, tokens_per_s=rate, peak=peak, n_devices=n_devices)
-
-
-def _tensorboard_writer(run_dir: Path):
-    """torch's SummaryWriter when `tensorboard` is installed, else tensorboardX's, else None."""
-    if importlib.util.find_spec("tensorboard") is not None:
-        from torch.utils.tensorboard import SummaryWriter
-    elif importlib.util.find_spec("tensorboardX") is not None:
-        from tensorboardX import SummaryWriter
-    else:
-        return None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
 def _progress_bar(total: int, initial: int, desc: str):
