@@ -39,7 +39,7 @@ def test_values_and_seeds_may_be_added_on_resume(tmp_path):
     ({"parameters": {"train.lr": {"values": LRS}, "model.init_std": {"values": [0.05]}}},
      "parameter model.init_std added: the trials already run have no value for it"),
     ({"set": {"train.steps": 40}}, r"set: differs from runs/t/spec.yaml \(the sweep being resumed\); only budget, "
-                                   "resources, description may change on --resume, and a grid may gain"),
+                                   "resources, description, track may change on --resume, and a grid may gain"),
     ({"method": "random", "budget": {"num_trials": 2}}, "method: differs"),
 ])
 def test_other_changes_are_refused_with_one_line(tmp_path, change, words):
