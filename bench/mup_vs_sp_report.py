@@ -75,6 +75,8 @@ def summarise(args, base: list[str], phases: dict, *, winner: dict, sp_best: dic
                 entry |= {"mean": mean, "low": low, "high": high}
             hps = winner if arm == "mup_carried" else sp_best[w if arm == "sp_tuned" else w0]
             entry["hparams"] = {k: _number(v) for k, v in hps.items()}
+            if arm == "sp_tuned":  # an optimum on the grid's edge may lie beyond it: SP's loss is then an upper bound
+                entry["lr_on_grid_edge"] = round(math.log2(hps["train.lr"])) in (min(args.sp_lrs), max(args.sp_lrs))
             widths[str(w)][arm] = entry
     compute = {name: _compute([phases[p] for p in parts], fpt)
                for name, parts in (("mup", ("mup_search", "mup_carried")), ("sp", ("sp_grid", "sp_seeds")),
@@ -153,6 +155,10 @@ def goals(summary: dict) -> str:
         cells = [f"{arms[a]['mean']:.4f} [{arms[a]['low']:.4f}, {arms[a]['high']:.4f}]" if "mean" in arms[a]
                  else "n/a" for a in ARMS]
         lines.append(f"{w:>6}  " + "  ".join(f"{c:>26}" for c in cells))
+    edges = [w for w, arms in summary["per_width"].items() if arms["sp_tuned"].get("lr_on_grid_edge")]
+    if edges:
+        lines.append(f"note: SP's best lr lies on its grid's edge at width {', '.join(edges)}: its tuned loss there is "
+                     "an upper bound (extend --sp-lrs)")
     g = summary["goals"]
     gap = g["widest_gap"]
     lines.append(f"goal 1, muP carried at {gap['width']} - SP tuned there: {gap['mup_minus_sp']:+.4f} "
