@@ -20,7 +20,7 @@ compute <= 25 % of SP's. Printed as measured, never tuned. Bad input (a width th
 heads, a corpus smaller than one trial's tokens) is one line naming the key, exit 2, before training.
 
     PYTHONPATH=$PWD python bench/mup_vs_sp.py --config proxies/xs.yaml --out /work/runs/mup_vs_sp
-    PYTHONPATH=$PWD python bench/mup_vs_sp.py --out /tmp/smoke --quick        # CI-sized, < 2 min
+    PYTHONPATH=$PWD python bench/mup_vs_sp.py --out /tmp/smoke --quick        # CI-sized (8 min on a busy box)
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def parse_args(argv):
     p.add_argument("--config", default=str(ROOT / "proxies" / "xs.yaml"))
     p.add_argument("--out", required=True)
     p.add_argument("--widths", type=ints, help="widths, smallest first (default 64,128,256,512)")
-    p.add_argument("--quick", action="store_true", help="a CI-sized smoke of the same code (< 2 min)")
+    p.add_argument("--quick", action="store_true",
+                   help="a CI-sized smoke of the same code (widths 32,64, 20 steps; Ray start-up dominates)")
     p.add_argument("--seeds", type=int, help="seeds per carried width and per SP best (default 3)")
     p.add_argument("--steps", type=int, help="optimizer steps per trial (default 150)")
     p.add_argument("--search-trials", type=int, help="TPE trials of the muP search (default 32)")
