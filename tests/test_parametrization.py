@@ -45,6 +45,31 @@ def test_init_std_scales_as_one_over_sqrt_m(d_model):
     assert all(torch.all(p == 1) for n, p in model.named_parameters() if roles[n] == "vector")
 
 
+@pytest.mark.parametrize("parametrization", ["mup", "sp"])
+def test_hidden_and_embedding_init_stds_are_separate_and_the_shorthand_fills_the_rest(parametrization):
+    m = 4.0
+    shrink = math.sqrt(m) if parametrization == "mup" else 1.0
+
+    def stds(**model):
+        net = build_model(cfg_at(256, parametrization=parametrization, **model).model, seed=2)
+        roles = param_roles(net)
+        hidden = torch.cat([p.flatten() for n, p in net.named_parameters() if roles[n] == "hidden"])
+        return hidden.std().item(), net.embed.weight.std().item()
+
+    # the shorthand sets both; a role's own key wins over it, whichever order they are given in
+    assert stds(init_std=0.05) == pytest.approx((0.05 / shrink, 0.05), rel=0.05)
+    assert stds(init_std=0.05, hidden_init_std=0.2) == pytest.approx((0.2 / shrink, 0.05), rel=0.05)
+    assert stds(emb_init_std=0.3, init_std=0.05) == pytest.approx((0.05 / shrink, 0.3), rel=0.05)
+    assert stds(init_std=0.05, hidden_init_std=0.2, emb_init_std=0.01) == pytest.approx((0.2 / shrink, 0.01),
+                                                                                        rel=0.05)
+
+
+@pytest.mark.parametrize("key", ["hidden_init_std", "emb_init_std"])
+def test_a_role_init_std_must_be_positive(key):
+    with pytest.raises(ConfigError, match=f"model.{key}.*> 0 or null"):
+        cfg_at(64, **{key: 0.0})
+
+
 def test_logits_are_divided_by_m():
     cfg = cfg_at(256)
     model = build_model(cfg.model)

@@ -33,7 +33,8 @@ def test_presets_load_and_describe_the_jobs_they_are_for():
 
     mup = plan_sweep(load_sweep(ROOT / "sweeps" / "mup_space.yaml"))
     assert mup.spec.method == "tpe" and mup.points is None and mup.num_trials == 300
-    assert set(mup.spec.param_keys) == {"model.scale_emb", "model.dim_model_base", "model.scale_depth", "train.lr"}
+    assert set(mup.spec.param_keys) == {"model.scale_emb", "model.dim_model_base", "model.scale_depth", "train.lr",
+                                        "model.hidden_init_std", "model.emb_init_std"}
     assert list(mup.spec.parameters["model.dim_model_base"].values) == [32, 64, 128, 256, 512, 1024]
     assert all(not c["error"] for c in mup.costs)  # every base width builds on the proxy
 

@@ -87,6 +87,27 @@ def test_equal_width_target_has_the_proxys_effective_hparams(sweep, tmp_path):
     assert effective_hparams(plan.config) == pytest.approx(effective_hparams(plan.proxy.config))
 
 
+def test_both_init_stds_carry_resolved_so_the_target_presets_shorthand_cannot_change_them(tmp_path):
+    # the proxy swept the hidden init and left the embedding to its shorthand (0.05); the target preset
+    # says init_std 0.1: the target must draw exactly what the proxy drew (per role, before / sqrt m)
+    trials = [("0000", "ok", 0.008, 3.0), ("0001", "ok", 0.016, 2.9)]
+    folder = make_sweep(tmp_path / "sweep", trials=trials, grid=(0.004, 0.008, 0.016, 0.032))
+    for trial_id, *_ in trials:
+        path = folder / "trials" / trial_id / "config.yaml"
+        cfg = load_config(path, overrides=["model.hidden_init_std=0.2", "model.init_std=0.05"])
+        save_config(cfg, path)
+    path = write_target(tmp_path / "t.yaml", d_model=128, n_heads=4, n_kv_heads=2)
+    spec = yaml.safe_load(path.read_text())
+    spec["model"]["init_std"] = 0.1
+    path.write_text(yaml.safe_dump(spec))
+    plan = transfer(target=path, source=folder)
+    target = plan.config.model
+    assert (target.hidden_std, target.emb_std) == (0.2, 0.05)
+    proxy, tgt = effective_hparams(plan.proxy.config), effective_hparams(plan.config)
+    assert tgt["init_std_embedding"] == proxy["init_std_embedding"] == 0.05
+    assert tgt["init_std_hidden"] == pytest.approx(0.2 / math.sqrt(128 / 32))
+
+
 @pytest.mark.parametrize("d_model", [64, 128, 256])
 def test_hidden_lr_scales_one_over_m_and_init_one_over_sqrt_m(sweep, tmp_path, d_model):
     plan = transfer(target=write_target(tmp_path / "t.yaml", d_model=d_model, n_heads=4, n_kv_heads=2), source=sweep)

@@ -65,7 +65,13 @@ class ModelConfig:
     """Base depth of the depth rule (like dim_model_base for width): the depth the HPs were tuned at.
     Only `completep` reads it; 2 is the CPU proxies' depth."""
     init_std: float = 0.05
-    """Init std of embeddings; hidden matrices get init_std / sqrt(m) under muP."""
+    """Shorthand for both init stds below: each of model.hidden_init_std and model.emb_init_std that is
+    null takes this value. A role's own key, when set, wins over the shorthand."""
+    hidden_init_std: float | None = None
+    """Init std of the hidden matrices (every Linear inside a block) at the base width; muP draws them
+    with hidden_init_std / sqrt(m), SP with hidden_init_std at every width. Null: model.init_std."""
+    emb_init_std: float | None = None
+    """Init std of the token embedding (also the tied readout), the same at every width. Null: model.init_std."""
     attn_mult: float | None = None
     """muP attention scale is attn_mult / d_head, so it depends on d_head alone: adding heads at a
     fixed d_head leaves it unchanged. Null means 8 = sqrt(64): 1/sqrt(d_head) at d_head 64, what
@@ -108,6 +114,20 @@ class ModelConfig:
         return int(round(self.ffn_mult * self.d_model))
 
     @property
+    def hidden_std(self) -> float:
+        """The hidden matrices' init std at the base width: model.hidden_init_std, else model.init_std.
+
+            >>> ModelConfig(init_std=0.05, hidden_init_std=0.2).hidden_std, ModelConfig(init_std=0.05).hidden_std
+            (0.2, 0.05)
+        """
+        return self.init_std if self.hidden_init_std is None else self.hidden_init_std
+
+    @property
+    def emb_std(self) -> float:
+        """The embedding's init std: model.emb_init_std, else model.init_std."""
+        return self.init_std if self.emb_init_std is None else self.emb_init_std
+
+    @property
     def width_mult(self) -> float:
         """The muP width multiplier m, derived here and nowhere else."""
         return self.d_model / self.dim_model_base
@@ -134,6 +154,10 @@ class ModelConfig:
         if self.d_head % 2:
             raise ConfigError(source, "model.d_model", f"d_model / n_heads must be even for rotary "
                               f"embeddings, got d_head={self.d_model}/{self.n_heads}={self.d_head}")
+        for key in ("hidden_init_std", "emb_init_std"):
+            if getattr(self, key) is not None and not getattr(self, key) > 0:
+                raise ConfigError(source, f"model.{key}", f"must be > 0 or null (null: model.init_std), "
+                                  f"got {getattr(self, key)}")
         if self.attn_mult is not None and self.attn_mult <= 0:
             raise ConfigError(source, "model.attn_mult", f"must be > 0, got {self.attn_mult}")
 

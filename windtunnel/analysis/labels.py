@@ -11,6 +11,8 @@ __all__ = ["LABELS", "label_of"]
 LABELS = {
     "train.lr": "peak learning rate",
     "model.init_std": "init std",
+    "model.hidden_init_std": "hidden init std",
+    "model.emb_init_std": "embedding init std",
     "model.d_model": "width d_model",
     "model.scale_emb": "embedding multiplier",
     "model.scale_depth": "residual-branch scale",

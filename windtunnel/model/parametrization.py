@@ -5,10 +5,11 @@ Every parameter gets a role by the module that owns it, never by its name:
 
 | role      | what                         | muP init std          | muP Adam lr | SP           |
 |-----------|------------------------------|-----------------------|-------------|--------------|
-| embedding | token embedding (tied readout)| init_std              | lr          | same         |
-| hidden    | every Linear inside a block  | init_std / sqrt(m)    | lr / m      | init_std, lr |
+| embedding | token embedding (tied readout)| emb_std               | lr          | same         |
+| hidden    | every Linear inside a block  | hidden_std / sqrt(m)  | lr / m      | hidden_std, lr |
 | vector    | RMSNorm gains                | ones                  | lr          | same         |
 
+(`hidden_std` is model.hidden_init_std, `emb_std` model.emb_init_std; each falls back on model.init_std)
 plus the forward multipliers: embedding x scale_emb, residual branches (depth rule below),
 logits / m (mup's shared readout), attention attn_mult / d_head (8 when null: it depends on d_head
 only, so heads added at a fixed d_head leave it unchanged). `m = cfg.width_mult`.
@@ -147,14 +148,14 @@ def param_roles(model: Transformer) -> dict[str, Role]:
 def init_weights(model: Transformer, cfg: ModelConfig, *, seed: int) -> None:
     """Initialise every parameter by its role (table above), from a private seeded generator."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    hidden_std = cfg.init_std / math.sqrt(cfg.width_mult if cfg.parametrization == "mup" else 1.0)
+    hidden_std = cfg.hidden_std / math.sqrt(cfg.width_mult if cfg.parametrization == "mup" else 1.0)
     roles = param_roles(model)
     for name, p in model.named_parameters():
         role = roles[name]
         if role == "vector":
             p.fill_(1.0)
             continue
-        std = cfg.init_std if role == "embedding" else hidden_std
+        std = cfg.emb_std if role == "embedding" else hidden_std
         # draw on CPU with our generator so the same seed gives the same weights on any device
         p.copy_(torch.randn(p.shape, generator=gen) * std)
 

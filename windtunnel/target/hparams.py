@@ -23,7 +23,8 @@ from ..training.schedule import make_schedule
 
 __all__ = ["CARRIED", "RECIPE", "get_value", "proxy_hparams", "effective_hparams", "minicpm_batch_tokens"]
 
-CARRIED = ("train.lr", "model.init_std", "model.scale_emb", "model.scale_depth", "model.dim_model_base",
+CARRIED = ("train.lr", "model.init_std", "model.hidden_init_std", "model.emb_init_std", "model.scale_emb",
+           "model.scale_depth", "model.dim_model_base",
            "model.attn_mult", "model.norm_gain", "model.parametrization", "model.depth_scaling",
            "model.n_layers_base")
 """Width-independent under muP: the proxy's values are the target's."""
@@ -48,6 +49,9 @@ def proxy_hparams(cfg: RunConfig) -> dict[str, Any]:
     if cfg.train.schedule == "wsd":  # the decay length as a fraction, whether given in steps or not
         values["train.decay_fraction"] = make_schedule(cfg).decay_steps / cfg.train.steps
     values["train.betas"] = list(cfg.train.betas)
+    # the init stds the proxy drew with, written out: a target preset's own init_std then cannot
+    # change the role the proxy left to the shorthand
+    values["model.hidden_init_std"], values["model.emb_init_std"] = cfg.model.hidden_std, cfg.model.emb_std
     return values
 
 
@@ -77,8 +81,8 @@ def effective_hparams(cfg: RunConfig) -> dict[str, float]:
         "wd_hidden": hidden["weight_decay"],
         "shrink_hidden": hidden["lr"] * hidden["weight_decay"],  # AdamW: w -= lr * wd * w per step at peak
         "eps_hidden": hidden["eps"],  # completep: eps x n_layers_base / n_layers
-        "init_std_embedding": cfg.model.init_std,
-        "init_std_hidden": cfg.model.init_std / math.sqrt(m),  # as parametrization.init_weights draws it
+        "init_std_embedding": cfg.model.emb_std,
+        "init_std_hidden": cfg.model.hidden_std / math.sqrt(m),  # as parametrization.init_weights draws it
         "emb_mult": mults.emb_mult,
         "residual_mult": mults.residual_mult,
         "logit_mult": 1.0 / mults.width_mult,

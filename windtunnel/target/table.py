@@ -77,7 +77,8 @@ def _effective_rows(pc: RunConfig | None, cfg: RunConfig) -> list[Row]:
     proxy = effective_hparams(pc) if pc is not None else {}
     labels = [
         ("lr_embedding", "lr, embedding and norms (lr)"), ("lr_hidden", "lr, hidden matrices (lr / m)"),
-        ("init_std_embedding", "init std, embedding"), ("init_std_hidden", "init std, hidden (init_std / sqrt m)"),
+        ("init_std_embedding", "init std, embedding"),
+        ("init_std_hidden", "init std, hidden (hidden_init_std / sqrt m)"),
         ("wd_hidden", "AdamW weight_decay, hidden group"), ("shrink_hidden", "weight shrink / step at peak (lr x wd)"),
         ("eps_hidden", "Adam eps, hidden (completep: x L_base / L)"),
         ("emb_mult", "embedding multiplier"), ("residual_mult", "residual multiplier (model.depth_scaling)"),

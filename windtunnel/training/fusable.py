@@ -22,7 +22,7 @@ __all__ = ["AUTO_MAX", "FREE_KEYS", "describe_key_difference", "fusion_key", "gr
 
 FREE_KEYS = frozenset({
     "model.dim_model_base", "model.parametrization", "model.scale_emb", "model.scale_depth",
-    "model.init_std", "model.attn_mult", "model.base_shapes",
+    "model.init_std", "model.hidden_init_std", "model.emb_init_std", "model.attn_mult", "model.base_shapes",
     "train.lr", "train.weight_decay", "train.weight_decay_mode", "train.seed", "train.grad_clip",
     "train.schedule", "train.warmup_steps", "train.warmup_fraction", "train.decay", "train.decay_fraction",
     "train.decay_steps",
