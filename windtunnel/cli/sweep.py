@@ -26,6 +26,10 @@ def _add_sweep(sub) -> None:
                                      "with the token from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep in its run folder; finished trials are kept")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over the folder's sweep.lock even if its holder may be alive (one on another "
+                        "host is taken over by itself after 10 min without a heartbeat); only for a holder "
+                        "known to be dead")
     p.add_argument("--dry-run", action="store_true",
                    help="print the expanded trials, their count and cost (tokens, FLOPs, and the wall time "
                         "estimated by timing a few steps of the costliest trial here); run and keep nothing")
@@ -39,7 +43,8 @@ def _add_sweep(sub) -> None:
 def _cmd_sweep(args) -> int:
     from ..sweep import describe, run_sweep
     out = run_sweep(args.spec, out_dir=args.out, address=args.address, resume=args.resume,
-                    dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots)
+                    dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots,
+                    break_lock=args.break_lock)
     if args.dry_run:
         print(describe(out))
         if not args.no_estimate:
