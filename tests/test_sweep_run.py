@@ -131,6 +131,11 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path, bud
         assert (run / "trials" / tid / "summary.json").stat().st_mtime_ns == mtime
     kept = df.set_index("trial_id").loc[list(killed["trial_id"]), "val_loss"]
     assert list(kept) == list(killed["val_loss"])
+    prov = json.loads((run / "provenance.json").read_text())  # one record per session: the killed one, this one
+    assert prov["kind"] == "sweep" and prov["created"]["pid"] == proc.pid and len(prov["resumed"]) == 1
+    assert prov["created"]["corpus"]["sha256"] and prov["resumed"][0]["corpus"] == prov["created"]["corpus"]
+    trial = json.loads((run / "trials" / "t0007" / "provenance.json").read_text())  # trials record theirs too
+    assert trial["kind"] == "run" and trial["created"]["corpus"] == prov["created"]["corpus"]
 
 
 def _wait_for_rows(csv, proc, *, at_least: int, timeout: float) -> int:
