@@ -17,7 +17,7 @@ from windtunnel.errors import WindtunnelError
 from windtunnel.sweep import run_sweep
 from windtunnel.sweep.lock import LOCK_FILE, SweepLock, _start_time
 
-from support import write_spec
+from support import ROOT, write_spec
 
 
 def _holder(folder, *, host=None, pid=None, since=None, **extra):
@@ -135,3 +135,23 @@ def test_run_sweep_releases_the_lock_when_it_fails(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="the cluster is down"):
         run_sweep(_spec(tmp_path), out_dir=run, progress=False, plots=False)
     assert not (run / LOCK_FILE).exists()
+
+
+def test_sigterm_to_the_sweep_command_removes_its_lock(tmp_path):
+    # what `windtunnel sweep` does on SIGTERM (a scheduler's requeue), without Ray: handler + lock + finally
+    code = ("import sys, time\n"
+            "from windtunnel.cli.sweep import exit_on_sigterm\n"
+            "from windtunnel.sweep.lock import SweepLock\n"
+            "exit_on_sigterm()\n"
+            f"with SweepLock({str(tmp_path)!r}):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout.readline().strip() == "held" and (tmp_path / LOCK_FILE).is_file()
+        proc.terminate()
+        assert proc.wait(timeout=30) == 128 + 15
+    finally:
+        proc.kill()
+    assert not (tmp_path / LOCK_FILE).exists()

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from typing import Callable
 
 from ..formatting import fmt_loss, fmt_params
 
@@ -40,11 +41,28 @@ def _add_sweep(sub) -> None:
     p.set_defaults(func=_cmd_sweep)
 
 
+def exit_on_sigterm() -> Callable[[], None]:
+    """SIGTERM (a scheduler's preemption or requeue) exits through Python's cleanup, as Ctrl-C does, so the
+    sweep's lock is removed and the requeued job need not wait for it to go stale. Only over the default
+    handler, in the main thread; returns the call that puts the old handler back."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _cmd_sweep(args) -> int:
     from ..sweep import describe, run_sweep
-    out = run_sweep(args.spec, out_dir=args.out, address=args.address, resume=args.resume,
-                    dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots,
-                    break_lock=args.break_lock)
+    restore = exit_on_sigterm() if not args.dry_run else (lambda: None)
+    try:
+        out = run_sweep(args.spec, out_dir=args.out, address=args.address, resume=args.resume,
+                        dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots,
+                        break_lock=args.break_lock)
+    finally:
+        restore()
     if args.dry_run:
         print(describe(out))
         if not args.no_estimate:
