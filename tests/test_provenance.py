@@ -126,3 +126,6 @@ def test_a_newer_or_unknown_format_is_refused_with_one_line(tmp_path, capsys, ve
     (single / PROVENANCE_FILE).write_text(json.dumps({"format_version": 2, "kind": "run"}))
     with pytest.raises(WindtunnelError, match="newer than this windtunnel reads"):
         load_proxy(single)
+    capsys.readouterr()
+    assert main(["eval", "context", str(single)]) == 2  # `eval` refuses it too, before loading anything
+    assert "newer than this windtunnel reads" in capsys.readouterr().err
