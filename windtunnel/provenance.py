@@ -12,7 +12,7 @@ A reader calls `check_format`: a folder without the file (written before it exis
 version 0, one of a newer, unknown format is refused with one line.
 
     >>> write_provenance("runs/xs", kind="run", data={"path": None, "embedded_bytes": 300_000})  # doctest: +SKIP
-    >>> check_format("runs/xs")
+    >>> check_format("runs/xs")                                   # doctest: +SKIP
     1
 """
 
