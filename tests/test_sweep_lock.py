@@ -97,9 +97,15 @@ def test_the_holder_keeps_its_lock_fresh_and_releases_on_an_exception(tmp_path):
     assert not path.exists()
 
 
-def test_release_leaves_a_lock_that_another_process_took_over(tmp_path):
-    lock = SweepLock(tmp_path).acquire()
+def test_a_holder_whose_lock_is_taken_says_so_and_leaves_the_new_lock(tmp_path):
+    lines = []
+    lock = SweepLock(tmp_path, heartbeat_s=0.02, announce=lines.append).acquire()
     other = _holder(tmp_path, host="node-3", pid=7)  # a --break-lock elsewhere replaced ours
+    deadline = time.monotonic() + 5
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lines == [f"warning: {tmp_path / LOCK_FILE} was taken over by host node-3, pid 7; two sweeps may now "
+                     "write this folder: stop one of them"]
     lock.release()
     assert json.loads((tmp_path / LOCK_FILE).read_text()) == other
 

@@ -121,10 +121,15 @@ class SweepLock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
+            holder = _read(self.path)
+            if holder != self._mine:  # a --break-lock (or a takeover race) elsewhere: say so once, loudly
+                self.announce(f"warning: {self.path} was taken over by {_describe(holder or {})}; two sweeps "
+                              f"may now write this folder: stop one of them")
+                return
             try:
                 os.utime(self.path)
             except OSError:
-                return  # removed under us (a --break-lock elsewhere): nothing left to keep fresh
+                return
 
     def _dead(self, holder: dict, age: float) -> str | None:
         """Why the holder is gone, or None when it may be alive."""
