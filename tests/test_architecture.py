@@ -19,6 +19,7 @@ LAYERS = [
     {"config", "schema", "config_keys"},
     {"model"},
     {"data"},
+    {"provenance"},
     {"training"},
     {"analysis"},
     {"sweep"},

@@ -76,7 +76,7 @@ def test_train_prints_json_summary_and_writes_the_run(tmp_path, capsys, xs_path,
     assert summary == json.loads((out / "summary.json").read_text())
     # TensorBoard events come along when a writer is installed (tensorboardX arrives with ray)
     assert {p.name for p in out.iterdir()} - {"tensorboard"} == {"config.yaml", "metrics.csv", "summary.json",
-                                                                 "checkpoints"}
+                                                                 "provenance.json", "checkpoints"}
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000012.pt"]  # the final weights
     assert f"run folder: {out}" in captured.err
 

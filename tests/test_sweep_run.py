@@ -103,7 +103,7 @@ def test_asha_stops_poor_trials_and_records_them_pruned(tmp_path):
 
 @pytest.mark.parametrize("budget", [{"max_concurrent": 2}, {"max_concurrent": 1, "fuse": 2}],  # fuse: issue 14
                          ids=["trials", "fused-groups"])
-def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path, budget):
+def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path, budget, capsys):
     spec = write_spec(tmp_path / "kill.yaml", name="kill",
                       set={**tiny_set(), "train.steps": 24, "train.eval_every": 12},
                       parameters={"train.lr": {"values": [0.002, 0.004, 0.008, 0.016]},
@@ -118,10 +118,12 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path, bud
         os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray instance and the trials with it
         proc.wait()
     assert 1 <= rows < 8
+    assert (run / "sweep.lock").is_file()  # left by the killed driver: its pid is gone, so it is taken over
     killed = read_results(run)  # the table a SIGKILL leaves is readable
     before = {tid: (run / "trials" / tid / "summary.json").stat().st_mtime_ns for tid in killed["trial_id"]}
 
     run_sweep(spec, out_dir=run, resume=True, progress=False)
+    assert f"pid {proc.pid} on this host, is gone" in capsys.readouterr().err and not (run / "sweep.lock").exists()
     df = read_results(run)
     assert sorted(df["trial_id"]) == [f"t{i:04d}" for i in range(8)] and df["trial_id"].is_unique
     assert (df["status"] == "ok").all()
@@ -129,6 +131,11 @@ def test_a_killed_sweep_resumes_without_losing_or_rerunning_trials(tmp_path, bud
         assert (run / "trials" / tid / "summary.json").stat().st_mtime_ns == mtime
     kept = df.set_index("trial_id").loc[list(killed["trial_id"]), "val_loss"]
     assert list(kept) == list(killed["val_loss"])
+    prov = json.loads((run / "provenance.json").read_text())  # one record per session: the killed one, this one
+    assert prov["kind"] == "sweep" and prov["created"]["pid"] == proc.pid and len(prov["resumed"]) == 1
+    assert prov["created"]["corpus"]["sha256"] and prov["resumed"][0]["corpus"] == prov["created"]["corpus"]
+    trial = json.loads((run / "trials" / "t0007" / "provenance.json").read_text())  # trials record theirs too
+    assert trial["kind"] == "run" and trial["created"]["corpus"] == prov["created"]["corpus"]
 
 
 def _wait_for_rows(csv, proc, *, at_least: int, timeout: float) -> int:

@@ -3,7 +3,10 @@
 A run folder (`runs/<name>/`) holds `results.parquet` (or `results.csv`) with one row per trial
 (`trial_id`, `status` ok|diverged|pruned|error, `val_loss`, `tokens`, `seconds`, `seed`, and one
 column per swept parameter named by its dotted key), `spec.yaml` (the resolved sweep spec) and
-`trials/<id>/` (config.yaml, trial.json, summary.json, metrics.csv). The sweep engine writes it
+`trials/<id>/` (config.yaml, trial.json, summary.json, metrics.csv, provenance.json), `provenance.json`
+(format version and, per session, package versions, git commit, hardware, corpus hash; see
+`windtunnel.provenance`) and, while a sweep runs, `sweep.lock`. A folder without `provenance.json`
+(written before it existed) reads as format 0; a newer format is refused. The sweep engine writes it
 (`windtunnel.sweep.results`); `results`, plots, checks and transfer read it only through here, so
 they work on any folder in this format (a bench writes one by hand). No Ray, Optuna or torch here.
 
@@ -23,6 +26,7 @@ from typing import Any
 import yaml
 
 from ..errors import WindtunnelError
+from ..provenance import check_format
 from ..typecheck import is_finite, read_yaml_mapping
 
 __all__ = ["RunResults", "load_run", "read_results", "results_file", "read_spec_data", "sort_results",
@@ -88,6 +92,7 @@ def load_run(run_dir: str | Path) -> RunResults:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise WindtunnelError(f"{run_dir}: no such run folder")
+    check_format(run_dir)  # a newer, unknown format: one line, before its files are misread
     frame, table = read_results(run_dir), results_file(run_dir)
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
@@ -160,6 +165,7 @@ def read_spec_data(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / SPEC_FILE
     if not path.is_file():
         return {}
+    check_format(run_dir)
     return read_yaml_mapping(path, expected="name, base, set, method, parameters")
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from typing import Callable
 
 from ..formatting import fmt_loss, fmt_params
 
@@ -26,6 +27,10 @@ def _add_sweep(sub) -> None:
                                      "with the token from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep in its run folder; finished trials are kept")
+    p.add_argument("--break-lock", action="store_true",
+                   help="take over the folder's sweep.lock even if its holder may be alive (one on another "
+                        "host is taken over by itself after 10 min without a heartbeat); only for a holder "
+                        "known to be dead")
     p.add_argument("--dry-run", action="store_true",
                    help="print the expanded trials, their count and cost (tokens, FLOPs, and the wall time "
                         "estimated by timing a few steps of the costliest trial here); run and keep nothing")
@@ -40,12 +45,30 @@ def _add_sweep(sub) -> None:
     p.set_defaults(func=_cmd_sweep)
 
 
+def exit_on_sigterm() -> Callable[[], None]:
+    """SIGTERM (a scheduler's preemption or requeue) exits through Python's cleanup, as Ctrl-C does, so the
+    sweep's lock is removed and the requeued job need not wait for it to go stale. Only over the default
+    handler, in the main thread; returns the call that puts the old handler back."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _cmd_sweep(args) -> int:
     from ..sweep import describe, run_sweep
     from ..training.trackers import parse_track
     track = parse_track(args.track) if args.track is not None else None
-    out = run_sweep(args.spec, out_dir=args.out, address=args.address, resume=args.resume,
-                    dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots, track=track)
+    restore = exit_on_sigterm() if not args.dry_run else (lambda: None)
+    try:
+        out = run_sweep(args.spec, out_dir=args.out, address=args.address, resume=args.resume,
+                        dry_run=args.dry_run, progress=not args.quiet, plots=not args.no_plots, track=track,
+                        break_lock=args.break_lock)
+    finally:
+        restore()
     if args.dry_run:
         print(describe(out))
         if not args.no_estimate:

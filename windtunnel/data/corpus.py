@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "VAL_PERCENT",
     "CorpusFile",
+    "embedded_corpus_path",
     "cache_root",
     "corpus_files",
     "embedded_corpus",
@@ -137,6 +138,17 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "windtunnel"
 
 
+def embedded_corpus_path(*, max_bytes: int = DEFAULT_MAX_BYTES, cache_dir: str | Path | None = None) -> Path:
+    """Where `embedded_corpus` keeps the embedded corpus for `max_bytes` (prepared or not: nothing is built).
+
+    Example:
+        >>> embedded_corpus_path(max_bytes=300_000).name      # doctest: +SKIP
+        'embedded-py312-300000'
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    return root / f"embedded-py{sys.version_info.major}{sys.version_info.minor}-{max_bytes}"
+
+
 def embedded_corpus(*, max_bytes: int = DEFAULT_MAX_BYTES, cache_dir: str | Path | None = None) -> Path:
     """Prepare (once) and return the folder holding the embedded stdlib corpus.
 
@@ -150,8 +162,7 @@ def embedded_corpus(*, max_bytes: int = DEFAULT_MAX_BYTES, cache_dir: str | Path
         286021
     """
     _check_budget(max_bytes)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
-    target = root / f"embedded-py{sys.version_info.major}{sys.version_info.minor}-{max_bytes}"
+    target = embedded_corpus_path(max_bytes=max_bytes, cache_dir=cache_dir)
     if target.exists():
         if not (target / META_FILE).is_file():
             raise DataError(

@@ -32,6 +32,7 @@ import yaml
 
 from ..config import RunConfig, config_from_dict
 from ..errors import WindtunnelError
+from ..provenance import check_format
 
 __all__ = ["HF_PREFIX", "EvalModel", "load_model", "pick_device"]
 
@@ -96,6 +97,7 @@ def load_model(spec: str | os.PathLike, *, device: str | torch.device | None = N
         if not (path / "config.yaml").is_file():
             raise WindtunnelError(f"{path}: not a run folder; expected {path / 'config.yaml'} (or give a "
                                   "checkpoint file, or hf:PATH_OR_NAME)")
+        check_format(path)  # a newer, unknown run-folder format: one line, not a misread
         ckpt = latest_checkpoint(path)
         if ckpt is None:
             raise WindtunnelError(f"{path}: no checkpoint under {path / 'checkpoints'}; expected step_*.pt "

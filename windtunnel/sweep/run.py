@@ -8,6 +8,8 @@ Run folder layout:
     runs/<name>/study.db                  the Optuna study (every method; optuna-dashboard reads it)
     runs/<name>/mlflow.db, trackers.json  with `track: [mlflow]` and no MLFLOW_TRACKING_URI: the local store
     runs/<name>/ray/                      Ray Tune's own experiment state (not needed to resume)
+    runs/<name>/provenance.json           format version; versions, commit, hardware, corpus per session
+    runs/<name>/sweep.lock                while a sweep runs here: its host and pid (windtunnel.sweep.lock)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,9 @@ import yaml
 from ..analysis.runs import SPEC_FILE, SUMMARY_FILE, read_spec_data
 from ..errors import WindtunnelError
 from ..fileio import write_text
+from ..provenance import write_provenance
 from .growth import check_resumable, keep_trial_ids
+from .lock import LOCK_FILE, SweepLock
 from .plan import SweepPlan, plan_sweep
 from .progress import Progress
 from .results import ResultsTable, row_from_trial_dir
@@ -52,8 +57,8 @@ class SweepResult:
 
 def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike | None = None,
               address: str | None = None, resume: bool = False, dry_run: bool = False,
-              progress: bool = True, plots: bool = True,
-              track: Sequence[str] | None = None) -> SweepResult | SweepPlan:
+              progress: bool = True, plots: bool = True, track: Sequence[str] | None = None,
+              break_lock: bool = False) -> SweepResult | SweepPlan:
     """Run a sweep on Ray Tune and return its results; with `dry_run`, return its plan and run nothing.
 
     `out_dir` defaults to `runs/<name>`. `address` joins an existing Ray cluster (`auto`, `HOST:PORT`);
@@ -64,6 +69,9 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
     `track` (`--track`) names the trackers every trial logs to, over the spec's `track`
     (`windtunnel.sweep.tracking`); one not installed, or an MLflow server that does not answer, is
     refused here, before anything is written.
+    While it runs, the folder is locked (`sweep.lock`): a second sweep there raises WindtunnelError naming
+    the holder; a dead holder's lock is taken over, and `break_lock` takes it over at once
+    (`windtunnel.sweep.lock`).
 
     Example:
         >>> result = run_sweep("sweeps/lr_init.yaml")
@@ -79,8 +87,24 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         return plan
     run_dir = Path(out_dir if out_dir is not None else Path("runs") / spec.name).resolve()
     base = base_dict(spec)
-    resolved, grown = _check_run_dir(run_dir, spec, base, resume=resume)
-    tracking = sweep_tracking(spec, run_dir, track=track, base=base)
+    tracking = sweep_tracking(spec, run_dir, track=track, base=base)  # refused before anything is written
+    lock = SweepLock(run_dir, break_lock=break_lock,
+                     announce=lambda line: print(f"[{spec.name}] {line}", file=sys.stderr, flush=True))
+    if (run_dir / SPEC_FILE).is_file() or (run_dir / LOCK_FILE).exists():
+        lock.acquire()  # a live sweep here is named first, whatever else its folder holds
+    try:
+        resolved, grown = _check_run_dir(run_dir, spec, base, resume=resume)
+        if run_dir.is_dir():  # before reading the table: a live sweep's trial folders are never "recovered"
+            lock.acquire()
+        return _run_locked(spec, plan, run_dir, base, resolved, grown, lock, started, address=address,
+                           resume=resume, progress=progress, plots=plots, tracking=tracking)
+    finally:
+        lock.release()
+
+
+def _run_locked(spec: SweepSpec, plan: SweepPlan, run_dir: Path, base: dict, resolved: dict, grown: list[str],
+                lock: SweepLock, started: float, *, address, resume, progress, plots, tracking) -> SweepResult:
+    """The sweep proper, with its folder locked (a new folder: from when it is made)."""
     table = ResultsTable(run_dir, param_keys=spec.param_keys, metric=spec.metric.name,
                          goal=spec.metric.goal).load()
     _recover_rows(run_dir, table)
@@ -108,7 +132,13 @@ def run_sweep(spec: str | os.PathLike | SweepSpec, *, out_dir: str | os.PathLike
         if remaining:
             check_resources(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not lock.held:
+            lock.acquire()
+            _check_run_dir(run_dir, spec, base, resume=resume)  # another sweep may have started it meanwhile
+        continued = (run_dir / SPEC_FILE).exists()
         write_text(run_dir / SPEC_FILE, yaml.safe_dump(resolved, sort_keys=False))
+        if remaining or not continued:  # once per session that trains (a finished sweep re-read adds none)
+            write_provenance(run_dir, kind="sweep", data=base.get("data") or {}, continued=continued)
         table.write()  # from the start the folder holds a readable (maybe empty) table
         if invalid:
             record_invalid(run_dir, table, show, todo, invalid)
@@ -195,7 +225,7 @@ def _check_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) 
             raise WindtunnelError(f"{run_dir} already holds sweep {spec.name!r}; pass --resume to continue "
                                   f"it, or --out to start a new one elsewhere")
         grown = check_resumable(read_spec_data(run_dir), current, source=spec.source, saved_path=saved_path)
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):  # a lock alone: a sweep starting
         raise WindtunnelError(f"{run_dir} exists and is not a sweep folder (no {SPEC_FILE}); choose another --out")
     return current, grown
 

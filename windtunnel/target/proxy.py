@@ -25,6 +25,7 @@ from typing import Any
 from ..analysis.runs import SPEC_FILE, best_trial, load_run, results_file
 from ..config import RunConfig, load_config
 from ..errors import WindtunnelError
+from ..provenance import check_format
 from ..typecheck import is_finite
 
 __all__ = ["Proxy", "load_proxy", "edge_messages"]
@@ -80,6 +81,7 @@ def _from_sweep(folder: Path) -> Proxy:
 
 
 def _from_run(folder: Path) -> Proxy:
+    check_format(folder)  # a newer, unknown run-folder format: one line, not a misread
     cfg = load_config(folder / "config.yaml")
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

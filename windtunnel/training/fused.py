@@ -37,6 +37,7 @@ from ..fileio import write_json
 from ..model.accounting import flops_per_token, peak_flops
 from ..model.fused import FusedTransformer
 from ..model.parametrization import build_model, param_groups
+from ..provenance import write_provenance
 from .distributed import resolve_device
 from .fusable import describe_key_difference, fusion_key
 from .fused_optim import FusedAdamW
@@ -127,6 +128,7 @@ def _open_trial(cfg: RunConfig, out: Path, model, device, tracking: Tracking) ->
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     trackers = open_trackers(cfg, out_dir=out, tracking=tracking)
+    write_provenance(out, kind="run", data=cfg.data)
     log = MetricsLog(out, total_steps=schedule.total_steps, tokens_per_step=cfg.tokens_per_step,
                      flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len), peak_flops=peak_flops(device),
                      extra_fields=val_set.columns, trackers=trackers)

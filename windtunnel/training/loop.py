@@ -36,6 +36,7 @@ from ..fileio import write_json
 from ..model.accounting import flops_per_token, peak_flops
 from ..model.parametrization import build_model, param_roles, weight_decay_warning
 from ..model.transformer import attention_context, flash_attn_available
+from ..provenance import write_provenance
 from .distributed import DistContext, init_distributed
 from .metrics import METRIC_FIELDS, MetricsLog
 from .optim import build_optimizer, set_lr
@@ -144,6 +145,7 @@ def setup(cfg: RunConfig, out: Path, ctx: DistContext, *, resume=False, decay_fr
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+        write_provenance(out, kind="run", data=cfg.data, continued=bool(resume))
     return Run(cfg=cfg, out=out, ctx=ctx, model=model, wrapped=wrapped, optimizer=optimizer, schedule=schedule,
                sampler=sampler, val_set=val_set, state=state, checkpointer=checkpointer)
 
