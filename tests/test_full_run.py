@@ -126,3 +126,53 @@ def test_bench_full_run_smoke_on_one_cpu_process():
     lines = [line for line in done.stdout.splitlines() if line.startswith("ddp ")]
     assert len(lines) == 1 and lines[0].rstrip().endswith("ok")  # fsdp skipped on one CPU process
     assert "fsdp " not in done.stdout
+
+
+COMPILED_SCRIPT = """
+import json, os, sys
+import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+from windtunnel.config import load_config
+from windtunnel.model.transformer import Block, Transformer
+from windtunnel.training.loop import train
+xs, out, *sets = sys.argv[1:]
+losses = {}
+for attention in ("sdpa", "auto"):  # auto: flash-attn is absent on CPU, so its SDPA fallback
+    summary = train(load_config(xs, overrides=[*sets, f"model.attention={attention}"]), out_dir=f"{out}/{attention}")
+    losses[attention] = [summary["status"], summary["train_loss"], summary["val_loss"]]
+graphs = {"block": len(_debug_get_cache_entry_list(Block.forward.__code__)),
+          "head": len(_debug_get_cache_entry_list(Transformer.head_loss.__code__)),
+          "limit": torch._dynamo.config.recompile_limit}
+if os.environ["RANK"] == "0":
+    print(json.dumps({"losses": losses, "graphs": graphs}))
+"""
+
+
+@pytest.mark.slow
+def test_compiled_ddp_on_gloo_both_attention_backends_train_and_eval_stay_under_the_recompile_limit(tmp_path):
+    # blocks and the head (final norm + chunked loss) compiled, DDP on 2 processes, 2 micro-batches each;
+    # every block shares one graph per (attention, train/eval): 4 block graphs and 2 head graphs, limit 8
+    script = tmp_path / "compiled.py"
+    script.write_text(COMPILED_SCRIPT)
+    sets = [*TINY, "train.steps=3", "train.eval_every=3", "train.grad_accum=4", "train.compile=true",
+            "model.loss_chunk_tokens=48", "train.parallel=ddp"]
+    got = json.loads(torchrun([str(script), XS, str(tmp_path), *sets], timeout=900).strip().splitlines()[-1])
+    eager = train(load_config(XS, overrides=[*sets[:-3], "model.loss_chunk_tokens=48"]), out_dir=tmp_path / "eager")
+    for status, train_loss, val_loss in got["losses"].values():
+        assert status == "ok"
+        assert train_loss == pytest.approx(eager["train_loss"], rel=1e-4)
+        assert val_loss == pytest.approx(eager["val_loss"], rel=1e-4)
+    assert got["graphs"]["block"] <= 4 and got["graphs"]["head"] <= 2
+    assert got["graphs"]["block"] < got["graphs"]["limit"]
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_its_cpu_mode(tmp_path):
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--cpu", str(tmp_path)], env=ENV,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "full_run.json").read_text())["results"][0]
+    assert result["resumed"] and result["first_step_equal"] and result["continues_exactly"]
+    assert result["tokens_per_s"] > 0 and result["peak_gib"] is None  # no CUDA memory to measure on a CPU
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "not measurable on CPU" in summary and "fused-sweep ratio" in summary and "not found" not in summary
