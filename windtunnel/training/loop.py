@@ -188,6 +188,7 @@ def run_steps(run: Run, *, on_eval=None, stop_after: int | None = None) -> dict[
                     status, val_loss, loss = "diverged", math.inf, step_loss.item()
                     log.row(step=done, lr=current_lr(run.optimizer), loss=loss, seconds=seconds)
                     break
+                loss = step_loss.item()  # the host waits for the save anyway: the summary gets this step's loss
                 save(run, done, seconds)
             if stopping:
                 status = "stopped"
