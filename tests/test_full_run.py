@@ -156,7 +156,8 @@ def test_compiled_ddp_on_gloo_both_attention_backends_train_and_eval_stay_under_
     script.write_text(COMPILED_SCRIPT)
     sets = [*TINY, "train.steps=3", "train.eval_every=3", "train.grad_accum=4", "train.compile=true",
             "model.loss_chunk_tokens=48", "train.parallel=ddp"]
-    got = json.loads(torchrun([str(script), XS, str(tmp_path), *sets], timeout=900).strip().splitlines()[-1])
+    env = {**ENV, "TORCHINDUCTOR_COMPILE_THREADS": "1"}  # compile in-process: no worker pool per rank on 2 cores
+    got = json.loads(torchrun([str(script), XS, str(tmp_path), *sets], env=env, timeout=900).strip().splitlines()[-1])
     eager = train(load_config(XS, overrides=[*sets[:-3], "model.loss_chunk_tokens=48"]), out_dir=tmp_path / "eager")
     for status, train_loss, val_loss in got["losses"].values():
         assert status == "ok"
