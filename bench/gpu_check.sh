@@ -14,7 +14,7 @@
 # 3. the fused-sweep ratio at width 256 (bench/fused_sweep.py).
 #
 # --cpu runs the same three steps at CPU size (the `cpu` target, 2 layers; the fused sweep at width
-# 64 for 2 steps), so the script itself is tested without a GPU.
+# 64 for 3 steps), so the script itself is tested without a GPU.
 #
 # Prepare the wheels once, on a machine with network access, for the GPU machine's Python:
 #   python -m pip wheel --no-deps -w bench/wheels mup==1.0.0 tqdm     # pure Python
@@ -59,7 +59,7 @@ if [[ $MODE == gpu ]]; then
     FUSED=(--widths 256 --ks 8 --steps 20 --device cuda)
 else
     FULL=(--cpu --parallel ddp --ac off --attention sdpa --steps 8 --stop-at 5 --warmup 2 --accum-per-gpu 2)
-    FUSED=(--widths 64 --ks 8 --steps 2 --concurrency 1)
+    FUSED=(--widths 64 --ks 8 --steps 3 --concurrency 1)
 fi
 say "full run: ${FULL[*]}"
 python bench/full_run.py "${FULL[@]}" --reference --strict --json "$OUT/full_run.json" | tee "$OUT/full_run.txt"

@@ -169,7 +169,8 @@ def test_compiled_ddp_on_gloo_both_attention_backends_train_and_eval_stay_under_
 
 @pytest.mark.slow
 def test_gpu_check_script_runs_its_cpu_mode(tmp_path):
-    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--cpu", str(tmp_path)], env=ENV,
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # now: the session's private data cache
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--cpu", str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads((tmp_path / "full_run.json").read_text())["results"][0]
