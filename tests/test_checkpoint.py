@@ -108,3 +108,25 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert [r["val_loss"] for r in two if r["val_loss"]] == pytest.approx([r["val_loss"] for r in one if r["val_loss"]],
                                                                           rel=1e-5)
     assert single["status"] == "ok"
+
+
+def test_resume_honours_a_changed_lr_and_schedule_and_logs_the_optimizers_lr(tmp_path, capsys):
+    # the reported reproduction: stopped at step 10, resumed to 20 as it was and with train.lr=0.002
+    base = ("train.steps=20", "train.checkpoint_every=10", "train.eval_every=10")
+    for name in ("same", "lower", "constant"):
+        train(tiny(*base), out_dir=tmp_path / name, stop_after=10)
+    same = train(tiny(*base), out_dir=tmp_path / "same", resume=True)
+    capsys.readouterr()
+    lower = train(tiny(*base, "train.lr=0.002"), out_dir=tmp_path / "lower", resume=True)
+    assert "train.lr: 0.01 -> 0.002" in capsys.readouterr().err  # named, and applied
+    constant = train(tiny(*base, "train.schedule=constant"), out_dir=tmp_path / "constant", resume=True)
+    assert lower["train_loss"] != same["train_loss"] and constant["train_loss"] != same["train_loss"]
+    for name, peak in (("same", 0.01), ("lower", 0.002), ("constant", 0.01)):
+        rows = read_metrics(tmp_path / name / "metrics.csv")
+        ckpt = load_checkpoint(tmp_path / name / "checkpoints" / "step_00000020.pt")
+        embedding = next(g for g in ckpt["optimizer"]["param_groups"] if g["role"] == "embedding")
+        assert rows[-1]["lr"] == pytest.approx(embedding["lr"])  # the optimizer's own lr, not the config's
+        assert embedding["peak_lr"] == pytest.approx(peak)
+        assert max(r["lr"] for r in rows if r["step"] > 10) <= peak + 1e-12
+    assert all(r["lr"] == pytest.approx(0.01) for r in read_metrics(tmp_path / "constant" / "metrics.csv")
+               if r["step"] > 10)

@@ -126,3 +126,72 @@ def test_bench_full_run_smoke_on_one_cpu_process():
     lines = [line for line in done.stdout.splitlines() if line.startswith("ddp ")]
     assert len(lines) == 1 and lines[0].rstrip().endswith("ok")  # fsdp skipped on one CPU process
     assert "fsdp " not in done.stdout
+
+
+COMPILED_SCRIPT = """
+import json, os, sys
+import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+from windtunnel.config import load_config
+from windtunnel.model.transformer import Block, Transformer
+from windtunnel.training.loop import train
+xs, out, *sets = sys.argv[1:]
+losses = {}
+for attention in ("sdpa", "auto"):  # auto: flash-attn is absent on CPU, so its SDPA fallback
+    summary = train(load_config(xs, overrides=[*sets, f"model.attention={attention}"]), out_dir=f"{out}/{attention}")
+    losses[attention] = [summary["status"], summary["train_loss"], summary["val_loss"]]
+graphs = {"block": len(_debug_get_cache_entry_list(Block.forward.__code__)),
+          "head": len(_debug_get_cache_entry_list(Transformer.head_loss.__code__)),
+          "limit": torch._dynamo.config.recompile_limit}
+if os.environ["RANK"] == "0":
+    print(json.dumps({"losses": losses, "graphs": graphs}))
+"""
+
+
+@pytest.mark.slow
+def test_compiled_ddp_on_gloo_both_attention_backends_train_and_eval_stay_under_the_recompile_limit(tmp_path):
+    # blocks and the head (final norm + chunked loss) compiled, DDP on 2 processes, 2 micro-batches each;
+    # every block shares one graph per (attention, train/eval): 4 block graphs and 2 head graphs, limit 8
+    script = tmp_path / "compiled.py"
+    script.write_text(COMPILED_SCRIPT)
+    sets = [*TINY, "train.steps=3", "train.eval_every=3", "train.grad_accum=4", "train.compile=true",
+            "model.loss_chunk_tokens=48", "train.parallel=ddp"]
+    env = {**ENV, "TORCHINDUCTOR_COMPILE_THREADS": "1"}  # compile in-process: no worker pool per rank on 2 cores
+    got = json.loads(torchrun([str(script), XS, str(tmp_path), *sets], env=env, timeout=900).strip().splitlines()[-1])
+    eager = train(load_config(XS, overrides=[*sets[:-3], "model.loss_chunk_tokens=48"]), out_dir=tmp_path / "eager")
+    for status, train_loss, val_loss in got["losses"].values():
+        assert status == "ok"
+        assert train_loss == pytest.approx(eager["train_loss"], rel=1e-4)
+        assert val_loss == pytest.approx(eager["val_loss"], rel=1e-4)
+    assert got["graphs"]["block"] <= 4 and got["graphs"]["head"] <= 2
+    assert got["graphs"]["block"] < got["graphs"]["limit"]
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_its_cpu_mode(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # now: the session's private data cache
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--cpu", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((tmp_path / "full_run.json").read_text())["results"][0]
+    assert result["resumed"] and result["first_step_equal"] and result["continues_exactly"]
+    assert result["tokens_per_s"] > 0 and result["peak_gib"] is None  # no CUDA memory to measure on a CPU
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "not measurable on CPU" in summary and "fused-sweep ratio" in summary and "not found" not in summary
+
+
+def test_memory_estimate_counts_what_fsdp_accumulation_keeps_gathered_and_unsharded():
+    from windtunnel.model.accounting import count_params, memory_per_gpu
+    from windtunnel.target.presets import load_target
+    target = load_target("1.2b")
+    n = count_params(target.config(steps=2001).model).total
+    accumulating = memory_per_gpu(target.config(steps=2001, grad_accum=32), nproc=8, parallel="fsdp")
+    one_each = memory_per_gpu(target.config(steps=2001, grad_accum=8), nproc=8, parallel="fsdp")
+    assert accumulating.unsharded_grads == 4 * n  # every gradient unsharded in fp32 until the last micro-batch
+    root = 65280 * 1536 + 1536  # embedding (tied readout) and the final norm, gathered in fp32
+    assert accumulating.gathered == 4 * root + 2 * (n - root)  # all 48 blocks kept gathered in bf16
+    block = (n - root) / 48
+    assert one_each.gathered == 4 * root + 2 * 2 * block and one_each.unsharded_grads == 4 * block  # 2 blocks in flight
+    assert accumulating.total - one_each.total > 6.5 * 2**30  # ~7 GiB per GPU at 1.2B: the cost of not re-gathering
+    eager = memory_per_gpu(target.config(steps=2001, overrides={"train.compile": False}))
+    assert eager.casts == 2 * (n - 65280 * 1536) and memory_per_gpu(target.config(steps=2001)).casts == 0

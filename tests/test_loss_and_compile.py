@@ -80,3 +80,23 @@ def test_an_sdpa_backend_choice_holds_torch_to_that_kernel():
     torch.testing.assert_close(math_logits, model(x), rtol=1e-4, atol=1e-5)
     with attention_context("cudnn"), pytest.raises(RuntimeError):  # no cuDNN kernel on CPU: it says so
         model(x)
+
+
+def test_one_precision_recipe_keeps_norms_rope_and_block_inputs_in_fp32():
+    from windtunnel.training.precision import Precision
+    policy = Precision("bf16").fsdp_policy()["mp_policy"]
+    assert (policy.param_dtype, policy.reduce_dtype, policy.cast_forward_inputs) == (
+        torch.bfloat16, torch.float32, False)  # the fp32 residual stream and RoPE table enter a block uncast
+    assert Precision("bf16").fsdp_policy(root=True)["mp_policy"].param_dtype == torch.float32
+    assert Precision("fp32").fsdp_policy() == {}
+    cfg = load_config(ROOT / "proxies" / "xs.yaml", overrides=[*TINY, "train.precision=bf16"])
+    model = build_model(cfg.model, seed=0)
+    x = torch.randint(0, 256, (2, 16))
+    seen = {}
+    model.blocks[0].attn_norm.register_forward_hook(lambda m, i, o: seen.update(norm=o.dtype))
+    model.blocks[0].register_forward_hook(lambda m, i, o: seen.update(block=o.dtype, rope=i[1].dtype))
+    model.blocks[0].attn.q_proj.register_forward_hook(lambda m, i, o: seen.update(matmul=o.dtype))
+    with Precision.of(cfg).autocast(torch.device("cpu")):
+        loss = model(x, targets=x)
+    assert seen == {"norm": torch.float32, "block": torch.float32, "rope": torch.float32, "matmul": torch.bfloat16}
+    assert loss.dtype == torch.float32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -97,3 +98,45 @@ def test_cli_refuses_fsdp_on_one_cpu_process_in_one_line_exit_2(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "train.parallel: fsdp shards the model" in err[0]
     assert not (tmp_path / "x").exists()
+
+
+GATHERS_SCRIPT = """
+import json, os, sys
+import torch.distributed.fsdp._fully_shard._fsdp_param_group as group
+from windtunnel.config import load_config
+from windtunnel.training import loop
+
+calls, per_step = [0], []
+gather = group.foreach_all_gather
+def counting(*args, **kwargs):
+    calls[0] += 1
+    return gather(*args, **kwargs)
+group.foreach_all_gather = counting
+step = loop.train_step
+def counted_step(run, s):
+    before = calls[0]
+    out = step(run, s)
+    per_step.append(calls[0] - before)
+    return out
+loop.train_step = counted_step
+summary = loop.train(load_config(sys.argv[1], overrides=sys.argv[3:]), out_dir=sys.argv[2])
+if os.environ["RANK"] == "0":
+    print(json.dumps({"gathers_per_step": per_step, "train_loss": summary["train_loss"]}))
+"""
+
+
+@pytest.mark.slow
+def test_fsdp_accumulation_gathers_once_per_step_and_bf16_matches_one_process(tmp_path):
+    # 4 micro-batches per rank: parameters gathered once per step (root + 2 blocks = 3 gathers), not per
+    # micro-batch (3 + 1 re-gathered for the backward, x 4); the one precision recipe gives one process's losses
+    from support import torchrun
+    script = tmp_path / "gathers.py"
+    script.write_text(GATHERS_SCRIPT)
+    sets = [*TINY, "model.dim_model_base=16", "train.steps=3", "train.eval_every=3", "train.grad_accum=8",
+            "train.precision=bf16"]
+    out = torchrun([str(script), str(ROOT / "proxies" / "xs.yaml"), str(tmp_path / "fsdp"), *sets,
+                    "train.parallel=fsdp"])
+    sharded = json.loads(out.strip().splitlines()[-1])
+    assert sharded["gathers_per_step"] == [3, 3, 3]
+    one = train(load_config(ROOT / "proxies" / "xs.yaml", overrides=sets), out_dir=tmp_path / "one")
+    assert sharded["train_loss"] == pytest.approx(one["train_loss"], rel=1e-3)

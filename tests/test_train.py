@@ -178,3 +178,40 @@ def test_bad_inputs_fail_before_any_file_is_written(tmp_path, xs_path, tiny_over
         assert info.value.key == key and str(xs_path) in str(info.value), str(info.value)
         assert fragment in str(info.value), str(info.value)
         assert not out.exists(), key
+
+
+def test_divergence_watch_flags_nan_explosion_and_infinite_gradients_on_the_device():
+    from windtunnel.training.watch import DivergenceWatch
+    watch = DivergenceWatch(device=torch.device("cpu"), vocab_size=256, factor=3.0, first_loss=None)
+    finite = torch.tensor(1.0)
+    watch.record(torch.tensor(6.0), finite)
+    assert watch.first_loss == 6.0 and watch.limit() == 18.0 and not watch.diverged()
+    watch.record(torch.tensor(17.9), finite)
+    assert not watch.diverged() and not watch.now()
+    for loss, norm in ((math.nan, 1.0), (18.5, 1.0), (2.0, math.inf)):
+        watch = DivergenceWatch(device=torch.device("cpu"), vocab_size=256, factor=3.0, first_loss=2.0)
+        assert watch.limit() == pytest.approx(3 * math.log(256))  # a uniform guess bounds the reference
+        watch.record(torch.tensor(loss), torch.tensor(norm))
+        watch.record(torch.tensor(2.0), finite)  # the flag stays on
+        assert watch.diverged() and watch.now(), (loss, norm)
+
+
+def test_a_diverged_state_is_never_checkpointed_and_gc_runs_at_a_fixed_cadence(tmp_path, xs_path, tiny_overrides,
+                                                                                 monkeypatch):
+    import gc
+    collected, enabled = [], []
+    monkeypatch.setattr(train_mod, "GC_EVERY", 2)
+    monkeypatch.setattr(train_mod.gc, "collect", lambda generation=2: collected.append(generation))
+    cfg = tiny(xs_path, tiny_overrides, "train.lr=1000", "train.grad_clip=null", "train.checkpoint_every=1",
+               "train.keep_checkpoints=0")
+    summary = train(cfg, out_dir=tmp_path, on_eval=lambda _: enabled.append(gc.isenabled()))
+    assert summary["status"] == "diverged" and gc.isenabled()  # collection back on after the loop
+    from windtunnel.training.checkpoint import list_checkpoints, load_checkpoint
+    saved = list_checkpoints(tmp_path)
+    assert saved and int(saved[-1].stem.split("_")[1]) < summary["steps"]  # none at the step that diverged
+    for path in saved:
+        assert all(torch.isfinite(t).all() for t in load_checkpoint(path)["model"].values()), path
+    assert collected == [1] * (summary["steps"] // 2 - (summary["steps"] % 2 == 0))  # young generations only
+    calm = tiny(xs_path, tiny_overrides, "train.steps=6", "train.eval_every=3")
+    train(calm, out_dir=tmp_path / "calm", on_eval=lambda _: enabled.append(gc.isenabled()))
+    assert enabled == [False, False]  # automatic collection is off inside the loop

@@ -4,8 +4,15 @@ Parameter counts come from the real `Transformer` built on the meta device (no a
 can never drift from the model. Memory and FLOPs are estimates with their assumptions stated here:
 
 * weights, gradients and AdamW's two moments are fp32 (16 bytes per parameter): replicated on every
-  GPU by DDP, split over the N GPUs by FSDP, which also holds bf16 copies of the parameters it has
-  gathered (the root's embedding and two blocks: the one computing and the one prefetched);
+  GPU by DDP, split over the N GPUs by FSDP;
+* FSDP also holds what it has gathered: the root (embedding and final norm) in fp32 and the blocks
+  in bf16 (`training.precision`). With one micro-batch per GPU that is two blocks (the one computing
+  and the one prefetched) plus one block's unsharded fp32 gradients before its reduce-scatter; with
+  several, accumulation keeps every block gathered and every gradient unsharded in fp32 until the
+  last micro-batch's backward (`training.parallel`): 2 + 4 bytes per parameter, ~7 GiB at 1.2B;
+* one GPU and DDP under bf16 without compile keep autocast's bf16 copy of every matrix from the
+  forward to its backward (2 bytes per non-embedding parameter); compiled blocks recompute the cast
+  in the backward instead of keeping it (inductor's partitioner), so none is counted then;
 * bf16 autocast keeps the residual stream in fp32 and stores matmul inputs in bf16;
 * attention is memory-efficient (flash-attn or SDPA's fused kernels): no (T x T) matrix is kept;
 * the logits cost 16 bytes per token per vocabulary entry at the loss (bf16 logits, their fp32
@@ -93,12 +100,16 @@ class MemoryEstimate:
     optimizer: float
     activations: float
     logits: float
-    gathered: float = 0.0   # FSDP: bf16 parameters gathered for compute (0 under DDP)
+    gathered: float = 0.0   # FSDP: parameters gathered for compute (0 under DDP)
+    unsharded_grads: float = 0.0  # FSDP: fp32 gradients before their reduce-scatter
+    casts: float = 0.0      # one GPU / DDP, bf16 eager: autocast's bf16 copies of the matrices
     parallel: str = "ddp"
+    gathered_what: str = ""  # what `gathered` holds, for tables
 
     @property
     def total(self) -> float:
-        return self.weights + self.grads + self.optimizer + self.activations + self.logits + self.gathered
+        return (self.weights + self.grads + self.optimizer + self.activations + self.logits + self.gathered
+                + self.unsharded_grads + self.casts)
 
 
 def memory_per_gpu(cfg: RunConfig, *, nproc: int = 1, parallel: str | None = None) -> MemoryEstimate:
@@ -125,12 +136,27 @@ def memory_per_gpu(cfg: RunConfig, *, nproc: int = 1, parallel: str | None = Non
     else:
         logits = 16.0 * tokens * m.vocab_size
     shard = nproc if parallel == "fsdp" else 1
-    gathered = 0.0
+    gathered = unsharded_grads = casts = 0.0
+    what = ""
+    bf16 = t.precision == "bf16"
     if parallel == "fsdp":
-        block = (n - m.vocab_size * m.d_model) / m.n_layers
-        gathered = (2 if t.precision == "bf16" else 4) * (m.vocab_size * m.d_model + 2 * block)
+        root, block = n - m.n_layers * _block_params(m), _block_params(m)
+        accumulating = t.grad_accum // nproc > 1  # micro-batches per GPU per step
+        blocks = m.n_layers if accumulating else 2
+        gathered = 4.0 * root + (2 if bf16 else 4) * blocks * block
+        unsharded_grads = 4.0 * (root + m.n_layers * block if accumulating else block)
+        what = "root + all blocks, kept across micro-batches" if accumulating else "root + 2 blocks"
+    elif bf16 and not t.compile:
+        casts = 2.0 * (n - m.vocab_size * m.d_model)
     return MemoryEstimate(weights=4.0 * n / shard, grads=4.0 * n / shard, optimizer=8.0 * n / shard,
-                          activations=float(activations), logits=logits, gathered=gathered, parallel=parallel)
+                          activations=float(activations), logits=logits, gathered=gathered,
+                          unsharded_grads=unsharded_grads, casts=casts, parallel=parallel, gathered_what=what)
+
+
+def _block_params(m: ModelConfig) -> int:
+    """Parameters of one block: attention and SwiGLU matrices, and the two norm gains."""
+    attn = m.d_model * m.d_head * (2 * m.n_heads + 2 * m.kv_heads)
+    return attn + 3 * m.d_model * m.d_ffn + (2 * m.d_model if m.norm_gain else 0)
 
 
 def _activation_bytes_per_token_layer(m: ModelConfig, *, bf16: bool) -> int:

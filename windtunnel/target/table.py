@@ -144,7 +144,10 @@ def _memory_rows(plan: TransferPlan) -> list[Row]:
              (f"activations ({t.batch_size} x {t.seq_len}, {t.precision}{ckpt})", m.activations),
              (f"logits and loss ({f'chunks of {chunk} tokens' if chunk else 'whole'})", m.logits)]
     if m.parallel == "fsdp":
-        items.append(("gathered parameters (root + 2 blocks)", m.gathered))
+        items.append((f"gathered parameters ({m.gathered_what})", m.gathered))
+        items.append(("unsharded fp32 gradients (before reduce-scatter)", m.unsharded_grads))
+    if m.casts:
+        items.append(("bf16 copies of the matrices (autocast, eager)", m.casts))
     rows = [Row("memory per GPU", label, None, GiB(value)) for label, value in items]
     for mode in ("ddp", "fsdp"):  # both, so the choice of train.parallel can be read off the table
         total = memory_per_gpu(plan.config, nproc=n, parallel=mode).total

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -42,6 +41,7 @@ from .distributed import resolve_device
 from .fusable import describe_key_difference, fusion_key
 from .fused_optim import FusedAdamW
 from .metrics import MetricsLog
+from .precision import Precision
 from .schedule import make_schedule
 from .trackers import Trackers, Tracking, check_trackers, open_trackers, resolve_track
 
@@ -140,7 +140,7 @@ def _loop(fused: FusedTransformer, optimizer: FusedAdamW, trials: list[_Trial], 
     t0 = trials[0].cfg.train
     end = trials[0].schedule.total_steps
     active = list(range(len(trials)))  # trial index of each slot of the fused model
-    amp = _autocast(device, t0.precision)
+    amp = Precision(t0.precision).autocast(device)  # the one recipe of every run
     for step in range(end):
         started = time.perf_counter()
         mults = [trials[i].schedule.multiplier(step) for i in active]
@@ -278,8 +278,3 @@ def _diverged(loss: float, first_loss: float, cfg: RunConfig) -> bool:
     reference = max(first_loss, math.log(cfg.model.vocab_size))
     return not math.isfinite(loss) or loss > cfg.train.diverge_factor * reference
 
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()

@@ -5,7 +5,12 @@ lr, loss, val_loss, seconds, tokens_per_s, mfu; see `windtunnel.training.metrics
 (val_loss, tokens, seconds, status) and resumable checkpoints under `checkpoints/` after the last step
 (`train.final_checkpoint`) and every `train.checkpoint_every` steps (`windtunnel.training.resume`: one
 file, or sharded through DCP).
-A NaN/inf or exploding loss ends the run as `status: diverged` with val_loss = inf, never a traceback.
+A NaN/inf or exploding loss (or a non-finite gradient) ends the run as `status: diverged` with
+val_loss = inf, never a traceback; it is found on the device every step (`training.watch`), and a
+diverged state is never checkpointed. The host reads the loss only when it writes a row (every
+`train.log_every` steps, at evaluations and at the end), and Python's garbage collector runs every
+`GC_EVERY` steps instead of whenever allocations trigger it: both would stall the GPU at 1.2B.
+Precision follows one recipe in every mode (`training.precision`).
 Started by torchrun, the same loop runs data-parallel (DDP) or sharded (FSDP2;
 `windtunnel.training.parallel`), rank 0 writing.
 
@@ -16,7 +21,7 @@ optimizer, start state, schedule, data, log); `run_steps` loops over `train_step
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import math
 import os
 import sys
@@ -39,13 +44,19 @@ from ..model.transformer import attention_context, flash_attn_available
 from ..provenance import write_provenance
 from .distributed import DistContext, init_distributed
 from .metrics import METRIC_FIELDS, MetricsLog
-from .optim import build_optimizer, set_lr
+from .optim import build_optimizer, current_lr, set_lr
 from .parallel import Wrapped, check_parallel, wrap_model
+from .precision import Precision
 from .resume import Checkpointer, RunState, start_state
 from .schedule import Schedule, make_schedule
 from .trackers import Tracking, check_trackers, open_trackers, resolve_track
+from .watch import DivergenceWatch
 
-__all__ = ["METRIC_FIELDS", "Run", "evaluate", "run_steps", "setup", "train", "train_step", "validate"]
+GC_EVERY = 50
+"""Steps between collections of Python's young generations (torchtitan's default cadence): the
+automatic collector would otherwise pause a step at random, on one rank, and stall the others."""
+
+__all__ = ["GC_EVERY", "METRIC_FIELDS", "Run", "evaluate", "run_steps", "setup", "train", "train_step", "validate"]
 
 
 @dataclass
@@ -63,14 +74,12 @@ class Run:
     val_set: ValSet
     state: RunState
     checkpointer: Checkpointer
+    watch: DivergenceWatch
     log: MetricsLog | None = None
 
     def amp(self):
-        """bf16 autocast when asked for, unless FSDP already computes in bf16 parameters."""
-        t = self.cfg.train
-        if t.precision != "bf16" or (self.wrapped.mode == "fsdp" and self.ctx.device.type == "cuda"):
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.ctx.device.type, dtype=torch.bfloat16)
+        """The precision recipe's autocast: bf16 matmuls under `bf16` in every mode, none under fp32."""
+        return Precision.of(self.cfg).autocast(self.ctx.device)
 
     def kernels(self):
         """The SDPA kernel choice of model.attention, held for a forward and its backward."""
@@ -146,8 +155,10 @@ def setup(cfg: RunConfig, out: Path, ctx: DistContext, *, resume=False, decay_fr
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         write_provenance(out, kind="run", data=cfg.data, continued=bool(resume))
+    watch = DivergenceWatch(device=ctx.device, vocab_size=cfg.model.vocab_size, factor=t.diverge_factor,
+                            first_loss=state.first_loss)
     return Run(cfg=cfg, out=out, ctx=ctx, model=model, wrapped=wrapped, optimizer=optimizer, schedule=schedule,
-               sampler=sampler, val_set=val_set, state=state, checkpointer=checkpointer)
+               sampler=sampler, val_set=val_set, state=state, checkpointer=checkpointer, watch=watch)
 
 
 def run_steps(run: Run, *, on_eval=None, stop_after: int | None = None) -> dict[str, Any]:
@@ -156,46 +167,60 @@ def run_steps(run: Run, *, on_eval=None, stop_after: int | None = None) -> dict[
     t, end = cfg.train, run.schedule.total_steps
     status, loss, val_loss, done = "ok", math.nan, math.nan, state.step
     started = time.perf_counter()
-    for step in range(state.step, end):
-        lr_mult = run.schedule.multiplier(step)
-        set_lr(run.optimizer, lr_mult)
-        loss = train_step(run, step)
-        state.first_loss = loss if state.first_loss is None else state.first_loss
-        done = step + 1
-        seconds = state.seconds + time.perf_counter() - started
-        val = None
-        if _diverged(loss, state.first_loss, cfg):
-            status = "diverged"
-        elif done % t.eval_every == 0 or done == end:
-            val = validate(run)
-            status = "ok" if math.isfinite(val) else "diverged"
-        if status == "diverged" or val is not None or done % t.log_every == 0 or done == end:
-            log.row(step=done, lr=t.lr * lr_mult, loss=loss, seconds=seconds, val_loss=val,
-                    extra=run.val_set.row() if val is not None else None)
-        if status == "diverged":
-            val_loss = math.inf
-            break
-        val_loss = val if val is not None else val_loss
-        log.progress(step=done, loss=loss, lr=t.lr * lr_mult, val_loss=val_loss)
-        if val is not None and on_eval is not None:
-            on_eval({"step": done, "tokens": done * cfg.tokens_per_step, "val_loss": val_loss,
-                     "train_loss": loss, "seconds": seconds, **run.val_set.row()})
-        stopping = stop_after is not None and done >= stop_after and done < end
-        last = done == end and bool(t.checkpoint_every or t.final_checkpoint)
-        if stopping or last or (t.checkpoint_every and done % t.checkpoint_every == 0):
-            save(run, done, seconds)
-        if stopping:
-            status = "stopped"
-            break
+    collecting = gc.isenabled()
+    gc.disable()  # collected every GC_EVERY steps below, at the same step on every rank
+    try:
+        for step in range(state.step, end):
+            set_lr(run.optimizer, run.schedule.multiplier(step))
+            step_loss = train_step(run, step)  # on the device; read below only when a row is written
+            state.first_loss = run.watch.first_loss
+            done = step + 1
+            seconds = state.seconds + time.perf_counter() - started
+            val = None
+            if run.watch.diverged():
+                status = "diverged"
+            elif done % t.eval_every == 0 or done == end:
+                val = validate(run)
+                status = "ok" if math.isfinite(val) else "diverged"
+            if status == "diverged" or val is not None or done % t.log_every == 0 or done == end:
+                loss = step_loss.item()
+                log.row(step=done, lr=current_lr(run.optimizer), loss=loss, seconds=seconds, val_loss=val,
+                        extra=run.val_set.row() if val is not None else None)
+            if status == "diverged":
+                val_loss = math.inf
+                break
+            val_loss = val if val is not None else val_loss
+            log.progress(step=done, loss=loss, lr=current_lr(run.optimizer), val_loss=val_loss)
+            if val is not None and on_eval is not None:
+                on_eval({"step": done, "tokens": done * cfg.tokens_per_step, "val_loss": val_loss,
+                         "train_loss": loss, "seconds": seconds, **run.val_set.row()})
+            stopping = stop_after is not None and done >= stop_after and done < end
+            last = done == end and bool(t.checkpoint_every or t.final_checkpoint)
+            if stopping or last or (t.checkpoint_every and done % t.checkpoint_every == 0):
+                if run.watch.now():  # diverged since the last read: never checkpoint that state
+                    status, val_loss, loss = "diverged", math.inf, step_loss.item()
+                    log.row(step=done, lr=current_lr(run.optimizer), loss=loss, seconds=seconds)
+                    break
+                loss = step_loss.item()  # the host waits for the save anyway: the summary gets this step's loss
+                save(run, done, seconds)
+            if stopping:
+                status = "stopped"
+                break
+            if done % GC_EVERY == 0:
+                gc.collect(1)
+    finally:
+        if collecting:
+            gc.enable()
     if done == state.step:  # nothing left to train (resumed at the end): still report a val loss
         val_loss = validate(run)
     return {"status": status, "loss": loss, "val_loss": val_loss, "steps": done,
             "session_steps": done - state.step, "session_seconds": time.perf_counter() - started}
 
 
-def train_step(run: Run, step: int) -> float:
+def train_step(run: Run, step: int) -> torch.Tensor:
     """One optimizer step over this rank's share of the `grad_accum` micro-batches; returns the
-    mean training loss over all of them (all ranks)."""
+    mean training loss over all of them (all ranks) as a 0-d tensor on the device, no host sync,
+    after folding it and the gradient norm into `run.watch`."""
     t, ctx = run.cfg.train, run.ctx
     micros = ctx.local_micro_batches(t.grad_accum)
     total = torch.zeros((), device=ctx.device)
@@ -208,11 +233,11 @@ def train_step(run: Run, step: int) -> float:
                 loss = run.wrapped.module(x, targets=y)  # mean cross-entropy, fp32
             (loss / len(micros)).backward()  # DDP/FSDP then average over ranks: the mean over all micro-batches
         total += loss.detach()
-    if t.grad_clip is not None:  # over DTensor gradients too: FSDP reduces the norm across shards
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+    mean = ctx.all_mean(total / len(micros))
+    run.watch.record(mean, _grad_norm(run.model, t.grad_clip))
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return ctx.all_mean(total / len(micros)).item()
+    return mean
 
 
 def validate(run: Run) -> float:
@@ -342,11 +367,15 @@ def _console_mode(progress: bool) -> str:
     return "bar" if sys.stderr.isatty() else "lines"
 
 
-def _diverged(loss: float, first_loss: float, cfg: RunConfig) -> bool:
-    # Relative to the larger of the first loss and ln(vocab) (a uniform guess), so a run that
-    # starts high but learns is not called diverged.
-    reference = max(first_loss, math.log(cfg.model.vocab_size))
-    return not math.isfinite(loss) or loss > cfg.train.diverge_factor * reference
+def _grad_norm(model: torch.nn.Module, clip: float | None) -> torch.Tensor:
+    """The global gradient norm (clipped to `clip` when set), a tensor on the device: over DTensor
+    gradients too, FSDP reducing it across shards."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def _attention_backend(cfg: RunConfig, device) -> str:

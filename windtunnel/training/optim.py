@@ -8,7 +8,7 @@ from torch import nn
 from ..config import RunConfig
 from ..model.parametrization import Role, param_groups
 
-__all__ = ["build_optimizer", "set_lr"]
+__all__ = ["build_optimizer", "current_lr", "set_lr"]
 
 
 def build_optimizer(model: nn.Module, cfg: RunConfig, *, roles: dict[str, Role] | None = None) -> torch.optim.AdamW:
@@ -28,3 +28,15 @@ def set_lr(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
     """Scale every group's peak lr by the schedule's multiplier for this step."""
     for group in optimizer.param_groups:
         group["lr"] = group["peak_lr"] * multiplier
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The lr the optimizer applies now to the base-width groups (embedding; μP scales only hidden
+    matrices): what metrics.csv logs, read from the optimizer itself rather than the config.
+
+    Example:
+        >>> set_lr(opt, 0.5); current_lr(opt)
+        0.005
+    """
+    group = next((g for g in optimizer.param_groups if g.get("role") == "embedding"), optimizer.param_groups[0])
+    return float(group["lr"])

@@ -2,9 +2,20 @@
 
 `wrap_model` is the one place that decides. Order matters and follows torchtitan:
 1. compile each block's forward (`fullgraph=True`: RoPE is real-valued and SDPA is one op, so a
-   block is one graph; the flash-attn package >= 2.7 registers a custom op, so it does not break it);
-2. FSDP2: `fully_shard` each block, then the root (embedding, final norm, the tied readout), with
-   bf16 parameters and fp32 gradient reduction when precision is bf16 on CUDA; or DDP around the whole.
+   block is one graph; the flash-attn package >= 2.7 registers a custom op, so it does not break it),
+   and the head (final norm + chunked cross-entropy, `Transformer.head_loss`) right after the last
+   block, so the logits exist one chunk at a time inside one graph. Two graph kinds in all (block,
+   head), each compiled once for training and once for evaluation: the blocks share one compiled
+   graph (same code, parameters passed as inputs), far under dynamo's recompile limit (8);
+2. FSDP2: `fully_shard` each block, then the root (embedding, final norm, the tied readout), with the
+   gathers of `training.precision` (bf16 blocks, fp32 root, fp32 gradient reduction under bf16);
+   or DDP around the whole.
+
+Accumulation never re-gathers: with several micro-batches per rank, FSDP keeps the parameters
+gathered from the first micro-batch's forward to the last one's backward
+(`set_reshard_after_forward(False)`, `set_reshard_after_backward` on the last only) and reduces
+gradients once, on the last (`set_requires_gradient_sync`); the unsharded fp32 gradients accumulate
+in between (`model.accounting` counts both). DDP skips its all-reduce with `no_sync`.
 
 μP survives sharding because nothing μP needs is read from the parameters afterwards: the roles (and
 so each group's lr and weight decay) are computed by module type before wrapping
@@ -30,6 +41,7 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..model.transformer import flash_attn_compiles
 from .distributed import DistContext
+from .precision import Precision
 
 __all__ = ["Wrapped", "check_parallel", "parallel_mode", "wrap_model"]
 
@@ -43,11 +55,13 @@ class Wrapped:
     ddp: Any = None
 
     def sync(self, *, last: bool):
-        """Context for one micro-batch's backward: gradients are reduced only on the last one."""
+        """Context for one micro-batch's forward and backward: gradients are reduced only on the last
+        one; under FSDP the gathered parameters are freed only after the last one's backward."""
         if self.mode == "ddp" and not last:
             return self.ddp.no_sync()
         if self.mode == "fsdp":
             self.module.set_requires_gradient_sync(last)
+            self.module.set_reshard_after_backward(last)
         return contextlib.nullcontext()
 
 
@@ -74,6 +88,7 @@ def wrap_model(model: nn.Module, cfg: RunConfig, ctx: DistContext) -> Wrapped:
             # compile the forward, not the module: hooks (FSDP's gathers, checkpointing) stay outside
             # the graph and parameter names keep no `_orig_mod.` prefix
             block.forward = torch.compile(block.forward, fullgraph=fullgraph)
+        model.head_loss = torch.compile(model.head_loss, fullgraph=True)
     mode = parallel_mode(cfg, ctx)
     if mode == "fsdp":
         _shard(model, cfg, ctx)
@@ -86,19 +101,13 @@ def wrap_model(model: nn.Module, cfg: RunConfig, ctx: DistContext) -> Wrapped:
 
 
 def _shard(model: nn.Module, cfg: RunConfig, ctx: DistContext) -> None:
-    from torch.distributed.fsdp import (
-        CPUOffloadPolicy,
-        MixedPrecisionPolicy,
-        fully_shard,
-    )
-    kwargs: dict[str, Any] = {}
-    if cfg.train.precision == "bf16" and ctx.device.type == "cuda":
-        # compute in bf16 (no autocast casts per matmul), reduce gradients in fp32 for accuracy;
-        # the sharded master weights and AdamW state stay fp32
-        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    if cfg.train.cpu_offload:
-        kwargs["offload_policy"] = CPUOffloadPolicy()
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+    recipe = Precision.of(cfg)
+    offload = {"offload_policy": CPUOffloadPolicy()} if cfg.train.cpu_offload else {}
     for i, block in enumerate(model.blocks):
         # the last block's parameters are needed again at once by the backward: keep them gathered
-        fully_shard(block, reshard_after_forward=i < len(model.blocks) - 1, **kwargs)
-    fully_shard(model, **kwargs)  # the root: embedding (tied to the readout) and the final norm
+        fully_shard(block, reshard_after_forward=i < len(model.blocks) - 1, **recipe.fsdp_policy(), **offload)
+    # the root: embedding (tied to the readout) and the final norm, gathered in fp32
+    fully_shard(model, **recipe.fsdp_policy(root=True), **offload)
+    if len(ctx.local_micro_batches(cfg.train.grad_accum)) > 1:
+        model.set_reshard_after_forward(False)  # accumulation: gather once per step, not per micro-batch

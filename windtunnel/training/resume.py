@@ -6,6 +6,11 @@ a run can switch format, or number of processes, between sessions (a file checkp
 loaded into an FSDP model: no rank holds the whole state). `start_state` decides fresh, resumed, or
 a WSD decay branched off another run's checkpoint.
 
+A resumed run honours this session's config: the checkpoint brings the weights, AdamW's moments and
+the step, while each optimizer group's lr, weight decay, betas and eps are those built from the
+config now (so `--set train.lr=...` or a changed schedule takes effect from the resumed step on).
+Every setting that differs from the checkpoint's saved config is named in one line on stderr.
+
 Example:
     >>> ckpt = Checkpointer(cfg, out=Path("runs/x"), ctx=ctx, mode="ddp")          # doctest: +SKIP
     >>> state = start_state(ckpt, model, optimizer, resume=True, decay_from=None)  # doctest: +SKIP
@@ -100,17 +105,23 @@ class Checkpointer:
             dist.destroy_process_group(self.background)
             self.background = None
 
-    def load(self, path: Path, model, optimizer) -> tuple[int, dict]:
-        """(step, scalars) of checkpoint `path` (a file or a sharded folder), loaded into model/optimizer."""
+    def load(self, path: Path, model, optimizer) -> tuple[int, dict, str]:
+        """(step, scalars, saved config YAML) of checkpoint `path` (a file or a sharded folder), loaded
+        into model/optimizer; the optimizer keeps this config's hyperparameters (lr, weight decay, ...)."""
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         if path.is_dir() or path.name.startswith(".step_"):
             meta = load_sharded(path, model=model, optimizer=optimizer)
-            return int(meta["step"]), meta["state"]
-        if self.mode == "fsdp":
+            step, scalars, config = int(meta["step"]), meta["state"], meta.get("config", "")
+        elif self.mode == "fsdp":
             raise WindtunnelError(f"{path}: a single-file checkpoint cannot be loaded into an FSDP model; "
                                   "resume it once with train.parallel=ddp, or save sharded checkpoints")
-        ckpt = load_checkpoint(path, map_location=self.ctx.device)
-        restore(ckpt, model=model, optimizer=optimizer, source=str(path))
-        return int(ckpt["step"]), ckpt["state"]
+        else:
+            ckpt = load_checkpoint(path, map_location=self.ctx.device)
+            restore(ckpt, model=model, optimizer=optimizer, source=str(path))
+            step, scalars, config = int(ckpt["step"]), ckpt["state"], ckpt.get("config", "")
+        for group, built in zip(optimizer.param_groups, fresh):
+            group.update(built)  # the checkpoint's param groups carry the old lr and peak_lr
+        return step, scalars, config
 
 
 def start_state(ckpt: Checkpointer, model, optimizer, *, resume, decay_from) -> RunState:
@@ -126,7 +137,10 @@ def start_state(ckpt: Checkpointer, model, optimizer, *, resume, decay_from) -> 
         return RunState()
     if not path.exists():
         raise WindtunnelError(f"{path}: no such checkpoint")
-    step, s = ckpt.load(path, model, optimizer)
+    step, s, saved_config = ckpt.load(path, model, optimizer)
+    if resume and (changes := config_changes(saved_config, ckpt.cfg)) and ckpt.ctx.is_main:
+        print(f"windtunnel: resuming {path} with changed settings, applied from step {step} on: "
+              f"{'; '.join(changes)}", file=sys.stderr)
     state = RunState(step=step, first_loss=s.get("first_loss"), seconds=s.get("seconds", 0.0),
                      decay_start=s.get("decay_start"), data_position=s.get("data_position"),
                      decay_from=s.get("decay_from"))
@@ -135,3 +149,32 @@ def start_state(ckpt: Checkpointer, model, optimizer, *, resume, decay_from) -> 
     else:
         state.decay_start, state.decay_from = step, str(decay_from)
     return state
+
+
+def config_changes(saved_yaml: str, cfg: RunConfig) -> list[str]:
+    """`key: old -> new` for every setting of `cfg` that differs from a checkpoint's saved config.
+
+    Example:
+        >>> config_changes(saved, load_config("xs.yaml", overrides=["train.lr=0.002"]))   # doctest: +SKIP
+        ['train.lr: 0.01 -> 0.002']
+    """
+    saved = yaml.safe_load(saved_yaml) if saved_yaml else None
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flatten(saved), _flatten(config_to_dict(cfg))
+    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(old.keys() | new.keys())
+            if _comparable(old.get(k)) != _comparable(new.get(k))]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _comparable(value):
+    return list(value) if isinstance(value, tuple) else value
