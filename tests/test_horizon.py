@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from windtunnel.analysis.horizon_check import HORIZON_FILE, horizon_check
+from windtunnel.analysis.horizon_check import HORIZON_FILE, horizon_check, horizon_fit
 from windtunnel.cli import main
 from windtunnel.errors import WindtunnelError
 from windtunnel.target.carry import transfer
@@ -203,3 +203,18 @@ def test_transfer_horizon_needs_a_proxy(tmp_path, capsys):
     run = write_horizon(tmp_path / "h", horizon_rows(seeds=(0,)))
     assert main(["transfer", "--target", "1.2b", "--horizon", str(run), "--dry-run"]) == 2
     assert "needs --from" in capsys.readouterr().err
+
+
+def test_one_seed_three_point_fits_do_not_make_the_slope_exact():
+    # one seed, three lrs per budget: each optimum has no interval of its own, so the resampled slope
+    # stood still ([-0.076, -0.076] on a shrunk horizon sweep); the line's own scatter must widen it
+    x = [-10.0, -8.0, -6.0]
+    vertices = [-7.1, -7.4, -7.2]  # no clean line: the optima scatter about it
+    curves = [[[4.0 + 0.05 * (v - c) ** 2] for v in x] for c in vertices]
+    optima, fit = horizon_fit([384, 768, 1536], [x] * 3, curves)
+    assert all(o.samples is None for o in optima)
+    lo, hi = fit.slope_interval
+    assert hi - lo > 0.5 and lo < fit.slope < hi  # one degree of freedom: wide, never exact
+    lr, low, high = fit.predict(1e6)
+    assert low < lr < high and high / low > 2
+    assert "Student-t" in fit.interval

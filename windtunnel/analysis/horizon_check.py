@@ -323,23 +323,39 @@ def _fit_line(rows: list[BudgetOptimum]) -> HorizonFit | None:
     if len(named) < MIN_BUDGETS or len(set(xs)) < 2:
         return None
     ys = np.array([r.optimum.log2_lr for r in named])
-    n_boot = max((len(r.optimum.samples) for r in named if r.optimum.samples is not None), default=1)
+    n_boot = max((len(r.optimum.samples) for r in named if r.optimum.samples is not None), default=N_BOOT)
     # an optimum without an interval (one seed, three-point fits) stands still in every resample
     reps = np.stack([r.optimum.samples if r.optimum.samples is not None else np.full(n_boot, r.optimum.log2_lr)
                      for r in named])  # (budgets, n_boot)
-    dx = (xs - xs.mean()) / float(((xs - xs.mean()) ** 2).sum())
+    sxx = float(((xs - xs.mean()) ** 2).sum())
+    dx = (xs - xs.mean()) / sxx
     slope, slopes = float(dx @ ys), dx @ (reps - reps.mean(axis=0))
-    intercept, intercepts = float(ys.mean() - slope * xs.mean()), reps.mean(axis=0) - slopes * xs.mean()
-    # scatter about the line beyond what the optima's own intervals explain: widen (PDG scale factor)
-    sd = np.maximum(reps.std(axis=1), 1e-9)
-    chi2 = float((((ys - intercept - slope * xs) / sd) ** 2).sum())
-    from scipy.stats import chi2 as chi2_dist
+    centers = reps.mean(axis=0)
+    intercept = float(ys.mean() - slope * xs.mean())
     n = len(named)
-    scale = math.sqrt(chi2 / (n - 2)) if n > 2 and chi2_dist.sf(chi2, n - 2) < 0.05 else 1.0
+    method = ", ".join(sorted({r.optimum.interval for r in named}))
+    if any(r.optimum.samples is None for r in named):
+        # an optimum without an interval stands still in every resample and would make the line look exact
+        # (zero width with one seed and three-point fits): add the line's own Student-t uncertainty from
+        # the optima's scatter about it (n - 2 degrees of freedom) to every resample, slope and centre alike
+        resid = ys - intercept - slope * xs
+        s_line = math.sqrt(float((resid ** 2).sum()) / (n - 2))
+        draws = np.random.default_rng(0).standard_t(n - 2, size=(2, slopes.size))
+        slopes = slope + (slopes - slopes.mean()) + s_line / math.sqrt(sxx) * draws[0]
+        centers = ys.mean() + (centers - centers.mean()) + s_line / math.sqrt(n) * draws[1]
+        scale = 1.0  # the scatter about the line is already in the draws
+        method += "; plus the line's Student-t scatter (some optima have no interval of their own)"
+    else:
+        # scatter about the line beyond what the optima's own intervals explain: widen (PDG scale factor)
+        sd = np.maximum(reps.std(axis=1), 1e-9)
+        chi2 = float((((ys - intercept - slope * xs) / sd) ** 2).sum())
+        from scipy.stats import chi2 as chi2_dist
+        scale = math.sqrt(chi2 / (n - 2)) if n > 2 and chi2_dist.sf(chi2, n - 2) < 0.05 else 1.0
+    intercepts = centers - slopes * xs.mean()
     lo, hi = percentile_interval(slopes, slope)
     interval = (slope - scale * (slope - lo), slope + scale * (hi - slope))
     return HorizonFit(slope, intercept, interval, n, scale, (float(xs.min()), float(xs.max())),
-                      ", ".join(sorted({r.optimum.interval for r in named})), slopes, intercepts)
+                      method, slopes, intercepts)
 
 
 def horizon_params(res: RunResults) -> float:
