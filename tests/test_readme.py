@@ -34,10 +34,11 @@ SKIPPED = {
 DATA = {"data.embedded_bytes": 400_000}  # the tests' shared slice of the embedded corpus
 SMALL_RUN = {"train.steps": 6, "train.warmup_steps": 1, "train.eval_every": 3, "train.eval_batches": 2,
              "train.batch_size": 2, "train.seq_len": 32, **DATA}
-# At this size (xs, 2 x 32 tokens a step) the optimal lr is 2^-8 at 6, 12 and 24 steps, with 2^-10 and
-# 2^-6 clearly worse (val loss 4.26 vs 5.18 / 4.34 at 6 steps, 3.75 vs 4.26 / 3.84 at 24; seed 0): every
-# shrunk sweep runs these three, so the horizon check names three optima and `transfer --horizon` works.
-SMALL_LRS = [2.0 ** -10, 2.0 ** -8, 2.0 ** -6]
+# At this size (xs, 2 x 32 tokens a step, the shipped defaults) the optimal lr lies near 2^-7 at 6, 12 and
+# 24 steps (fitted vertices 2^-7.1, -7.4, -7.2; seed 0): five lrs two units apart keep it inside the grid
+# with room to spare, and give each budget's quadratic two degrees of freedom (three points would leave
+# none), so the horizon check names three optima with intervals and `transfer --horizon` works.
+SMALL_LRS = [2.0 ** -12, 2.0 ** -10, 2.0 ** -8, 2.0 ** -6, 2.0 ** -4]
 SMALL_STEPS = [6, 12, 24]  # a swept train.steps (the horizon): three budgets
 SHRINK = {  # extra arguments appended to a command, by its first words
     ("train",): [a for k, v in SMALL_RUN.items() for a in ("--set", f"{k}={v}")],
