@@ -184,14 +184,14 @@ def test_memory_estimate_counts_what_fsdp_accumulation_keeps_gathered_and_unshar
     from windtunnel.model.accounting import count_params, memory_per_gpu
     from windtunnel.target.presets import load_target
     target = load_target("1.2b")
-    n = count_params(target.config(steps=2001).model).total
-    accumulating = memory_per_gpu(target.config(steps=2001, grad_accum=32), nproc=8, parallel="fsdp")
-    one_each = memory_per_gpu(target.config(steps=2001, grad_accum=8), nproc=8, parallel="fsdp")
+    n = count_params(target.config(steps=20_001).model).total
+    accumulating = memory_per_gpu(target.config(steps=20_001, grad_accum=32), nproc=8, parallel="fsdp")
+    one_each = memory_per_gpu(target.config(steps=20_001, grad_accum=8), nproc=8, parallel="fsdp")
     assert accumulating.unsharded_grads == 4 * n  # every gradient unsharded in fp32 until the last micro-batch
     root = 65280 * 1536 + 1536  # embedding (tied readout) and the final norm, gathered in fp32
     assert accumulating.gathered == 4 * root + 2 * (n - root)  # all 48 blocks kept gathered in bf16
     block = (n - root) / 48
     assert one_each.gathered == 4 * root + 2 * 2 * block and one_each.unsharded_grads == 4 * block  # 2 blocks in flight
     assert accumulating.total - one_each.total > 6.5 * 2**30  # ~7 GiB per GPU at 1.2B: the cost of not re-gathering
-    eager = memory_per_gpu(target.config(steps=2001, overrides={"train.compile": False}))
-    assert eager.casts == 2 * (n - 65280 * 1536) and memory_per_gpu(target.config(steps=2001)).casts == 0
+    eager = memory_per_gpu(target.config(steps=20_001, overrides={"train.compile": False}))
+    assert eager.casts == 2 * (n - 65280 * 1536) and memory_per_gpu(target.config(steps=20_001)).casts == 0

@@ -43,7 +43,7 @@ def _stored_hash(*named_metas):
 def test_a_run_records_its_format_and_provenance_and_a_resume_adds_a_session(tmp_path, xs_path, tiny_overrides):
     cfg = load_config(xs_path, overrides=[*tiny_overrides, "train.device=cpu", "train.steps=4", "train.eval_every=4"])
     run = tmp_path / "run"
-    train(cfg, out_dir=run, tensorboard=False)
+    train(cfg, out_dir=run)
     prov = json.loads((run / PROVENANCE_FILE).read_text())
     assert prov["format_version"] == FORMAT_VERSION == 1 and prov["kind"] == "run" and prov["resumed"] == []
     created = prov["created"]
@@ -58,7 +58,7 @@ def test_a_run_records_its_format_and_provenance_and_a_resume_adds_a_session(tmp
     assert created["corpus"]["sources"]["data"]["path"] == str(data.path)
     assert created["corpus"]["sha256"] == _stored_hash(("data", data.meta))  # from meta.json, nothing re-read
 
-    train(cfg, out_dir=run, tensorboard=False, resume=True)
+    train(cfg, out_dir=run, resume=True)
     again = json.loads((run / PROVENANCE_FILE).read_text())
     assert again["created"] == created and len(again["resumed"]) == 1
     assert again["resumed"][0]["corpus"] == created["corpus"]

@@ -37,7 +37,7 @@ def test_plan_for_the_1p2b_costs_its_stages_and_writes_loadable_sweeps(tmp_path)
     assert "width 1024, 8 layers" in plan.notes[0] and "GiB per GPU" in plan.notes[0]  # memory of the largest proxy
     # the target's cost: the same run_flops transfer uses, at the H100 peak and 40 % MFU
     t = plan.target
-    flops = run_flops(t.config(steps=2001), 1.5e12)
+    flops = run_flops(t.config(steps=20_001), 1.5e12)
     assert plan.target_gpu_hours == pytest.approx(flops / (PEAK_TFLOPS_BF16["H100 80GB HBM3"] * 1e12 * 0.4) / 3600)
     written = write_tunnel(plan, tmp_path / "tunnel")
     assert sorted(p.name for p in written) == ["depth_check.yaml", "horizon.yaml", "proxy.yaml", "search.yaml",

@@ -256,7 +256,8 @@ def _read_target(target, tokens, data: str, allow_other_data: bool):
     from .presets import load_target
 
     t = load_target(target)
-    cfg = t.config(steps=int(t.sections["train"].get("warmup_steps", 0) or 0) + 1)  # a placeholder length
+    # a placeholder length with room for the warmup and the decay: only the other keys matter here
+    cfg = t.config(steps=100 * (int(t.sections["train"].get("warmup_steps", 0) or 0) + 1))
     theirs = data_identity(cfg.model.vocab_size, config_to_dict(cfg)["data"])
     note = None
     if theirs != data:

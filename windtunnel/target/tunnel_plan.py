@@ -100,7 +100,7 @@ def plan_tunnel(*, target: str | os.PathLike = "1.2b", budget_gpu_hours: float, 
     ws = proxy_widths(t, widths)
     peak = PEAK_TFLOPS_BF16[gpu] * 1e12
     target_tokens = float(tokens) if tokens is not None else t.tokens
-    cfg = t.config(steps=int(t.sections["train"].get("warmup_steps", 0) or 0) + 1)
+    cfg = t.config(steps=100 * (int(t.sections["train"].get("warmup_steps", 0) or 0) + 1))  # room for the decay
     target_hours = run_flops(cfg, target_tokens) / (peak * mfu_target) / 3600
     ratio = target_tokens / count_params(cfg.model).non_embedding
     tiers = [x for x in TIERS if tier in (None, x.name)]
