@@ -236,13 +236,20 @@ def _recover_rows(run_dir: Path, table: ResultsTable) -> None:
     if not trials.is_dir():
         return
     for tdir in sorted(trials.iterdir()):
+        if tdir.name.startswith(".stale-"):  # left by an earlier recovery: never a trial
+            shutil.rmtree(tdir, ignore_errors=True)
+            continue
         if tdir.name in table.rows or not tdir.is_dir():
             continue
         row = row_from_trial_dir(tdir)
         if row is not None:
             table.add(row, write=False)
         elif not (tdir / SUMMARY_FILE).exists():
-            shutil.rmtree(tdir)  # half-trained: it runs again (grid) or is replaced (tpe)
+            # half-trained: it runs again (grid) or is replaced (tpe). Renamed aside first: a killed sweep's
+            # worker may still be writing into it for a moment, which would make a plain rmtree fail
+            stale = tdir.with_name(f".stale-{tdir.name}-{os.getpid()}")
+            tdir.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _close_stale_study_trials(run_dir: Path, spec: SweepSpec, table: ResultsTable) -> None:
