@@ -16,13 +16,6 @@ from trackfiles import dashboard_trials, mlflow_runs, tb_scalars, tb_session, wa
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "WANDB_PROJECT"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-
 
 def test_grid_sweep_logs_each_trial_to_every_tracker_and_to_the_study(tmp_path):
     # lr 1000 diverges: its trial is in every tool, flagged, with no infinite value

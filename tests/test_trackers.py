@@ -24,14 +24,6 @@ from trackfiles import mlflow_history, mlflow_runs, tb_scalars, tb_session, wand
 SHORT = [*TINY, "train.steps=6", "train.eval_every=3", "train.log_every=2"]
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    """W&B never touches the network here; MLflow and W&B names come from no outer environment."""
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "WANDB_PROJECT"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-
 
 def test_train_logs_tensorboard_by_default_with_an_hparams_session(tmp_path):
     run = tmp_path / "run"

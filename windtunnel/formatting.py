@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["fmt_number", "fmt_loss", "fmt_params"]
+__all__ = ["fmt_number", "fmt_loss", "fmt_params", "fmt_duration"]
 
 
 def fmt_number(value: Any, *, digits: int = 4) -> str:
@@ -58,6 +58,22 @@ def fmt_params(params: dict[str, Any]) -> str:
         'train.lr=0.008 model.init_std=0.1'
     """
     return " ".join(f"{k}={fmt_number(v)}" for k, v in params.items())
+
+
+def fmt_duration(seconds: float, *, compact: bool = False) -> str:
+    """A wall time to read at a glance: `45 s`, `3 min 20 s`, `2 h 05 min`; compact (progress lines):
+    `45s`, `3m20s`, `2h05m`.
+
+    Example:
+        >>> fmt_duration(200), fmt_duration(7500, compact=True)
+        ('3 min 20 s', '2h05m')
+    """
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s" if compact else f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if compact else f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if compact else f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _si(value: int, digits: int) -> str:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import config_from_dict, config_to_dict
+from ..formatting import fmt_duration
 from .plan import SweepPlan
 from .points import trial_config
 from .spec import base_dict
@@ -45,7 +46,7 @@ class WallEstimate:
     note: str = ""
 
     def describe(self) -> str:
-        return (f"estimated wall time: about {_duration(self.seconds)} on this machine ({self.slots} trial(s) at a "
+        return (f"estimated wall time: about {fmt_duration(self.seconds)} on this machine ({self.slots} trial(s) at a "
                 f"time; timed {PROBE_STEPS} training steps of {self.probe_trial} here: "
                 f"{self.step_seconds:.3g} s/step plus {self.trial_fixed_seconds:.1f} s per trial, scaled by each "
                 f"trial's FLOPs; plus ~{RAY_START_SECONDS:.0f} s to start Ray){self.note}")
@@ -117,11 +118,3 @@ def _slots(spec, n_trials: int) -> int:
         have = min(have, spec.budget.max_concurrent)
     return max(1, min(n_trials, math.floor(have)))
 
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"

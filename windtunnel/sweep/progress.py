@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..formatting import fmt_loss, fmt_params
+from ..formatting import fmt_duration, fmt_loss, fmt_params
 
 __all__ = ["Progress"]
 
@@ -89,17 +89,8 @@ class Progress:
                    f"{fmt_params({k: self.best.get(k) for k in self.param_keys})})"
         elapsed = time.perf_counter() - self.started
         eta = self.eta()
-        eta = f", ETA {_duration(eta)}" if eta is not None and self.done < self.total else ""
+        eta = f", ETA {fmt_duration(eta, compact=True)}" if eta is not None and self.done < self.total else ""
         print(f"[{self.name} {elapsed:6.0f}s] {event} | {self.done}/{self.total} done, {len(self.running)} "
               f"running, {left} left{eta}{best}", file=self.stream, flush=True)
 
-
-def _duration(seconds: float) -> str:
-    """`45s`, `3m20s`, `2h05m`: an ETA to read at a glance."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
