@@ -4,7 +4,7 @@ against SP tuned at every width, on the same token budget per trial.
 Four arms, on the config's corpus (`data.path`; null: the embedded corpus):
 1. μP search at the smallest width: TPE with ASHA over fused trials (`windtunnel.sweep.run_sweep`),
    over the Xmodel-2 space (scale_emb, dim_model_base, scale_depth, lr) plus the hidden-matrix and
-   embedding init stds (`SEARCH_SPACE`);
+   embedding init stds (`SEARCH_SPACE`), the config's own values tried first (`first_trials`);
 2. μP carried: the search's winner, unchanged, at every width, `--seeds` seeds each;
 3. SP tuned at each width: a grid of lr x hidden init std at every width (fused sweep, seed 0), then
    the best point of each width again with the other seeds;
@@ -76,9 +76,10 @@ def main(argv=None) -> int:
 
     from windtunnel.sweep.ray_engine import init_ray
     init_ray()  # one Ray for both sweeps (each run_sweep reuses it)
+    # the config's own values are TPE's first trial: the search can only end at or below the shipped defaults
     phases["mup_search"] = _sweep(args, out / "mup_search", base, method="tpe", parameters=SEARCH_SPACE,
                                   fixed={"model.d_model": w0, "model.parametrization": "mup"},
-                                  num_trials=args.search_trials, asha=True)
+                                  num_trials=args.search_trials, asha=True, first_trials=[args.defaults])
     winner = {k: _plain(phases["mup_search"]["best"][k]) for k in WINNER_KEYS}
     print(f"muP winner at width {w0}: {winner}", flush=True)
     sp_fixed = {"model.parametrization": "sp", "model.emb_init_std": args.sp_emb_init}
@@ -169,6 +170,15 @@ def check_inputs(args, base: list[str]) -> None:
         except ConfigError as e:
             raise ConfigError(args.config, f"--widths {w}", f"{e.key}: {e.message}") from None
     args.sp_emb_init = cfg.model.emb_std  # SP keeps the config's embedding init; the grid moves the hidden one
+    m = cfg.model
+    args.defaults = {"model.scale_emb": m.scale_emb, "model.dim_model_base": m.dim_model_base,
+                     "model.scale_depth": m.scale_depth, "train.lr": cfg.train.lr,
+                     "model.hidden_init_std": m.hidden_std, "model.emb_init_std": m.emb_std}
+    for key, value in args.defaults.items():
+        p = SEARCH_SPACE[key]
+        if not (value in p["values"] if "values" in p else p["min"] <= value <= p["max"]):
+            raise ConfigError(args.config, key, f"{value} lies outside the search space ({p}); the search "
+                              "starts from the config's own values")
     prepare_data(args.config, base)
     data = load_run_data(cfg)
     need = cfg.train.steps * cfg.tokens_per_step
@@ -184,7 +194,7 @@ def check_inputs(args, base: list[str]) -> None:
 
 
 def _sweep(args, run_dir: Path, base: list[str], *, method: str, parameters: dict, fixed: dict,
-           num_trials: int | None = None, asha: bool = False) -> dict:
+           num_trials: int | None = None, asha: bool = False, first_trials: list[dict] | None = None) -> dict:
     """One phase through the sweep engine (fused trials, ASHA when asked); its rows and wall seconds."""
     import yaml
 
@@ -197,6 +207,8 @@ def _sweep(args, run_dir: Path, base: list[str], *, method: str, parameters: dic
             "metric": {"name": "val_loss", "goal": "minimize"}, "parameters": parameters, "seeds": [0],
             "search_seed": 0, "budget": {"num_trials": num_trials, "max_concurrent": args.workers, "fuse": args.fuse},
             "resources": {"cpu": 1, "gpu": 0}}
+    if first_trials:
+        spec["first_trials"] = first_trials
     if asha:
         spec["early_terminate"] = {"type": "asha", "grace_period": args.grace, "reduction_factor": 3}
     started = time.perf_counter()

@@ -40,10 +40,12 @@ def test_fused_grid_keeps_one_row_per_configuration_and_prunes_inside_groups(tmp
 def test_fused_tpe_asks_k_configurations_per_group_and_tells_each(tmp_path):
     fields = {"name": "tpe", "method": "tpe", "budget": {"num_trials": 5, "max_concurrent": 1, "fuse": 2},
               "parameters": {"train.lr": {"distribution": "log_uniform", "min": 1e-3, "max": 1e-1},
-                             "model.init_std": {"distribution": "log_uniform", "min": 0.01, "max": 0.2}}}
+                             "model.init_std": {"distribution": "log_uniform", "min": 0.01, "max": 0.2}},
+              "first_trials": [{"train.lr": 0.0123}]}  # init_std left to TPE
     run = tmp_path / "run"
     run_sweep(write_spec(tmp_path / "tpe.yaml", **fields), out_dir=run, progress=False, plots=False)
     df = read_results(run)
+    assert df.set_index("trial_id").loc["t0000", "train.lr"] == 0.0123
     assert list(df["trial_id"]) == [f"t{i:04d}" for i in range(5)] and (df["status"] == "ok").all()
     assert df["train.lr"].nunique() == 5  # the constant liar keeps a group's asks apart
     groups = sorted(p.name for p in (run / "ray").glob("session-*/group-*"))

@@ -62,11 +62,14 @@ def test_grid_sweep_records_ok_diverged_and_error_trials(tmp_path, capsys):
 def test_tpe_sweep_records_an_optuna_study_that_resume_continues(tmp_path):
     fields = dict(name="tpe", method="tpe", budget={"num_trials": 4, "max_concurrent": 2}, parameters={
         "train.lr": {"distribution": "log_uniform", "min": 1e-3, "max": 1e-1},
-        "model.scale_depth": {"distribution": "uniform", "min": 1, "max": 3, "step": 0.5}})
+        "model.scale_depth": {"distribution": "uniform", "min": 1, "max": 3, "step": 0.5}},
+        first_trials=[{"train.lr": 0.0123, "model.scale_depth": 1.5}])  # e.g. today's defaults, tried first
     run = tmp_path / "run"
     run_sweep(write_spec(tmp_path / "tpe.yaml", **fields), out_dir=run, progress=False)
     first = read_results(run)
     assert list(first["trial_id"]) == ["t0000", "t0001", "t0002", "t0003"]
+    t0 = first.set_index("trial_id").loc["t0000"]
+    assert t0["train.lr"] == 0.0123 and t0["model.scale_depth"] == 1.5
     assert (first["status"] == "ok").all()
     assert first["train.lr"].between(1e-3, 1e-1).all()
     assert set(first["model.scale_depth"]) <= {1.0, 1.5, 2.0, 2.5, 3.0}

@@ -90,6 +90,13 @@ BAD = [
     ({"early_terminate": {"type": "asha", "grace_period": 500}}, "early_terminate.grace_period", "must be <"),
     ({"early_terminate": {"type": "hyperband"}}, "early_terminate.type", "expected one of asha"),
     ({"resources": {"cpu": 0}}, "resources", "expected cpu > 0"),
+    ({"first_trials": [{"train.lr": 0.01}]}, "first_trials", "only a tpe search takes first trials"),
+    ({"method": "tpe", "budget": {"num_trials": 4}, "first_trials": [{"train.lr": 5.0}],
+      "parameters": {"train.lr": {"distribution": "log_uniform", "min": 1e-3, "max": 1e-1}}},
+     "first_trials[0].train.lr", "expected a number in [0.001, 0.1]"),
+    ({"method": "tpe", "budget": {"num_trials": 4}, "first_trials": [{"train.seed": 1}],
+      "parameters": {"train.lr": {"distribution": "log_uniform", "min": 1e-3, "max": 1e-1}}},
+     "first_trials[0].train.seed", "is not a swept parameter"),
 ]
 
 

@@ -11,6 +11,8 @@
     seeds: [0]
     budget: {num_trials: 16, max_concurrent: 2, time_budget_s: null, fuse: null}   # fuse: K | auto
     early_terminate: {type: asha, grace_period: 50, reduction_factor: 3}
+    first_trials:                      # tpe only: tried first (e.g. today's defaults), so the search
+      - {train.lr: 0.01, model.init_std: 0.1}   # can only end at or below them
     resources: {cpu: 1, gpu: 0}
     track: [tensorboard, mlflow, wandb]  # experiment trackers per trial; null: the base config's train.track
 
@@ -37,7 +39,7 @@ __all__ = ["Param", "Metric", "Budget", "EarlyTerminate", "Resources", "SweepSpe
 
 METHODS = ("grid", "random", "tpe")
 _TOP_KEYS = ("name", "description", "base", "set", "method", "metric", "parameters", "seeds", "budget",
-             "early_terminate", "resources", "search_seed", "track")
+             "early_terminate", "resources", "search_seed", "track", "first_trials")
 _TRACK_HINT = tuple[Literal["tensorboard", "mlflow", "wandb"], ...] | None  # what the run config's train.track takes
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -104,6 +106,9 @@ class SweepSpec:
     """Experiment trackers every trial logs to (`--track` overrides it); null: the base config's
     `train.track` (TensorBoard when installed). How the sweep runs, not what it measures: it may
     change on --resume."""
+    first_trials: tuple[dict[str, Any], ...] = ()
+    """tpe: configurations the search tries before its own (e.g. the shipped defaults), each a mapping
+    of some swept keys to values inside their ranges; keys left out are drawn by TPE."""
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -159,6 +164,7 @@ def spec_from_dict(data: Mapping[str, Any], *, source: str | None = None, root: 
         search_seed=integer(data.get("search_seed", 0), source, "search_seed"),
         description=str(data.get("description") or ""),
         track=coerce(data.get("track"), _TRACK_HINT, source, "track"),
+        first_trials=_first_trials(data.get("first_trials"), method, params, source),
         source=source,
     )
     _check_spec(spec)
@@ -185,6 +191,8 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
            "early_terminate": plain(spec.early_terminate) if spec.early_terminate else None,
            "resources": plain(spec.resources), "search_seed": spec.search_seed,
            "track": list(spec.track) if spec.track is not None else None}
+    if spec.first_trials:
+        out["first_trials"] = [dict(t) for t in spec.first_trials]
     return out
 
 
@@ -224,6 +232,36 @@ def _seeds(value: Any, source) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(source, "seeds", f"has duplicates: {list(seeds)}")
     return seeds
+
+
+def _first_trials(value: Any, method: str, params: dict[str, Param], source) -> tuple[dict[str, Any], ...]:
+    """Each entry a mapping of swept keys to values TPE could draw itself (inside the range, or one of
+    the values), so the study accepts it as one of its own trials."""
+    if value is None:
+        return ()
+    if method != "tpe":
+        raise ConfigError(source, "first_trials", f"only a tpe search takes first trials (a {method} sweep "
+                          "already runs the points it lists); add them to the parameters' values instead")
+    if not isinstance(value, list):
+        raise ConfigError(source, "first_trials", f"expected a list of mappings {{swept key: value}}, got {value!r}")
+    out = []
+    for i, entry in enumerate(value):
+        where = f"first_trials[{i}]"
+        if not isinstance(entry, Mapping) or not entry:
+            raise ConfigError(source, where, f"expected a mapping {{swept key: value}}, got {entry!r}")
+        for key, v in entry.items():
+            p = params.get(str(key))
+            if p is None:
+                raise ConfigError(source, f"{where}.{key}", f"is not a swept parameter; expected one of "
+                                  f"{', '.join(params)}")
+            if p.values is not None:
+                if v not in p.values:
+                    raise ConfigError(source, f"{where}.{key}", f"expected one of {list(p.values)}, got {v!r}")
+            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not p.min <= v <= p.max:
+                raise ConfigError(source, f"{where}.{key}", f"expected a number in [{p.min:g}, {p.max:g}] "
+                                  f"(the parameter's range), got {v!r}")
+        out.append({str(k): v for k, v in entry.items()})
+    return tuple(out)
 
 
 def _budget(raw: Any, source) -> Budget:

@@ -20,7 +20,7 @@ from .spec import Param, SweepSpec
 from .trial import TRIAL_NUMBER_KEY
 
 __all__ = ["STUDY_FILE", "storage_url", "open_study", "close_stale_trials", "optuna_space", "make_searcher",
-           "make_group_searcher", "trial_attrs", "outcome_attrs", "study_trial_id"]
+           "make_group_searcher", "enqueue_first_trials", "trial_attrs", "outcome_attrs", "study_trial_id"]
 
 STUDY_FILE = "study.db"
 
@@ -85,6 +85,16 @@ def close_stale_trials(study, finished: dict[str, dict[str, Any]]) -> int:
             study.tell(t.number, value)
         closed += 1
     return closed
+
+
+def enqueue_first_trials(study, spec: SweepSpec) -> int:
+    """Queue the spec's `first_trials` in a new study, so TPE tries them before its own (a resumed
+    study already has them); returns how many were queued."""
+    if study.trials:
+        return 0
+    for params in spec.first_trials:
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+    return len(spec.first_trials)
 
 
 def optuna_space(spec: SweepSpec) -> dict[str, Any]:
@@ -152,6 +162,7 @@ def make_searcher(run_dir: str | Path, spec: SweepSpec, *, pruned: set[str]):
     study = open_study(run_dir, spec)
     # a fresh seed per session, so a resumed sweep does not replay the first session's random start
     sampler = optuna.samplers.TPESampler(seed=spec.search_seed + len(study.trials))
+    enqueue_first_trials(study, spec)
     return _SweepOptunaSearch(space=optuna_space(spec), metric=spec.metric.name, mode=spec.metric.mode,
                               sampler=sampler, study_name=spec.name, storage=RDBStorage(storage_url(run_dir)))
 
@@ -172,6 +183,7 @@ def make_group_searcher(run_dir: str | Path, spec: SweepSpec, *, k: int, total: 
 
     study = open_study(run_dir, spec)
     sampler = optuna.samplers.TPESampler(seed=spec.search_seed + len(study.trials), constant_liar=True)
+    enqueue_first_trials(study, spec)  # after the seed: queued trials do not shift it
     study.sampler = sampler
     space = optuna_space(spec)
 
