@@ -3,7 +3,7 @@
     windtunnel sweep sweeps/depth_transfer.yaml --out runs/depth_transfer
     python bench/depth_drift.py runs/depth_transfer [more run folders of the same design]
 
-Per `model.depth_scaling` and depth, the optimum is `transfer_check.fit_optimum`'s parabola vertex
+Per `model.depth_scaling` and depth, the optimum is `mutransfer_check.fit_optimum`'s parabola vertex
 in log2(lr) (seeds averaged first); the drift is max - min of log2 optimum over the depths that name
 one, and the slope is its least-squares shift per doubling of depth. Several folders (a sweep cut in
 parts) are read as one table; a rule or depth fixed in a folder's `set:` is taken from there. At
@@ -21,8 +21,8 @@ import sys
 
 import numpy as np
 
+from windtunnel.analysis.mutransfer_check import fit_optimum
 from windtunnel.analysis.runs import LR_KEY, best_over, load_run
-from windtunnel.analysis.transfer_check import fit_optimum
 from windtunnel.errors import WindtunnelError
 
 DEPTH_KEY, RULE_KEY, BASE_KEY = "model.n_layers", "model.depth_scaling", "model.n_layers_base"

@@ -169,7 +169,7 @@ def attention_choices(args) -> list[str]:
 
 
 def bench_config(args, ctx, parallel: str, ac: str, attention: str):
-    from windtunnel.target.presets import load_target
+    from windtunnel.fullrun.presets import load_target
     target = load_target("cpu" if args.smoke else args.target)
     accum = args.accum_per_gpu * ctx.world  # several micro-batches on every GPU: accumulation without sync
     overrides = {"model.attention": attention, "model.activation_checkpointing": ac == "on",

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from windtunnel.target.scaling_fit import bootstrap, loss_law  # noqa: E402
+from windtunnel.fullrun.scaling_fit import bootstrap, loss_law  # noqa: E402
 
 LAW = {"E": 1.2, "A": 0.5, "alpha": 0.45, "B": 0.8, "beta": 0.35, "n0": 1e6, "d0": 2e5}
 WIDTHS = (64, 128, 256, 512)

@@ -94,12 +94,12 @@ def write_run(out: Path, rows: list[dict], args, base: list[str]) -> None:
 
 
 def report(out: Path, minutes: float) -> int:
+    from windtunnel.analysis.mutransfer_check import mutransfer_check
     from windtunnel.analysis.plots import plot_sweep
-    from windtunnel.analysis.transfer_check import transfer_check
     from windtunnel.errors import WindtunnelError
 
     try:
-        rep = transfer_check(out)
+        rep = mutransfer_check(out)
     except WindtunnelError as e:  # e.g. a partial run (one width): the trials are kept, the check says why
         print(f"no transfer check: {e}")
         return 2

@@ -3,7 +3,7 @@
 Each repetition draws loss-vs-lr curves (9 lrs a factor 2 apart, widths 64..512 = 3 doublings; a
 quadratic basin in log2 lr, 0.05 nats per log2^2, steeper to the right in the asymmetric cases; the
 floor falls 0.1 nat per doubling), adds Gaussian seed noise and runs the check's own statistics on
-them (`transfer_check.check_family`, `horizon_check.horizon_fit`: the code the CLI runs, without the
+them (`mutransfer_check.check_family`, `horizon_check.horizon_fit`: the code the CLI runs, without the
 run folder). Cases (the true optimum's position is drawn per repetition, so it falls anywhere
 between grid points):
 
@@ -42,9 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from windtunnel.analysis.horizon_check import horizon_fit  # noqa: E402 - after the path line above
+from windtunnel.analysis.mutransfer_check import check_family  # noqa: E402
 from windtunnel.analysis.optimum import fit_optimum  # noqa: E402
 from windtunnel.analysis.regret import Cell  # noqa: E402
-from windtunnel.analysis.transfer_check import check_family  # noqa: E402
 
 WIDTHS = (64, 128, 256, 512)
 GRID = np.arange(-12.0, -3.0)  # 2^-12 .. 2^-4

@@ -23,7 +23,7 @@ LAYERS = [
     {"training"},
     {"analysis"},
     {"sweep"},
-    {"target"},
+    {"fullrun"},
     {"eval"},
     {"cli", "__main__", "__init__"},
 ]

@@ -33,7 +33,7 @@ def test_a_width_that_does_not_divide_into_heads_is_one_line_and_exit_2(tmp_path
 def test_a_corpus_smaller_than_one_trial_is_one_line_naming_data_path_and_exit_2(tmp_path):
     import numpy as np
 
-    from windtunnel.data.prepared import write_prepared
+    from windtunnel.data.token_folder import write_prepared
 
     data = tmp_path / "tiny_corpus"
     rng = np.random.default_rng(0)

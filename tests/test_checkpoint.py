@@ -10,7 +10,7 @@ import torch
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
 from windtunnel.model.parametrization import build_model
-from windtunnel.training.checkpoint import (
+from windtunnel.training.checkpoint_file import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,

@@ -1,4 +1,4 @@
-"""Tests for windtunnel.data.corpus, windtunnel.data.prepared and windtunnel.data.sampling: embedded corpus, prepared
+"""Tests for windtunnel.data.corpus, .token_folder and .sampling: embedded corpus, prepared
 folders, memmaps and batch sampling."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from windtunnel.data import corpus as wc  # noqa: E402
-from windtunnel.data import prepared as wd  # noqa: E402
+from windtunnel.data import token_folder as wd  # noqa: E402
 from windtunnel.data.corpus import corpus_files, embedded_corpus, open_data  # noqa: E402
-from windtunnel.data.prepared import TokenData, dtype_for_vocab, load_tokens, write_prepared  # noqa: E402
 from windtunnel.data.sampling import BatchSampler, eval_batches  # noqa: E402
+from windtunnel.data.token_folder import TokenData, dtype_for_vocab, load_tokens, write_prepared  # noqa: E402
 from windtunnel.data.tokenizers import ByteTokenizer  # noqa: E402
 from windtunnel.errors import DataError  # noqa: E402
 
@@ -173,7 +173,7 @@ def test_race_loser_uses_winner_folder(tmp_path, monkeypatch):
 _CHILD = """
 import sys
 from windtunnel.data.corpus import embedded_corpus
-from windtunnel.data.prepared import load_tokens
+from windtunnel.data.token_folder import load_tokens
 folder = embedded_corpus(max_bytes=int(sys.argv[2]), cache_dir=sys.argv[1])
 print(load_tokens(folder).meta["sha256"]["train.bin"])
 """
@@ -194,7 +194,7 @@ def test_concurrent_processes(tmp_path):
 
 
 def test_import_does_not_pull_in_torch():
-    code = ("import sys, windtunnel, windtunnel.data.prepared, windtunnel.data.corpus, windtunnel.data.sampling; "
+    code = ("import sys, windtunnel, windtunnel.data.token_folder, windtunnel.data.corpus, windtunnel.data.sampling; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

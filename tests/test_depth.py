@@ -8,6 +8,10 @@ import pytest
 
 from windtunnel.config import config_from_dict, load_config
 from windtunnel.errors import ConfigError
+from windtunnel.fullrun.axes import SECTION
+from windtunnel.fullrun.hparams import effective_hparams
+from windtunnel.fullrun.presets import load_target
+from windtunnel.fullrun.transfer import transfer
 from windtunnel.model.parametrization import (
     build_model,
     depth_rule,
@@ -15,10 +19,6 @@ from windtunnel.model.parametrization import (
     param_groups,
     param_roles,
 )
-from windtunnel.target.axes import SECTION
-from windtunnel.target.carry import transfer
-from windtunnel.target.hparams import effective_hparams
-from windtunnel.target.presets import load_target
 from windtunnel.training.optim import build_optimizer
 
 from support import ROOT

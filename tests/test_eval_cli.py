@@ -13,7 +13,7 @@ import yaml
 
 from windtunnel.cli import main
 from windtunnel.config import load_config
-from windtunnel.data.prepared import write_prepared
+from windtunnel.data.token_folder import write_prepared
 from windtunnel.eval import load_tasks, make_syntax_tasks, write_tasks
 from windtunnel.eval.calibrate import prompt_and_continuations
 from windtunnel.eval.tasks import Question

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from windtunnel.data.prepared import write_prepared
+from windtunnel.data.token_folder import write_prepared
 from windtunnel.eval import context, context_law, fit_context_law
 from windtunnel.eval.loading import EvalModel
 from windtunnel.eval.metrics import (

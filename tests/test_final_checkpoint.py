@@ -9,7 +9,7 @@ from windtunnel.cli import main
 from windtunnel.config import load_config
 from windtunnel.sweep.points import TrialPoint, trial_config
 from windtunnel.sweep.spec import load_sweep
-from windtunnel.training.checkpoint import list_checkpoints, load_checkpoint
+from windtunnel.training.checkpoint_file import list_checkpoints, load_checkpoint
 
 from support import ROOT, write_spec
 

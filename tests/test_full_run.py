@@ -65,7 +65,7 @@ from windtunnel.config import load_config
 from windtunnel.model.parametrization import build_model, param_roles
 from windtunnel.training.distributed import init_distributed
 from windtunnel.training.optim import build_optimizer, set_lr
-from windtunnel.training.parallel import wrap_model
+from windtunnel.training.wrapping import wrap_model
 cfg = load_config(sys.argv[1], overrides=sys.argv[2:])
 ctx = init_distributed("cpu")
 model = build_model(cfg.model, seed=0)
@@ -110,7 +110,7 @@ def test_torchrun_command_forms():
 def test_launch_with_more_processes_than_gpus_is_refused(monkeypatch):
     import torch
 
-    from windtunnel.target.launch import check_launchable
+    from windtunnel.fullrun.launch import check_launchable
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(WindtunnelError, match="--nproc 4 but only 2 CUDA devices are visible"):
@@ -184,8 +184,8 @@ def test_gpu_check_script_runs_its_cpu_mode(tmp_path):
 
 
 def test_memory_estimate_counts_what_fsdp_accumulation_keeps_gathered_and_unsharded():
+    from windtunnel.fullrun.presets import load_target
     from windtunnel.model.accounting import count_params, memory_per_gpu
-    from windtunnel.target.presets import load_target
     target = load_target("1.2b")
     n = count_params(target.config(steps=20_001).model).total
     accumulating = memory_per_gpu(target.config(steps=20_001, grad_accum=32), nproc=8, parallel="fsdp")

@@ -13,7 +13,7 @@ import yaml
 from windtunnel.analysis.horizon_check import HORIZON_FILE, horizon_check, horizon_fit
 from windtunnel.cli import main
 from windtunnel.errors import WindtunnelError
-from windtunnel.target.carry import transfer
+from windtunnel.fullrun.transfer import transfer
 
 from runfolders import write_run
 from support import ROOT

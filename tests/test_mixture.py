@@ -12,7 +12,7 @@ import yaml
 from windtunnel.config import apply_overrides, config_from_dict, load_config, parse_overrides
 from windtunnel.data.mixture import MixtureSampler, ValSet, build_samplers
 from windtunnel.data.preparation import prepare
-from windtunnel.data.prepared import write_prepared
+from windtunnel.data.token_folder import write_prepared
 from windtunnel.errors import ConfigError
 from windtunnel.training.loop import train
 from windtunnel.training.schedule import make_schedule

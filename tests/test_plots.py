@@ -148,7 +148,7 @@ def test_real_small_sweep_gives_heatmap_and_mutransfer_panels(tiny_width_sweep, 
     assert sum(t.startswith(("32: ", "64: ")) for t in texts) == 4  # a curve per width in each panel
     heat = (plots / "heatmap_train.lr__model.d_model.svg").read_text()
     assert heat.count('<g id="axes_') == 3  # μP panel, SP panel, colour bar
-    assert not (tiny_width_sweep / "transfer_check.json").exists()  # plotting does not write checks
+    assert not (tiny_width_sweep / "mutransfer_check.json").exists()  # plotting does not write checks
 
 
 def test_spec_goal_is_read_and_checked(tmp_path):

@@ -9,10 +9,10 @@ import pytest
 from windtunnel.cli import main
 from windtunnel.config import load_config, save_config
 from windtunnel.errors import WindtunnelError
+from windtunnel.fullrun.predict import predict
+from windtunnel.fullrun.scaling_fit import bootstrap, fit_law, loss_law
 from windtunnel.model.accounting import count_params
 from windtunnel.sweep.results import ResultsTable
-from windtunnel.target.predict import predict
-from windtunnel.target.scaling_fit import bootstrap, fit_law, loss_law
 
 from support import ROOT
 

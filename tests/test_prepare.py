@@ -17,8 +17,8 @@ import pytest
 
 from windtunnel.cli import main
 from windtunnel.data.preparation import prepare, split_of
-from windtunnel.data.prepared import load_tokens
 from windtunnel.data.sources import TEXT_BLOCK, expand_sources
+from windtunnel.data.token_folder import load_tokens
 from windtunnel.data.tokenizers import EOS_TOKEN, ByteLevelTokenizer, load_tokenizer, parse_tokenizer
 from windtunnel.errors import DataError
 

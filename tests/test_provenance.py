@@ -17,8 +17,9 @@ from windtunnel.analysis.runs import load_run
 from windtunnel.cli import main
 from windtunnel.config import load_config
 from windtunnel.data.corpus import open_data
-from windtunnel.data.prepared import write_prepared
+from windtunnel.data.token_folder import write_prepared
 from windtunnel.errors import WindtunnelError
+from windtunnel.fullrun.proxy import load_proxy
 from windtunnel.provenance import (
     FORMAT_VERSION,
     PROVENANCE_FILE,
@@ -27,7 +28,6 @@ from windtunnel.provenance import (
     read_provenance,
     write_provenance,
 )
-from windtunnel.target.proxy import load_proxy
 from windtunnel.training.loop import train
 
 from support import ROOT

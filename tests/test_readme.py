@@ -156,7 +156,7 @@ def test_quick_start_then_workflow_run_as_written(checkout, capsys):
     for name in ("lr_init", "width_transfer", "depth_transfer", "horizon"):
         assert (runs / name / "results.csv").is_file(), name
     assert (runs / "lr_init" / "plots").is_dir()
-    assert (runs / "width_transfer" / "transfer_check.json").is_file()
+    assert (runs / "width_transfer" / "mutransfer_check.json").is_file()
     assert (runs / "horizon" / "horizon_check.json").is_file()
     assert (runs / "ladder" / "results.csv").is_file()
     assert list((runs / "xs" / "checkpoints").glob("step_*.pt"))

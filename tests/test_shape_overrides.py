@@ -74,7 +74,7 @@ def test_derived_shapes_are_cached_by_content():
 
 
 def test_transfer_with_a_depth_override_builds_the_target(tmp_path, xs_path):
-    from windtunnel.target.carry import transfer
+    from windtunnel.fullrun.transfer import transfer
     target = yaml.safe_load((ROOT / "transfer" / "cpu.yaml").read_text())
     target["model"]["base_shapes"] = str(SHARED)  # a target that names a file for its own depth (2 layers)
     target["model"]["n_layers"] = 2

@@ -11,7 +11,7 @@ import pytest
 from windtunnel.config import load_config
 from windtunnel.data.sampling import StreamSampler
 from windtunnel.errors import ConfigError, WindtunnelError
-from windtunnel.training.checkpoint import latest_checkpoint, list_checkpoints
+from windtunnel.training.checkpoint_file import latest_checkpoint, list_checkpoints
 from windtunnel.training.loop import train
 from windtunnel.training.metrics import read_metrics
 

@@ -158,7 +158,7 @@ def test_sweep_over_a_mixture_weight(tmp_path):
     """A mixture weight is a sweepable key: data.mixture.<source> through the real sweep engine."""
     import numpy as np
 
-    from windtunnel.data.prepared import write_prepared
+    from windtunnel.data.token_folder import write_prepared
     rng = np.random.default_rng(0)
     for name, alphabet in (("digits", b"0123456789 \n"), ("letters", b"abcdefghijklmnopqrstuvwxyz \n")):
         tokens = np.frombuffer(alphabet, np.uint8)[rng.integers(0, len(alphabet), 30_000)]

@@ -15,7 +15,7 @@ import windtunnel.data.mixture as mixture_mod
 import windtunnel.training.loop as train_mod
 from windtunnel.config import load_config
 from windtunnel.data.corpus import open_data
-from windtunnel.data.prepared import write_prepared
+from windtunnel.data.token_folder import write_prepared
 from windtunnel.errors import ConfigError
 from windtunnel.training.loop import METRIC_FIELDS, train
 
@@ -206,7 +206,7 @@ def test_a_diverged_state_is_never_checkpointed_and_gc_runs_at_a_fixed_cadence(t
                "train.keep_checkpoints=0")
     summary = train(cfg, out_dir=tmp_path, on_eval=lambda _: enabled.append(gc.isenabled()))
     assert summary["status"] == "diverged" and gc.isenabled()  # collection back on after the loop
-    from windtunnel.training.checkpoint import list_checkpoints, load_checkpoint
+    from windtunnel.training.checkpoint_file import list_checkpoints, load_checkpoint
     saved = list_checkpoints(tmp_path)
     assert saved and int(saved[-1].stem.split("_")[1]) < summary["steps"]  # none at the step that diverged
     for path in saved:

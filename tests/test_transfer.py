@@ -12,12 +12,12 @@ import yaml
 from windtunnel.cli import main
 from windtunnel.config import load_config, save_config
 from windtunnel.errors import ConfigError, WindtunnelError
+from windtunnel.fullrun.hparams import effective_hparams, minicpm_batch_tokens
+from windtunnel.fullrun.presets import load_target
+from windtunnel.fullrun.proxy import edge_messages, load_proxy
+from windtunnel.fullrun.transfer import transfer
 from windtunnel.model.accounting import count_params, memory_per_gpu, mfu, peak_flops, peak_tflops_for
 from windtunnel.model.parametrization import build_model, param_roles
-from windtunnel.target.carry import transfer
-from windtunnel.target.hparams import effective_hparams, minicpm_batch_tokens
-from windtunnel.target.presets import load_target
-from windtunnel.target.proxy import edge_messages, load_proxy
 
 from support import ROOT, TINY
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from windtunnel.analysis.mutransfer_check import mutransfer_check
 from windtunnel.analysis.regret import Cell, transfer_regret
-from windtunnel.analysis.transfer_check import transfer_check
 from windtunnel.cli import main
 
 from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
@@ -31,7 +31,7 @@ def test_shifted_optimum_gives_the_closed_form_regret(tmp_path):
     shift = {64: -7.0, 128: -7.0, 256: -6.5, 512: -6.0}
     rows = seeded(transfer_rows(lambda p, w: shift[w], params=("mup",)), (-0.004, 0.0, 0.004))
     run = write_run(tmp_path / "shift", rows, MUP_ONLY)
-    report = transfer_check(run)
+    report = mutransfer_check(run)
     regret = by_width(report)
     assert regret[64].value == pytest.approx(0.0, abs=1e-12) and regret[128].value == pytest.approx(0.0, abs=1e-12)
     assert regret[256].value == pytest.approx(0.0, abs=1e-12)  # vertex -6.5: 2^-7 and 2^-6 tie for best
@@ -49,7 +49,7 @@ def test_flat_basin_gives_no_regret_despite_a_drifting_vertex(tmp_path):
         for e in range(-12, -3):
             rows.append({"model.d_model": w, "train.lr": 2.0**e,
                          "val_loss": 3.0 - 0.1 * math.log2(w / 64) + 0.001 * (e - v) ** 2})
-    report = transfer_check(write_run(tmp_path / "flat", seeded(rows, (-0.0003, 0.0, 0.0003)), MUP_ONLY))
+    report = mutransfer_check(write_run(tmp_path / "flat", seeded(rows, (-0.0003, 0.0, 0.0003)), MUP_ONLY))
     s = report.summaries["mup"]
     assert s.drift == pytest.approx(2.0, abs=1e-6) and s.drift_verdict == "fail"
     assert s.regret_widest.value == pytest.approx(0.004, abs=1e-9) and s.regret_verdict == "pass"
@@ -59,14 +59,14 @@ def test_flat_basin_gives_no_regret_despite_a_drifting_vertex(tmp_path):
 def test_sp_regret_is_the_control_beside_mup(tmp_path, capsys):
     rows = transfer_rows(lambda p, w: -7.0 if p == "mup" else -7.0 - math.log2(w / 64))
     run = write_run(tmp_path / "both", seeded(rows), TRANSFER_PARAMETERS)
-    report = transfer_check(run)
+    report = mutransfer_check(run)
     assert report.summaries["mup"].regret_widest.value == pytest.approx(0.0, abs=1e-12)
     assert report.summaries["sp"].regret_widest.value == pytest.approx(0.05 * 9, abs=1e-9)
     assert report.verdict == "pass" and report.summaries["sp"].verdict == "drifts"
     assert main(["check", "transfer", str(run), "--from-width", "512"]) == 0
     out = capsys.readouterr().out
     assert "carried from width 512" in out and "regret at 512 0.000" in out
-    assert by_width(transfer_check(run, from_width=512), "sp")[64].value == pytest.approx(0.45, abs=1e-9)
+    assert by_width(mutransfer_check(run, from_width=512), "sp")[64].value == pytest.approx(0.45, abs=1e-9)
 
 
 def test_carried_lr_not_run_is_interpolated_and_outside_the_range_is_unknown(tmp_path):
@@ -74,7 +74,7 @@ def test_carried_lr_not_run_is_interpolated_and_outside_the_range_is_unknown(tmp
     # width 256 ran only even exponents (2^-7 missing), width 512 only 2^-12..2^-9 (2^-7 outside)
     rows = [r for r in rows if not (r["model.d_model"] == 256 and round(math.log2(r["train.lr"])) % 2 != 0)
             and not (r["model.d_model"] == 512 and r["train.lr"] > 2.0**-9)]
-    report = transfer_check(write_run(tmp_path / "gaps", rows, MUP_ONLY))
+    report = mutransfer_check(write_run(tmp_path / "gaps", rows, MUP_ONLY))
     regret = by_width(report)
     assert regret[128].value == pytest.approx(0.0, abs=1e-12)
     assert "interpolated" in regret[256].how and regret[256].low is None
@@ -97,6 +97,6 @@ def test_unknown_and_diverged_regret_are_never_zero():
 def test_regret_at_the_source_width_is_exactly_zero_with_its_interval(tmp_path):
     rows = transfer_rows(lambda p, w: -7.0, params=("mup",))
     noisy = [{**r, "seed": s, "val_loss": r["val_loss"] + d} for r in rows for s, d in enumerate((-0.05, 0.0, 0.05))]
-    report = transfer_check(write_run(tmp_path / "src", noisy, MUP_ONLY), from_width=128)
+    report = mutransfer_check(write_run(tmp_path / "src", noisy, MUP_ONLY), from_width=128)
     r128 = by_width(report)[128]
     assert (r128.value, r128.low, r128.high) == (0.0, 0.0, 0.0)

@@ -8,12 +8,12 @@ import pytest
 from windtunnel.cli import main
 from windtunnel.config import load_config
 from windtunnel.errors import WindtunnelError
+from windtunnel.fullrun.cost_check import check_costs
+from windtunnel.fullrun.presets import load_target
+from windtunnel.fullrun.tunnel_plan import ASHA_FRACTION, TIERS, plan_tunnel, proxy_widths, write_tunnel
 from windtunnel.model.accounting import PEAK_TFLOPS_BF16, run_flops
 from windtunnel.sweep.results import ResultsTable
 from windtunnel.sweep.spec import load_sweep
-from windtunnel.target.cost_check import check_costs
-from windtunnel.target.presets import load_target
-from windtunnel.target.tunnel_plan import ASHA_FRACTION, TIERS, plan_tunnel, proxy_widths, write_tunnel
 
 
 def test_asha_costs_a_ninth_of_a_trial():

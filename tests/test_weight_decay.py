@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from windtunnel.config import load_config
+from windtunnel.fullrun.transfer import transfer
 from windtunnel.model.parametrization import (
     MAX_SHRINK_PER_STEP,
     peak_shrink,
     weight_decay_warning,
 )
-from windtunnel.target.carry import transfer
 from windtunnel.training.loop import train
 
 from support import ROOT

@@ -25,23 +25,23 @@ _EXPORTS = {
     "train": "training.loop",
     "open_data": "data.corpus",
     # transfer to a target and the full run
-    "transfer": "target.carry", "TransferPlan": "target.plan", "format_plan": "target.table",
-    "write_plan": "target.plan", "launch": "target.launch",
-    "load_target": "target.presets", "load_proxy": "target.proxy", "effective_hparams": "target.hparams",
+    "transfer": "fullrun.transfer", "TransferPlan": "fullrun.plan", "format_plan": "fullrun.table",
+    "write_plan": "fullrun.plan", "launch": "fullrun.launch",
+    "load_target": "fullrun.presets", "load_proxy": "fullrun.proxy", "effective_hparams": "fullrun.hparams",
     "count_params": "model.accounting", "memory_per_gpu": "model.accounting",
-    "save_checkpoint": "training.checkpoint", "load_checkpoint": "training.checkpoint",
-    "latest_checkpoint": "training.checkpoint",
+    "save_checkpoint": "training.checkpoint_file", "load_checkpoint": "training.checkpoint_file",
+    "latest_checkpoint": "training.checkpoint_file",
     "prepare": "data.preparation",
     "plot_sweep": "analysis.plots",
     "coord_check": "analysis.coord_check", "plot_coord": "analysis.coord_plot",
-    "fit_optimum": "analysis.transfer_check", "transfer_check": "analysis.transfer_check",
+    "fit_optimum": "analysis.mutransfer_check", "mutransfer_check": "analysis.mutransfer_check",
     "horizon_check": "analysis.horizon_check", "best_trial": "analysis.runs", "load_run": "analysis.runs",
     "train_fused": "training.fused",
     "run_sweep": "sweep", "load_sweep": "sweep", "read_results": "sweep",
     # know before you pay: the target's loss from a ladder, the tunnel's cost for a budget
-    "predict": "target.predict", "format_prediction": "target.predict_report",
-    "plot_prediction": "target.predict_report", "plan_tunnel": "target.tunnel_plan",
-    "format_tunnel": "target.tunnel_plan", "write_tunnel": "target.tunnel_plan",
+    "predict": "fullrun.predict", "format_prediction": "fullrun.predict_report",
+    "plot_prediction": "fullrun.predict_report", "plan_tunnel": "fullrun.tunnel_plan",
+    "format_tunnel": "fullrun.tunnel_plan", "write_tunnel": "fullrun.tunnel_plan",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

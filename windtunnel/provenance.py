@@ -197,7 +197,7 @@ def _data_folders(data: Any) -> dict[str, Path]:
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
-    from .data.prepared import META_FILE
+    from .data.token_folder import META_FILE
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

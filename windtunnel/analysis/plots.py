@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import WindtunnelError, WindtunnelWarning
 from .figures import FORMATS, colormap, figure_grid, fmt_value, save_figure
 from .labels import label_of
+from .mutransfer_check import SHAPE_KEYS, mutransfer_check
 from .runs import (
     LR_KEY,
     PARAM_KEY,
@@ -35,7 +36,6 @@ from .runs import (
     aggregate,
     load_run,
 )
-from .transfer_check import SHAPE_KEYS, transfer_check
 
 __all__ = ["plot_sweep"]
 
@@ -241,7 +241,7 @@ def _loss_curve(res, key, facet, out: Path, formats) -> list[Path]:
 
 def _mutransfer(res: RunResults, out: Path, formats) -> list[Path]:
     try:
-        report = transfer_check(res.run_dir, write=False)
+        report = mutransfer_check(res.run_dir, write=False)
     except WindtunnelError as e:  # a sweep's pictures must not fail because the check cannot run
         warnings.warn(f"no muTransfer plot: {e}", WindtunnelWarning, stacklevel=2)
         return []

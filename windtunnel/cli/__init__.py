@@ -1,7 +1,7 @@
 """`windtunnel` command line: parses arguments, calls the library, prints. Nothing else.
 
 Each command group lives in its own module here (`train.py`: train and shapes; `sweep.py`: sweep
-and results; `plot.py`: plot and check; `transfer.py`: transfer; `data.py`: data prepare).
+and results; `plot.py`: plot; `check.py`: check; `transfer.py`: transfer; `data.py`: data prepare).
 
 torch and Ray are imported inside the command functions, so `windtunnel --help` answers at once.
 """
@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import WindtunnelError, WindtunnelWarning
 
 # one module per command group; each has register(subparsers) and imports the library lazily
-COMMANDS = ["sweep", "train", "plot", "transfer", "predict", "plan", "data", "eval", "config"]
+COMMANDS = ["sweep", "train", "plot", "check", "transfer", "predict", "plan", "data", "eval", "config"]
 
 EPILOG = """examples:
   windtunnel train proxies/xs.yaml --set model.d_model=128 --set train.lr=0.01 --out runs/x

@@ -41,7 +41,7 @@ def register(sub) -> None:
 
 def _cmd_plan(args) -> int:
     from ..errors import WindtunnelError
-    from ..target.tunnel_plan import DEFAULT_GPU, MFU_PROXY, MFU_TARGET, format_tunnel, plan_tunnel, write_tunnel
+    from ..fullrun.tunnel_plan import DEFAULT_GPU, MFU_PROXY, MFU_TARGET, format_tunnel, plan_tunnel, write_tunnel
     widths = None
     if args.widths:
         try:
@@ -54,7 +54,7 @@ def _cmd_plan(args) -> int:
                        mfu_target=args.mfu_target if args.mfu_target is not None else MFU_TARGET, mfu_proxy=mfu_proxy)
     print(format_tunnel(plan))
     if args.check_cost:
-        from ..target.cost_check import check_costs, format_costs
+        from ..fullrun.cost_check import check_costs, format_costs
         print("\n" + format_costs(check_costs(args.check_cost, mfu=mfu_proxy), mfu=mfu_proxy, run=args.check_cost))
     out = Path(args.out or Path("runs") / f"plan-{plan.target.name}")
     if args.dry_run:

@@ -43,8 +43,8 @@ def register(sub) -> None:
 
 def _cmd_predict(args) -> int:
     from ..errors import WindtunnelError
-    from ..target.predict import predict
-    from ..target.predict_report import format_prediction, plot_prediction, prediction_dict
+    from ..fullrun.predict import predict
+    from ..fullrun.predict_report import format_prediction, plot_prediction, prediction_dict
     if args.reps < 20:
         raise WindtunnelError(f"--reps: expected at least 20 bootstrap refits for an interval, got {args.reps}")
     if not 0.5 <= args.level < 1:

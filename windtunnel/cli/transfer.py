@@ -17,7 +17,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "transfer", help="carry the best proxy's HPs to a target (e.g. 1.2b) and write/launch the full run",
         description="Read the best trial of a sweep, carry its width-independent HPs to a target preset "
-                    "(transfer/<name>.yaml, or a YAML path), print the transfer table and write the full "
+                    "(targets/<name>.yaml, or a YAML path), print the transfer table and write the full "
                     "run's config. --launch then trains it with the same loop as the proxies.",
         epilog="examples:\n  windtunnel transfer --target 1.2b --from runs/lr-grid --dry-run\n"
                "  windtunnel transfer --target 1.2b --from runs/lr-grid --set data.path=/data/tok --nproc 8 --launch\n"
@@ -54,10 +54,10 @@ def register(sub) -> None:
 
 
 def _cmd_transfer(args) -> int:
-    from ..target.carry import transfer
-    from ..target.launch import check_launchable, launch
-    from ..target.plan import write_plan
-    from ..target.table import format_plan
+    from ..fullrun.launch import check_launchable, launch
+    from ..fullrun.plan import write_plan
+    from ..fullrun.table import format_plan
+    from ..fullrun.transfer import transfer
     if args.dry_run and args.launch:
         print("windtunnel: error: --dry-run and --launch exclude each other", file=sys.stderr)
         return 2

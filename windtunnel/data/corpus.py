@@ -3,7 +3,7 @@
 It needs no network and no user files. Files are taken in sorted order until a byte budget, each
 goes to train or val by a hash of its relative path, and the result is prepared once into
 ``$WINDTUNNEL_CACHE`` (default ``~/.cache/windtunnel``) as an ordinary prepared data folder (see
-:mod:`windtunnel.data.prepared`), which any number of processes then open read-only.
+:mod:`windtunnel.data.token_folder`), which any number of processes then open read-only.
 
 Example:
     >>> folder = embedded_corpus(max_bytes=300_000)       # doctest: +SKIP
@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..typecheck import is_int
-from .prepared import META_FILE, TokenData, load_tokens, write_prepared
+from .token_folder import META_FILE, TokenData, load_tokens, write_prepared
 from .tokenizers import ByteTokenizer
 
 __all__ = [

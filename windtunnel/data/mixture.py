@@ -25,8 +25,8 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import ConfigError, DataError
 from .corpus import open_data
-from .prepared import TokenData, load_tokens
 from .sampling import BatchSampler, StreamSampler, eval_batches
+from .token_folder import TokenData, load_tokens
 
 if TYPE_CHECKING:
     import torch

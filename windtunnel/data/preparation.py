@@ -34,9 +34,9 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import make_temp_dir, write_json
-from .prepared import META_FILE, TRAIN_FILE, VAL_FILE, TokenData, dtype_for_vocab, load_tokens
 from .sources import Piece, SourceFile, expand_sources, iter_pieces
 from .text_units import MAX_UNIT, MIN_UNIT
+from .token_folder import META_FILE, TRAIN_FILE, VAL_FILE, TokenData, dtype_for_vocab, load_tokens
 from .tokenizers import HFTokenizer, parse_tokenizer, train_bpe
 
 __all__ = ["BATCH_CHARS", "DEFAULT_BPE_SAMPLE_BYTES", "prepare", "split_of", "describe_units"]

@@ -110,7 +110,7 @@ def context(model: str | os.PathLike | EvalModel, *, data: str | os.PathLike | N
 def _held_out(em: EvalModel, data):
     """The prepared data to score, checked against the model's vocabulary."""
     from ..data.corpus import open_data
-    from ..data.prepared import load_tokens
+    from ..data.token_folder import load_tokens
 
     if data is not None:
         tokens = load_tokens(data)

@@ -93,7 +93,7 @@ def load_model(spec: str | os.PathLike, *, device: str | torch.device | None = N
         return _load_hf(text[len(HF_PREFIX):], dev)
     path = Path(text).expanduser()
     if path.is_dir():
-        from ..training.checkpoint import latest_checkpoint
+        from ..training.checkpoint_file import latest_checkpoint
         if not (path / "config.yaml").is_file():
             raise WindtunnelError(f"{path}: not a run folder; expected {path / 'config.yaml'} (or give a "
                                   "checkpoint file, or hf:PATH_OR_NAME)")
@@ -111,7 +111,7 @@ def load_model(spec: str | os.PathLike, *, device: str | torch.device | None = N
 
 def _load_windtunnel(ckpt_path: Path, *, run_dir: Path, device: torch.device) -> EvalModel:
     from ..model.parametrization import build_model
-    from ..training.checkpoint import load_checkpoint
+    from ..training.checkpoint_file import load_checkpoint
 
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")  # weights_only=True inside
     cfg = _run_config(ckpt, ckpt_path, run_dir)

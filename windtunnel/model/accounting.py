@@ -9,7 +9,7 @@ can never drift from the model. Memory and FLOPs are estimates with their assump
   in bf16 (`training.precision`). With one micro-batch per GPU that is two blocks (the one computing
   and the one prefetched) plus one block's unsharded fp32 gradients before its reduce-scatter; with
   several, accumulation keeps every block gathered and every gradient unsharded in fp32 until the
-  last micro-batch's backward (`training.parallel`): 2 + 4 bytes per parameter, ~7 GiB at 1.2B;
+  last micro-batch's backward (`training.wrapping`): 2 + 4 bytes per parameter, ~7 GiB at 1.2B;
 * one GPU and DDP under bf16 without compile keep autocast's bf16 copy of every matrix from the
   forward to its backward (2 bytes per non-embedding parameter); compiled blocks recompute the cast
   in the backward instead of keeping it (inductor's partitioner), so none is counted then;

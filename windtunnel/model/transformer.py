@@ -234,7 +234,7 @@ class Transformer(nn.Module):
 
     def head_loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Final norm and mean cross-entropy of the last block's output `x` (B, T, d_model): the unit
-        compiled right after the last block (`training.parallel`), so under compile the chunked loss
+        compiled right after the last block (`training.wrapping`), so under compile the chunked loss
         is one graph whose logits exist one chunk at a time."""
         return self.readout.loss(self.norm(x), targets, chunk=self.cfg.loss_chunk_tokens)
 

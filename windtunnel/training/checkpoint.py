@@ -1,178 +1,180 @@
-"""Resumable checkpoints: one file per step under `<run>/checkpoints/`, written atomically.
+"""Where a run starts and how it saves: one interface over file and sharded checkpoints.
 
-A checkpoint holds the model and optimizer states, the step (which is also the data position: a
-`BatchSampler` batch is a pure function of seed and step), the RNG states, the run's scalar state
-(first loss, seconds trained, where a branched decay starts) and the resolved config as YAML text.
-Everything is a tensor or a plain Python value, so `torch.load(..., weights_only=True)` reads it.
+`Checkpointer.save` writes `step_N.pt` from rank 0 (`train.checkpoint_format: file`) or the sharded
+`step_N/` folder from every rank (`sharded`, `windtunnel.training.checkpoint_sharded`); `load` reads either, so
+a run can switch format, or number of processes, between sessions (a file checkpoint cannot be
+loaded into an FSDP model: no rank holds the whole state). `start_state` decides fresh, resumed, or
+a WSD decay branched off another run's checkpoint.
+
+A resumed run honours this session's config: the checkpoint brings the weights, AdamW's moments and
+the step, while each optimizer group's lr, weight decay, betas and eps are those built from the
+config now (so `--set train.lr=...` or a changed schedule takes effect from the resumed step on).
+Every setting that differs from the checkpoint's saved config is named in one line on stderr.
 
 Example:
-    >>> path = save_checkpoint("runs/x", step=100, model=model, optimizer=opt, state={"seconds": 12.5})
-    >>> ckpt = load_checkpoint(latest_checkpoint("runs/x"))
-    >>> restore(ckpt, model=model, optimizer=opt); ckpt["step"]
-    100
+    >>> ckpt = Checkpointer(cfg, out=Path("runs/x"), ctx=ctx, mode="ddp")          # doctest: +SKIP
+    >>> state = start_state(ckpt, model, optimizer, resume=True, decay_from=None)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
-import random
-import re
-import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
+import yaml
 
+from ..config import RunConfig, config_to_dict
 from ..errors import WindtunnelError
-from ..fileio import atomic_write
-from ..model.parametrization import unwrap
+from .checkpoint_file import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore,
+    save_checkpoint,
+)
+from .checkpoint_sharded import PendingSave, checkpoint_group, load_sharded, save_sharded
+from .distributed import DistContext
 
-__all__ = ["CHECKPOINT_DIR", "save_checkpoint", "load_checkpoint", "restore", "list_checkpoints",
-           "latest_checkpoint", "prune_checkpoints", "checkpoint_step", "rng_state", "set_rng_state",
-           "is_complete_folder", "SHARDED_MARKER"]
-
-CHECKPOINT_DIR = "checkpoints"
-FORMAT = 1
-_NAME = re.compile(r"^step_(\d{8,})(\.pt)?$")
-SHARDED_MARKER = "meta.pt"  # written last into a sharded checkpoint folder, before its rename
-
-
-def save_checkpoint(run_dir: str | os.PathLike, *, step: int, model: nn.Module,
-                    optimizer: torch.optim.Optimizer, state: dict[str, Any] | None = None,
-                    config_yaml: str = "") -> Path:
-    """Write `<run_dir>/checkpoints/step_XXXXXXXX.pt` atomically (temp file, fsync, rename).
-
-    `model` may be wrapped (DDP, torch.compile): the bare module's state is saved, so any wrapping
-    can load it. `state` holds the loop's scalars (plain Python values).
-    """
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"step_{step:08d}.pt"
-    payload = {
-        "format": FORMAT,
-        "step": int(step),
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": rng_state(),
-        "state": dict(state or {}),
-        "config": config_yaml,
-    }
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not outrun the bytes on a crash
-    return atomic_write(path, write)
+__all__ = ["Checkpointer", "RunState", "start_state"]
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with `weights_only=True`; a missing or foreign file is a `WindtunnelError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise WindtunnelError(f"{path}: no such checkpoint")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated file, pickle refused by weights_only, ...
-        raise WindtunnelError(f"{path}: not a readable checkpoint ({' '.join(str(e).split())[:200]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise WindtunnelError(f"{path}: not a windtunnel checkpoint (expected format {FORMAT})")
-    return payload
+@dataclass
+class RunState:
+    """What a checkpoint carries besides tensors: where the loop stands."""
+
+    step: int = 0                      # optimizer steps done
+    first_loss: float | None = None    # the divergence test's reference
+    seconds: float = 0.0               # training time before this session
+    decay_start: int | None = None     # set on a WSD decay branched off a stable checkpoint
+    data_position: int | None = None   # sequential data: sequences of the stream consumed
+    resumed_from: str | None = None
+    decay_from: str | None = None
+
+    def scalars(self) -> dict[str, Any]:
+        return {"first_loss": self.first_loss, "seconds": self.seconds, "decay_start": self.decay_start,
+                "decay_from": self.decay_from, "data_position": self.data_position}
 
 
-def restore(ckpt: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-            source: str = "checkpoint") -> None:
-    """Load model (and optimizer) states and the RNG states from a loaded checkpoint, in place.
+class Checkpointer:
+    """Saves and loads a run's checkpoints in `train.checkpoint_format` (auto: sharded under FSDP)."""
 
-    The model keeps its mup `infshape`s (states are copied into the existing parameters).
-    """
-    try:
-        unwrap(model).load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise WindtunnelError(f"{source}: does not fit this model ({' '.join(str(e).split())[:300]}); "
-                              "was it written with a different model shape?") from None
-    if optimizer is not None:
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise WindtunnelError(f"{source}: optimizer state does not fit ({e})") from None
-    set_rng_state(ckpt["rng"])
+    def __init__(self, cfg: RunConfig, *, out: Path, ctx: DistContext, mode: str):
+        self.cfg, self.out, self.ctx, self.mode = cfg, out, ctx, mode
+        fmt = cfg.train.checkpoint_format
+        self.sharded = fmt == "sharded" or (fmt == "auto" and cfg.train.parallel == "fsdp")
+        # background saves need a process group (their own): several processes only
+        self.background = checkpoint_group() if self.sharded and cfg.train.async_checkpoint and ctx.world > 1 else None
+        self.pending: PendingSave | None = None
 
+    def save(self, model, optimizer, *, step: int, state: RunState) -> str:
+        """Write step `step`'s checkpoint (all ranks call it); returns its path as text."""
+        config_yaml = yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False)
+        if not self.sharded:
+            path = None
+            if self.ctx.is_main:
+                path = save_checkpoint(self.out, step=step, model=model, optimizer=optimizer,
+                                       state=state.scalars(), config_yaml=config_yaml)
+                prune_checkpoints(self.out, keep=self.cfg.train.keep_checkpoints)
+            self.ctx.barrier()
+            return str(path)
+        self.finish()  # one save in flight at a time
+        meta = {"format": "sharded", "state": state.scalars(), "config": config_yaml}
+        self.pending = save_sharded(self.out, step=step, model=model, optimizer=optimizer, ctx=self.ctx,
+                                    meta=meta, background=self.background)
+        if self.background is None:
+            self.finish()
+        return str(self.pending.final if self.pending else self.out / "checkpoints" / f"step_{step:08d}")
 
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """The run's checkpoints, oldest step first."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if _NAME.match(p.name) and (p.is_file() or is_complete_folder(p))]
-    return sorted(found, key=checkpoint_step)
+    def finish(self) -> None:
+        """Publish a save still in flight (a no-op when none)."""
+        if self.pending is not None:
+            self.pending.finish()
+            self.pending = None
+            if self.ctx.is_main:
+                prune_checkpoints(self.out, keep=self.cfg.train.keep_checkpoints)
+            self.ctx.barrier()
 
+    def close(self) -> None:
+        """Publish a save in flight and release the background group (a run ends)."""
+        self.finish()
+        if self.background is not None:
+            import torch.distributed as dist
+            dist.destroy_process_group(self.background)
+            self.background = None
 
-def is_complete_folder(path: str | os.PathLike) -> bool:
-    """A sharded checkpoint folder that finished saving: torch.distributed.checkpoint's `.metadata`
-    and our marker are both there (a crash mid-save leaves a `.step_N.partial` folder, never listed)."""
-    path = Path(path)
-    return path.is_dir() and (path / ".metadata").is_file() and (path / SHARDED_MARKER).is_file()
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest checkpoint of a run folder, or None."""
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def prune_checkpoints(run_dir: str | os.PathLike, *, keep: int) -> list[Path]:
-    """Delete all but the `keep` newest checkpoints (keep <= 0 keeps everything); returns the deleted."""
-    if keep <= 0:
-        return []
-    old = list_checkpoints(run_dir)[:-keep]
-    for path in old:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+    def load(self, path: Path, model, optimizer) -> tuple[int, dict, str]:
+        """(step, scalars, saved config YAML) of checkpoint `path` (a file or a sharded folder), loaded
+        into model/optimizer; the optimizer keeps this config's hyperparameters (lr, weight decay, ...)."""
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        if path.is_dir() or path.name.startswith(".step_"):
+            meta = load_sharded(path, model=model, optimizer=optimizer)
+            step, scalars, config = int(meta["step"]), meta["state"], meta.get("config", "")
+        elif self.mode == "fsdp":
+            raise WindtunnelError(f"{path}: a single-file checkpoint cannot be loaded into an FSDP model; "
+                                  "resume it once with train.parallel=ddp, or save sharded checkpoints")
         else:
-            path.unlink(missing_ok=True)
-    return old
+            ckpt = load_checkpoint(path, map_location=self.ctx.device)
+            restore(ckpt, model=model, optimizer=optimizer, source=str(path))
+            step, scalars, config = int(ckpt["step"]), ckpt["state"], ckpt.get("config", "")
+        for group, built in zip(optimizer.param_groups, fresh):
+            group.update(built)  # the checkpoint's param groups carry the old lr and peak_lr
+        return step, scalars, config
 
 
-def checkpoint_step(path: str | os.PathLike) -> int:
-    """The step in a checkpoint's file name (`step_00001000.pt` -> 1000)."""
-    match = _NAME.match(Path(path).name)
-    if not match:
-        raise WindtunnelError(f"{path}: not a checkpoint name (expected step_XXXXXXXX.pt or a step_XXXXXXXX folder)")
-    return int(match.group(1))
-
-
-# --- RNG states as tensors and plain values (weights_only-safe) ------------------------------
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states (torch, CUDA, Python, NumPy) as weights_only-safe values."""
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": _to_lists(random.getstate()),
-        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss),
-                  float(np_gauss)],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+def start_state(ckpt: Checkpointer, model, optimizer, *, resume, decay_from) -> RunState:
+    """Fresh, resumed (the newest complete checkpoint of the run, or a given one) or branched off `decay_from`."""
+    path = None
+    if resume:
+        path = Path(resume) if not isinstance(resume, bool) else latest_checkpoint(ckpt.out)
+    if path is None and decay_from is not None:
+        path = Path(decay_from)
+    if path is None:
+        if resume and os.environ.get("RANK", "0") == "0":
+            print(f"windtunnel: no checkpoint in {ckpt.out}/checkpoints; starting from step 0", file=sys.stderr)
+        return RunState()
+    if not path.exists():
+        raise WindtunnelError(f"{path}: no such checkpoint")
+    step, s, saved_config = ckpt.load(path, model, optimizer)
+    if resume and (changes := config_changes(saved_config, ckpt.cfg)) and ckpt.ctx.is_main:
+        print(f"windtunnel: resuming {path} with changed settings, applied from step {step} on: "
+              f"{'; '.join(changes)}", file=sys.stderr)
+    state = RunState(step=step, first_loss=s.get("first_loss"), seconds=s.get("seconds", 0.0),
+                     decay_start=s.get("decay_start"), data_position=s.get("data_position"),
+                     decay_from=s.get("decay_from"))
+    if resume:
+        state.resumed_from = str(path)
+    else:
+        state.decay_start, state.decay_from = step, str(decay_from)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the RNG states saved by `rng_state`."""
-    torch.set_rng_state(state["torch"].cpu())
-    random.setstate(_to_tuples(state["python"]))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+def config_changes(saved_yaml: str, cfg: RunConfig) -> list[str]:
+    """`key: old -> new` for every setting of `cfg` that differs from a checkpoint's saved config.
+
+    Example:
+        >>> config_changes(saved, load_config("xs.yaml", overrides=["train.lr=0.002"]))   # doctest: +SKIP
+        ['train.lr: 0.01 -> 0.002']
+    """
+    saved = yaml.safe_load(saved_yaml) if saved_yaml else None
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flatten(saved), _flatten(config_to_dict(cfg))
+    return [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(old.keys() | new.keys())
+            if _comparable(old.get(k)) != _comparable(new.get(k))]
 
 
-def _to_lists(x):
-    return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
 
 
-def _to_tuples(x):
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+def _comparable(value):
+    return list(value) if isinstance(value, tuple) else value

@@ -3,7 +3,7 @@
 It writes, under the run folder: `config.yaml` (the resolved config), `metrics.csv` (step, tokens,
 lr, loss, val_loss, seconds, tokens_per_s, mfu; see `windtunnel.training.metrics`), `summary.json`
 (val_loss, tokens, seconds, status) and resumable checkpoints under `checkpoints/` after the last step
-(`train.final_checkpoint`) and every `train.checkpoint_every` steps (`windtunnel.training.resume`: one
+(`train.final_checkpoint`) and every `train.checkpoint_every` steps (`windtunnel.training.checkpoint`: one
 file, or sharded through DCP).
 A NaN/inf or exploding loss (or a non-finite gradient) ends the run as `status: diverged` with
 val_loss = inf, never a traceback; it is found on the device every step (`training.watch`), and a
@@ -12,7 +12,7 @@ diverged state is never checkpointed. The host reads the loss only when it write
 `GC_EVERY` steps instead of whenever allocations trigger it: both would stall the GPU at 1.2B.
 Precision follows one recipe in every mode (`training.precision`).
 Started by torchrun, the same loop runs data-parallel (DDP) or sharded (FSDP2;
-`windtunnel.training.parallel`), rank 0 writing.
+`windtunnel.training.wrapping`), rank 0 writing.
 
 Read top to bottom: `train` opens the process group; `setup` builds a `Run` (model, wrapping,
 optimizer, start state, schedule, data, log); `run_steps` loops over `train_step`, `validate` and
@@ -42,15 +42,15 @@ from ..model.accounting import flops_per_token, peak_flops
 from ..model.parametrization import build_model, param_roles, weight_decay_warning
 from ..model.transformer import attention_context, flash_attn_available
 from ..provenance import write_provenance
+from .checkpoint import Checkpointer, RunState, start_state
 from .distributed import DistContext, init_distributed
 from .metrics import METRIC_FIELDS, MetricsLog
 from .optim import build_optimizer, current_lr, set_lr
-from .parallel import Wrapped, check_parallel, wrap_model
 from .precision import Precision
-from .resume import Checkpointer, RunState, start_state
 from .schedule import Schedule, make_schedule
 from .trackers import Tracking, check_trackers, open_trackers, resolve_track
 from .watch import DivergenceWatch
+from .wrapping import Wrapped, check_parallel, wrap_model
 
 GC_EVERY = 50
 """Steps between collections of Python's young generations (torchtitan's default cadence): the

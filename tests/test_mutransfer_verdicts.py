@@ -10,10 +10,10 @@ import warnings
 import numpy as np
 import pytest
 
+from windtunnel.analysis.mutransfer_check import mutransfer_check
+from windtunnel.analysis.mutransfer_verdict import regret_state, seeds_to_settle
 from windtunnel.analysis.optimum import estimate_optimum
 from windtunnel.analysis.regret import Regret
-from windtunnel.analysis.transfer_check import transfer_check
-from windtunnel.analysis.transfer_verdict import regret_state, seeds_to_settle
 
 from runfolders import TRANSFER_PARAMETERS, transfer_rows, write_run
 
@@ -37,7 +37,7 @@ def test_a_still_optimum_passes_though_max_minus_min_of_noisy_optima_is_above_ze
                       for w in (64, 128, 256, 512) for e in range(-12, -3)], sd=0.02, rng_seed=rng_seed)
         with warnings.catch_warnings(record=True) as caught:  # the old max - min tolerance, read per doubling
             warnings.simplefilter("always")
-            report = transfer_check(write_run(tmp_path / f"still{rng_seed}", rows, MUP_ONLY), max_drift=0.45)
+            report = mutransfer_check(write_run(tmp_path / f"still{rng_seed}", rows, MUP_ONLY), max_drift=0.45)
         s = report.summaries["mup"]
         assert s.verdict == "pass" and s.drift_verdict == "pass"
         assert report.thresholds.drift_pass == pytest.approx(0.15)
@@ -51,7 +51,7 @@ def test_optima_beyond_the_grids_edge_never_pass_and_say_which_lrs_to_add(tmp_pa
     # is the grid's smallest, so carrying it "costs nothing" on the grid
     rows = noisy(transfer_rows(lambda p, w: -12.5 - 0.5 * math.log2(w / 64), params=("mup",), exps=range(-11, -3)))
     params = {**MUP_ONLY, "train.lr": {"values": [2.0**e for e in range(-11, -3)]}}
-    report = transfer_check(write_run(tmp_path / "edge", rows, params))
+    report = mutransfer_check(write_run(tmp_path / "edge", rows, params))
     s = report.summaries["mup"]
     assert s.edge_widths == [64, 128, 256, 512] and s.regret_verdict != "pass"
     assert report.verdict == "inconclusive"
@@ -65,7 +65,7 @@ def test_a_carried_lr_that_diverges_at_a_wider_shape_fails(tmp_path):
     for r in rows:  # width 512 blows up from 2^-7 (the lr carried from 64) upwards
         if r["model.d_model"] == 512 and r["train.lr"] >= 2.0**-7:
             r.update(status="diverged", val_loss=math.inf)
-    report = transfer_check(write_run(tmp_path / "blowup", rows, MUP_ONLY))
+    report = mutransfer_check(write_run(tmp_path / "blowup", rows, MUP_ONLY))
     s = report.summaries["mup"]
     assert report.verdict == "fail" and s.carried == {"train.lr": 2.0**-7}
     assert s.diverged_widths == [512] and "the carried configuration diverged at 512" in s.reasons
@@ -83,7 +83,7 @@ def test_the_optimums_bootstrap_rechooses_every_swept_key(tmp_path):
     rows = [{**r, "model.init_std": i} for r in transfer_rows(lambda p, w: -7.3, params=("mup",)) for i in (0.02, 0.05)]
     rows = noisy(rows, sd=0.01, rng_seed=1)
     params = {**MUP_ONLY, "model.init_std": {"values": [0.02, 0.05]}}
-    report = transfer_check(write_run(tmp_path / "init", rows, params), write=False)
+    report = mutransfer_check(write_run(tmp_path / "init", rows, params), write=False)
     got = report.rows[0].optimum  # width 64
     cells = {}
     for r in rows:
@@ -116,7 +116,7 @@ def test_one_seed_optimum_interval_covers_about_95_percent():
 
 def test_one_seed_run_carries_a_regret_interval_and_says_how(tmp_path):
     rows = noisy(transfer_rows(lambda p, w: -7.3, params=("mup",)), n_seeds=1, sd=0.01, rng_seed=2)
-    report = transfer_check(write_run(tmp_path / "one", rows, MUP_ONLY))
+    report = mutransfer_check(write_run(tmp_path / "one", rows, MUP_ONLY))
     widest = report.summaries["mup"].regret_widest
     assert widest.low is not None and widest.high > widest.low  # the old one-seed regret had no interval
     assert widest.how.startswith("one seed; parametric bootstrap from the fit residuals")

@@ -12,10 +12,10 @@ ROUTINE = ("seed means", "one seed")  # how most regrets are computed: said once
 
 
 def report_table(report) -> str:
-    """Render a TransferReport (see transfer_check) as the CLI prints it.
+    """Render a TransferReport (see mutransfer_check) as the CLI prints it.
 
     Example:
-        >>> print(report_table(transfer_check("runs/width_transfer", write=False)))   # doctest: +SKIP
+        >>> print(report_table(mutransfer_check("runs/width_transfer", write=False)))   # doctest: +SKIP
     """
     shape = SHORT.get(report.shape_key, report.shape_key)
     header = (f"{'param':<8} {shape:>6} {'log2 opt':>8} {'95% interval':>16} {'best loss':>10} {'best lr':>8} "

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from windtunnel.analysis.transfer_check import fit_optimum, transfer_check
+from windtunnel.analysis.mutransfer_check import fit_optimum, mutransfer_check
 from windtunnel.cli import main
 from windtunnel.errors import WindtunnelError
 
@@ -84,13 +84,13 @@ def mup_holds_sp_moves(p, w):
 
 def test_transfer_check_passes_when_mup_holds_and_sp_moves(tmp_path):
     run = write_run(tmp_path / "wt", transfer_rows(mup_holds_sp_moves), TRANSFER_PARAMETERS)
-    report = transfer_check(run)
+    report = mutransfer_check(run)
     mup, sp = report.summaries["mup"], report.summaries["sp"]
     assert mup.drift == pytest.approx(0.3, abs=1e-6) and mup.slope == pytest.approx(0.1, abs=1e-6)
     assert sp.drift == pytest.approx(3.0, abs=1e-6) and sp.slope == pytest.approx(-1.0, abs=1e-6)
     assert mup.loss_falls and mup.verdict == "pass" and report.verdict == "pass"
     assert sp.verdict == "drifts"
-    saved = json.loads((run / "transfer_check.json").read_text())
+    saved = json.loads((run / "mutransfer_check.json").read_text())
     assert saved["verdict"] == "pass"
     assert saved["parametrizations"]["sp"]["drift"] == pytest.approx(3.0, abs=1e-6)
     assert len(saved["optima"]) == 8
@@ -102,25 +102,25 @@ def test_transfer_check_passes_when_mup_holds_and_sp_moves(tmp_path):
 def test_transfer_check_fails_on_drift_and_on_flat_loss(tmp_path):
     drifting = write_run(tmp_path / "drift", transfer_rows(lambda p, w: -6.0 - 0.6 * math.log2(w / 64)),
                          TRANSFER_PARAMETERS)
-    report = transfer_check(drifting)
+    report = mutransfer_check(drifting)
     assert report.verdict == "fail" and report.summaries["mup"].drift == pytest.approx(1.8)
     assert any(r.startswith("drift -0.600 [-0.600, -0.600] log2 per doubling (pass within ±0.15, fail beyond ±0.5) "
                             "-> fail; max - min 1.80 log2") for r in report.summaries["mup"].reasons)
     flat = write_run(tmp_path / "flat", transfer_rows(mup_holds_sp_moves, floor_of=lambda p, w: 3.0 + w / 1e4),
                      TRANSFER_PARAMETERS)
-    report = transfer_check(flat)
+    report = mutransfer_check(flat)
     mup = report.summaries["mup"]
     assert report.verdict == "fail" and not mup.loss_falls and mup.loss_trend == "rises"
     assert any(r.startswith("best loss +0.0112 [+0.0112, +0.0112] nats per doubling") for r in mup.reasons)
     level = write_run(tmp_path / "level", transfer_rows(lambda p, w: -7.0, floor_of=lambda p, w: 3.0),
                       TRANSFER_PARAMETERS)
-    report = transfer_check(level)  # the bigger model no better: flat, a fail too
+    report = mutransfer_check(level)  # the bigger model no better: flat, a fail too
     assert report.summaries["mup"].loss_trend == "flat" and report.verdict == "fail"
 
 
 def test_edge_optimum_makes_the_check_inconclusive(tmp_path):
     rows = transfer_rows(lambda p, w: -6.5 if w < 512 else -3.0)  # widest still improving at 2^-4
-    report = transfer_check(write_run(tmp_path / "edge", rows, TRANSFER_PARAMETERS))
+    report = mutransfer_check(write_run(tmp_path / "edge", rows, TRANSFER_PARAMETERS))
     mup = report.summaries["mup"]
     assert mup.edge_widths == [512] and report.verdict == "inconclusive"
     assert mup.drift == pytest.approx(0.0)
@@ -134,7 +134,7 @@ def test_seeds_are_averaged_and_diverged_trials_count_as_failures(tmp_path):
         noisy += [{**r, "seed": 0, "val_loss": r["val_loss"] + 0.3}, {**r, "seed": 1, "val_loss": r["val_loss"] - 0.3}]
     noisy.append({**rows[-1], "seed": 2, "status": "diverged", "val_loss": math.inf})
     params = {k: v for k, v in TRANSFER_PARAMETERS.items() if k != "model.parametrization"}
-    report = transfer_check(write_run(tmp_path / "seeds", noisy, params))
+    report = mutransfer_check(write_run(tmp_path / "seeds", noisy, params))
     assert list(report.summaries) == ["mup"]  # parametrization not swept: taken as the default
     assert report.summaries["mup"].drift == pytest.approx(0.3, abs=1e-6)
 
@@ -143,10 +143,10 @@ def test_a_run_without_widths_or_lr_is_refused(tmp_path):
     rows = [{"train.lr": lr, "val_loss": v} for lr, v in zip(GRID, curve(-7))]
     run = write_run(tmp_path / "lr_only", rows, {"train.lr": {"values": GRID}})
     with pytest.raises(WindtunnelError, match="several widths or depths"):
-        transfer_check(run)
-    assert not (run / "transfer_check.json").exists()
+        mutransfer_check(run)
+    assert not (run / "mutransfer_check.json").exists()
     with pytest.raises(WindtunnelError, match="no such run folder"):
-        transfer_check(tmp_path / "missing")
+        mutransfer_check(tmp_path / "missing")
 
 
 def test_cli_exit_status_follows_the_verdict(tmp_path, capsys):
@@ -181,7 +181,7 @@ def test_interval_contains_the_true_optimum_with_three_noisy_seeds(tmp_path):
     vertex = {64: -7.3, 128: -7.1, 256: -6.8, 512: -6.6}  # true drift 0.7
     rows = with_seeds(transfer_rows(lambda p, w: vertex[w], params=("mup",)), noise=0.01)
     params = {k: v for k, v in TRANSFER_PARAMETERS.items() if k != "model.parametrization"}
-    report = transfer_check(write_run(tmp_path / "noisy", rows, params))
+    report = mutransfer_check(write_run(tmp_path / "noisy", rows, params))
     for r in report.rows:
         o = r.optimum
         assert o.method == "quadratic" and o.n_points == 5 and o.n_seeds == 3
@@ -191,7 +191,7 @@ def test_interval_contains_the_true_optimum_with_three_noisy_seeds(tmp_path):
     assert sum(r.optimum.low <= vertex[r.width] <= r.optimum.high for r in report.rows) >= 3
     s = report.summaries["mup"]
     assert s.drift_low <= 0.7 <= s.drift_high and s.drift_high < 1.2
-    saved = json.loads((tmp_path / "noisy" / "transfer_check.json").read_text())
+    saved = json.loads((tmp_path / "noisy" / "mutransfer_check.json").read_text())
     assert saved["n_seeds"] == 3 and saved["optima"][0]["low"] == pytest.approx(report.rows[0].optimum.low)
     assert "95% interval (optimum, drift, best loss): bootstrap over 3 seeds" in report.table()
     true_slope = float(np.polyfit([6, 7, 8, 9], [vertex[w] for w in (64, 128, 256, 512)], 1)[0])
@@ -226,7 +226,7 @@ def test_a_bump_in_a_flat_basin_does_not_throw_the_vertex():
 def test_big_noise_is_inconclusive_and_says_what_would_settle_it(tmp_path):
     rows = with_seeds(transfer_rows(lambda p, w: -7.0, params=("mup",)), noise=0.08, rng_seed=3)
     params = {k: v for k, v in TRANSFER_PARAMETERS.items() if k != "model.parametrization"}
-    report = transfer_check(write_run(tmp_path / "loud", rows, params))
+    report = mutransfer_check(write_run(tmp_path / "loud", rows, params))
     s = report.summaries["mup"]
     assert s.drift_verdict == "inconclusive" and s.regret_verdict == "inconclusive"
     assert report.verdict == "inconclusive" and "seeds per point" in s.settle
@@ -236,7 +236,7 @@ def test_big_noise_is_inconclusive_and_says_what_would_settle_it(tmp_path):
 
 def test_single_seed_is_checked_and_says_so(tmp_path):
     run = write_run(tmp_path / "one", transfer_rows(mup_holds_sp_moves), TRANSFER_PARAMETERS)
-    report = transfer_check(run)
+    report = mutransfer_check(run)
     assert report.n_seeds == 1 and report.verdict == "pass"
     assert all(r.optimum.interval == "parametric bootstrap from the fit residuals (one seed)" for r in report.rows)
     assert any(n.startswith("mup: one seed's noise sd") and "8 degrees of freedom" in n for n in report.notes)
@@ -252,13 +252,13 @@ def test_error_and_pruned_trials_are_missing_points_not_divergence(tmp_path):
         if r["model.d_model"] == 256 and r["train.lr"] == 2.0**-12:
             r.update(status="pruned", val_loss=3.9)
     params = {k: v for k, v in TRANSFER_PARAMETERS.items() if k != "model.parametrization"}
-    report = transfer_check(write_run(tmp_path / "err", rows, params))
+    report = mutransfer_check(write_run(tmp_path / "err", rows, params))
     row512 = next(r for r in report.rows if r.width == 512)
     assert row512.optimum.on_edge and row512.optimum.lr is None and "largest" in row512.optimum.note
     assert row512.n_lrs == 8 and next(r for r in report.rows if r.width == 256).n_lrs == 8
     assert report.verdict == "inconclusive"
     diverged = [{**r, "status": "diverged", "val_loss": math.inf} if r.get("status") == "error" else r for r in rows]
-    named = transfer_check(write_run(tmp_path / "div", diverged, params))
+    named = mutransfer_check(write_run(tmp_path / "div", diverged, params))
     assert next(r for r in named.rows if r.width == 512).optimum.log2_lr == -5.0  # divergence bounds the grid
 
 
@@ -274,7 +274,7 @@ def test_a_diverged_seed_counts_against_its_cell(tmp_path):
     cell = aggregate(res, res.params).set_index(["model.d_model", "train.lr"]).loc[(128, 2.0**-7)]
     assert math.isinf(cell["loss"]) and cell["status"] == "diverged" and (cell["n_ok"], cell["n"]) == (2, 3)
     assert best_trial(res)["model.d_model"] == 512  # still the best overall, and never the sunk cell
-    row = next(r for r in transfer_check(run).rows if r.width == 128)
+    row = next(r for r in mutransfer_check(run).rows if r.width == 128)
     point = next(p for p in row.points if p["log2_lr"] == -7)
     assert point["status"] == "diverged" and row.optimum.method == "grid"  # -7 can no longer be fitted around
     assert row.optimum.log2_lr in (-8.0, -6.0)
@@ -298,7 +298,7 @@ DEPTH_PARAMETERS = {"model.depth_scaling": {"values": ["sqrt", "completep"]},
 def test_depth_is_a_shape_key_too(tmp_path, capsys):
     rows = depth_rows(lambda rule, d: -7.0 - (0.5 * math.log2(d / 2) if rule == "sqrt" else 0.05 * math.log2(d / 2)))
     run = write_run(tmp_path / "depth", rows, DEPTH_PARAMETERS)
-    report = transfer_check(run)
+    report = mutransfer_check(run)
     assert report.shape_key == "model.n_layers" and list(report.summaries) == ["mup/completep", "mup/sqrt"]
     assert report.summaries["mup/sqrt"].drift == pytest.approx(1.5, abs=1e-6)
     assert report.summaries["mup/completep"].drift == pytest.approx(0.15, abs=1e-6)
@@ -331,16 +331,16 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert main(["check", "transfer", str(two), "--shape-key", "model.d_model"]) in (0, 1)
     assert main(["check", "transfer", str(two), "--from-width", "100"]) == 2
     for run in (not_shape, short):
-        assert not (run / "transfer_check.json").exists()
+        assert not (run / "mutransfer_check.json").exists()
 
 
 def test_loss_falls_by_trend_not_step_by_step(tmp_path):
     floors = {64: 3.0, 128: 2.90, 256: 2.905, 512: 2.80}  # a 0.005 wobble at 256: still falling
     run = write_run(tmp_path / "wobble", transfer_rows(mup_holds_sp_moves, floor_of=lambda p, w: floors[w]),
                     TRANSFER_PARAMETERS)
-    assert transfer_check(run).summaries["mup"].loss_falls
+    assert mutransfer_check(run).summaries["mup"].loss_falls
     floors[512] = 3.01  # the largest no better than the smallest: not falling
     run = write_run(tmp_path / "rise", transfer_rows(mup_holds_sp_moves, floor_of=lambda p, w: floors[w]),
                     TRANSFER_PARAMETERS)
-    report = transfer_check(run)
+    report = mutransfer_check(run)
     assert not report.summaries["mup"].loss_falls and report.verdict == "fail"

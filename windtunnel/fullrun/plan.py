@@ -1,5 +1,5 @@
 """The plan of a full run, as data: the target's resolved config, its batch, and the rows and warnings
-the transfer table shows. `windtunnel.target.carry.transfer` builds one; `table.format_plan` prints it;
+the transfer table shows. `windtunnel.fullrun.transfer.transfer` builds one; `table.format_plan` prints it;
 `write_plan` writes its config.
 
 Example:

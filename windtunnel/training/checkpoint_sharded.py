@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import WindtunnelError
-from .checkpoint import (
+from .checkpoint_file import (
     CHECKPOINT_DIR,
     SHARDED_MARKER,
     is_complete_folder,

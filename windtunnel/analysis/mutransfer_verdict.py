@@ -93,7 +93,7 @@ def seeds_to_settle(point, low, high, threshold: float, n_seeds: int) -> int | N
 
 
 def judge(s, limits: Thresholds, *, min_widths: int, min_span: float) -> None:
-    """Set the verdicts, `reasons` and `settle` of a ParamSummary (see transfer_check)."""
+    """Set the verdicts, `reasons` and `settle` of a ParamSummary (see mutransfer_check)."""
     reasons = []
     span = max(s.widths) / min(s.widths)
     few = len(s.widths) < min_widths or span < min_span

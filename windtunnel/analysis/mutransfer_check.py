@@ -31,6 +31,8 @@ import numpy as np
 
 from ..errors import WindtunnelError
 from ..fileio import write_json
+from .mutransfer_report import report_table
+from .mutransfer_verdict import Thresholds, from_max_drift, judge
 from .optimum import (
     N_BOOT,
     Optimum,
@@ -50,8 +52,6 @@ from .runs import (
     load_run,
     with_parametrization,
 )
-from .transfer_report import report_table
-from .transfer_verdict import Thresholds, from_max_drift, judge
 from .trend import slope_interval
 
 __all__ = [
@@ -63,7 +63,7 @@ __all__ = [
     "WidthOptimum",
     "check_family",
     "fit_optimum",
-    "transfer_check",
+    "mutransfer_check",
 ]
 
 MIN_WIDTHS, MIN_SPAN = 4, 8.0  # >= 4 shapes spanning >= 8x: fewer cannot tell a trend from noise
@@ -162,7 +162,7 @@ class TransferReport:
         return report_table(self)
 
 
-def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float | None = None,
+def mutransfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float | None = None,
                    regret_tolerance: float = 0.01, from_width: int | None = None, shape_key: str | None = None,
                    n_boot: int = N_BOOT, write: bool = True, drift_pass: float = 0.15, drift_fail: float = 0.5,
                    loss_flat: float = 0.01) -> TransferReport:
@@ -174,10 +174,10 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float 
     interval lies within ±drift_pass, fails when wholly beyond ±drift_fail. `loss_flat`: a best-loss
     slope within ±loss_flat nats per doubling is flat. `max_drift` (deprecated: a max - min in log2
     units) is converted to drift_pass = max_drift / doublings spanned, with a warning. Writes
-    `run_dir/transfer_check.json` (atomically) unless `write=False`.
+    `run_dir/mutransfer_check.json` (atomically) unless `write=False`.
 
     Example:
-        >>> report = transfer_check("runs/width_transfer")                # doctest: +SKIP
+        >>> report = mutransfer_check("runs/width_transfer")                # doctest: +SKIP
         >>> report.verdict, round(report.summaries["mup"].slope, 2)      # doctest: +SKIP
         ('pass', 0.04)
     """
@@ -225,7 +225,7 @@ def transfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: float 
     report = TransferReport(res.run_dir, key, rows, summaries, verdict, max_drift, regret_tolerance, source,
                             neighbors, n_seeds, notes, limits)
     if write:
-        write_json(res.run_dir / "transfer_check.json", report.to_dict(), strict=True)
+        write_json(res.run_dir / "mutransfer_check.json", report.to_dict(), strict=True)
     return report
 
 
