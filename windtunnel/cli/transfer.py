@@ -17,7 +17,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "transfer", help="carry the best proxy's HPs to a target (e.g. 1.2b) and write/launch the full run",
         description="Read the best trial of a sweep, carry its width-independent HPs to a target preset "
-                    "(targets/<name>.yaml, or a YAML path), print the transfer table and write the full "
+                    "(transfer/<name>.yaml, or a YAML path), print the transfer table and write the full "
                     "run's config. --launch then trains it with the same loop as the proxies.",
         epilog="examples:\n  windtunnel transfer --target 1.2b --from runs/lr-grid --dry-run\n"
                "  windtunnel transfer --target 1.2b --from runs/lr-grid --set data.path=/data/tok --nproc 8 --launch\n"

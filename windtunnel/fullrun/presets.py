@@ -1,4 +1,4 @@
-"""Target presets: the full-size models a sweep's winner is carried to (`targets/<name>.yaml`).
+"""Target presets: the full-size models a sweep's winner is carried to (`transfer/<name>.yaml`).
 
 A target file is a run config (`model`, `train`, `data`) plus a `transfer` section:
 
@@ -31,9 +31,8 @@ from ..errors import ConfigError, WindtunnelError
 
 __all__ = ["Target", "load_target", "target_files", "TARGET_DIRS"]
 
-# searched in order: the working directory's presets (`targets/`, or `transfer/` as the folder was called
-# before "transfer" came to mean only carrying HPs), then the ones shipped beside the package
-TARGET_DIRS = (Path("targets"), Path("transfer"), Path(__file__).resolve().parents[2] / "targets")
+# searched in order: the working directory's presets, then the ones shipped beside the package
+TARGET_DIRS = (Path("transfer"), Path(__file__).resolve().parents[2] / "transfer")
 _TRANSFER_KEYS = {"description", "tokens", "batch_tokens"}
 _COMPUTED = ("steps", "grad_accum")
 
