@@ -148,10 +148,30 @@ if os.environ["RANK"] == "0":
 """
 
 
+TWO_RUNS_SCRIPT = """
+import torch, torch.distributed as dist
+from windtunnel.training.distributed import init_distributed
+first = init_distributed("cpu")
+group = dist.group.WORLD
+first.close()                      # what train() does at its end
+second = init_distributed("cpu")   # a second train() in the same torchrun process
+assert dist.group.WORLD is group, "the process group was re-created between two runs"
+total = second.all_sum(torch.ones(())).item()
+if second.is_main:
+    print(total)
+"""
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known regression after merging issues 22-26 (passed on the issue-23 branch): rank 1's "
-                          "gloo init_process_group is refused (connectFullMesh) in this two-run compiled DDP "
-                          "script; open, to be found before the first GPU hour", strict=False)
+def test_two_runs_in_one_torchrun_process_share_one_process_group(tmp_path):
+    # re-creating the default group reuses the first one's keys in torchrun's store: a rank could read its
+    # peer's stale address and be refused (gloo connectFullMesh), depending on timing
+    script = tmp_path / "two_runs.py"
+    script.write_text(TWO_RUNS_SCRIPT)
+    assert torchrun([str(script)]).split() == ["2.0"]
+
+
+@pytest.mark.slow
 def test_compiled_ddp_on_gloo_both_attention_backends_train_and_eval_stay_under_the_recompile_limit(tmp_path):
     # blocks and the head (final norm + chunked loss) compiled, DDP on 2 processes, 2 micro-batches each;
     # every block shares one graph per (attention, train/eval): 4 block graphs and 2 head graphs, limit 8

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import sys
@@ -34,7 +35,7 @@ class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    owns_group: bool = False  # we started the process group, so we end it
+    owns_group: bool = False  # we started the process group (it ends when the process exits)
 
     @property
     def is_main(self) -> bool:
@@ -65,8 +66,17 @@ class DistContext:
             dist.barrier()
 
     def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
+        """End of a run. After a clean run the group is kept for the next run of this process and ended
+        at exit (`init_distributed`); while an exception is on its way out it is ended now, as the peers
+        may be anywhere (torchrun then stops them)."""
+        if self.owns_group and sys.exc_info()[0] is not None and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():  # still up: every run ended cleanly, so every rank comes here
+        dist.barrier()  # all ranks at exit first: gloo aborts a rank whose peer has already torn down
+        dist.destroy_process_group()
 
 
 def under_torchrun() -> bool:
@@ -77,7 +87,8 @@ def under_torchrun() -> bool:
 def init_distributed(device: str, source: str | None = None, *, timeout_s: float = 1800) -> DistContext:
     """Resolve the device and, under torchrun, join the process group (NCCL on CUDA, gloo on CPU).
 
-    Each rank takes GPU `LOCAL_RANK`. A collective that waits longer than `timeout_s`
+    Each rank takes GPU `LOCAL_RANK`. The process group, once started, serves every later run of the
+    process (a script may call `train` twice) and ends at exit. A collective that waits longer than `timeout_s`
     (`train.dist_timeout_s`) fails the run rather than hanging it.
     """
     if not under_torchrun():
@@ -95,6 +106,10 @@ def init_distributed(device: str, source: str | None = None, *, timeout_s: float
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=timeout_s))
+        # Kept for the life of the process and destroyed at exit, never between two runs: a re-created
+        # default group reuses the first one's keys in torchrun's store, so a rank could read a peer's
+        # stale address and be refused (gloo's connectFullMesh), depending on timing.
+        atexit.register(_destroy_group)
     return DistContext(device=resolved, rank=rank, world=world, local_rank=local, owns_group=owns)
 
 
