@@ -6,7 +6,16 @@ __all__ = ["ConfigError", "DataError", "WindtunnelError", "WindtunnelWarning"]
 
 
 class WindtunnelError(Exception):
-    """Something the user can fix: the CLI prints the message on one line and exits with status 2."""
+    """Something the user can fix: the CLI prints the message on one line and exits with status 2.
+    Every error windtunnel raises on bad input is one (ConfigError, DataError are its kinds).
+
+    Example:
+        >>> try:
+        ...     load_config("proxies/xs.yaml", overrides=["model.d_model=-3"])
+        ... except WindtunnelError as e:
+        ...     print(e)                                                    # doctest: +SKIP
+        proxies/xs.yaml: model.d_model: expected a positive integer, got -3
+    """
 
 
 class ConfigError(WindtunnelError, ValueError):

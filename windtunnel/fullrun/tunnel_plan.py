@@ -84,6 +84,11 @@ def plan_tunnel(*, target: str | os.PathLike = "1.2b", budget_gpu_hours: float, 
 
     Raises WindtunnelError (one line) for an unknown target or GPU, widths that do not fit the target's
     heads, or a budget below the cheapest tier (saying what it would take).
+
+    Example:
+        >>> plan = plan_tunnel(target="1.2b", budget_gpu_hours=300)
+        >>> print(format_tunnel(plan))              # tiers, stage costs, share of the target's cost
+        >>> write_tunnel(plan, "runs/tunnel")       # sweep YAMLs that load, ready to run
     """
     if not (math.isfinite(budget_gpu_hours) and budget_gpu_hours > 0):
         raise WindtunnelError(f"--budget: expected positive GPU-hours, got {budget_gpu_hours}")
