@@ -15,6 +15,7 @@ A run (`windtunnel train --out runs/xs`; also each sweep trial)::
       trackers.json        the MLflow run to continue on --resume (training.tracker_clients)
       mlflow.db            MLflow's SQLite store, when no MLFLOW_TRACKING_URI
       checkpoints/         step_XXXXXXXX.pt, or step_XXXXXXXX/ (sharded, with meta.pt)
+      tensorboard/, wandb/ the trackers' own files, when tracked
       eval/                context.csv, context.json, calibration.json, calibration_questions.csv, plots/
 
 A sweep (`windtunnel sweep spec.yaml --out runs/lr_init`)::
@@ -64,8 +65,8 @@ from .fileio import make_temp_dir
 __all__ = [
     # a run
     "CONFIG_FILE", "SUMMARY_FILE", "METRICS_FILE", "PROVENANCE_FILE", "TRACKERS_FILE", "MLFLOW_DB",
-    "CHECKPOINT_DIR", "CHECKPOINT_MARKER", "EVAL_DIR", "CONTEXT_CSV", "CONTEXT_JSON", "CALIBRATION_JSON",
-    "CALIBRATION_QUESTIONS_CSV",
+    "CHECKPOINT_DIR", "CHECKPOINT_MARKER", "TENSORBOARD_DIR", "WANDB_DIR", "EVAL_DIR", "CONTEXT_CSV",
+    "CONTEXT_JSON", "CALIBRATION_JSON", "CALIBRATION_QUESTIONS_CSV",
     # a sweep
     "SPEC_FILE", "RESULTS_PARQUET", "RESULTS_CSV", "STUDY_FILE", "LOCK_FILE", "RUNGS_FILE", "TRIALS_DIR",
     "PLOTS_DIR", "TRIAL_FILE", "ERROR_FILE", "MUTRANSFER_CHECK_FILE", "HORIZON_CHECK_FILE", "COORD_CHECK_FILE",
@@ -88,6 +89,7 @@ MLFLOW_DB = "mlflow.db"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_MARKER = "meta.pt"
 """Written last into a sharded checkpoint folder, before its rename: its presence means complete."""
+TENSORBOARD_DIR, WANDB_DIR = "tensorboard", "wandb"
 EVAL_DIR = "eval"
 CONTEXT_CSV, CONTEXT_JSON = "context.csv", "context.json"
 CALIBRATION_JSON, CALIBRATION_QUESTIONS_CSV = "calibration.json", "calibration_questions.csv"
@@ -251,7 +253,7 @@ def publish_folder(tmp: str | os.PathLike, final: str | os.PathLike, *, replace:
             os.replace(old / final.name, final)
         elif final.exists():  # another writer won the race to create it
             raise FileExistsError(f"{final}: already exists") from None
-        raise OSError(e.errno, f"{final}: could not move {tmp.name} into place ({e.strerror})") from None
+        raise WindtunnelError(f"{final}: could not move {tmp} into place ({e.strerror or e})") from None
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -28,15 +28,15 @@ from torch import nn
 from ..errors import WindtunnelError
 from ..fileio import atomic_write
 from ..model.parametrization import unwrap
+from ..run_folder import CHECKPOINT_DIR, CHECKPOINT_MARKER
 
 __all__ = ["CHECKPOINT_DIR", "save_checkpoint", "load_checkpoint", "restore", "list_checkpoints",
            "latest_checkpoint", "prune_checkpoints", "checkpoint_step", "rng_state", "set_rng_state",
            "is_complete_folder", "SHARDED_MARKER"]
 
-CHECKPOINT_DIR = "checkpoints"
 FORMAT = 1
 _NAME = re.compile(r"^step_(\d{8,})(\.pt)?$")
-SHARDED_MARKER = "meta.pt"  # written last into a sharded checkpoint folder, before its rename
+SHARDED_MARKER = CHECKPOINT_MARKER  # written last into a sharded checkpoint folder, before its rename
 
 
 def save_checkpoint(run_dir: str | os.PathLike, *, step: int, model: nn.Module,
