@@ -183,7 +183,8 @@ def _name_literals(source: str, label: str, files: set[str], folders: set[str]) 
         if re.search(r"\s", text):  # prose (help text, a message) may name a file, as a docstring may
             continue
         found = file_re.search(text)
-        if found or (text in folders and id(node) in path_operands) or text.split("/")[0] in folders and "/" in text:
+        head, _, rest = text.partition("/")
+        if found or (text in folders and id(node) in path_operands) or (head in folders and rest):
             hits.append(f"{label}:{node.lineno}: {text!r}")
     return hits
 

@@ -7,16 +7,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, load_config
 from ..errors import WindtunnelError
 from ..model.accounting import count_params, memory_per_gpu
+from ..run_folder import read_summary, summary_path
 from ..training.distributed import torchrun_command
 from ..training.trackers import check_trackers, resolve_track
 
@@ -43,17 +42,17 @@ def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int 
     if nproc == 1 and nnodes == 1 and not max_restarts:
         from ..training.loop import train
         return train(cfg, out_dir=run_dir, progress=progress, resume=resume)  # trackers: cfg.train.track
-    summary_path = Path(run_dir) / "summary.json"
+    written = summary_path(run_dir)
     started = time.time()
     command = torchrun_command(config, out=run_dir, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint,
                                max_restarts=max_restarts, train_args=["--resume"] if resume else [])
     code = subprocess.run(command, check=False).returncode
-    if nnodes > 1 and code == 0 and not summary_path.is_file():
+    if nnodes > 1 and code == 0 and not written.is_file():
         return {"status": "ok", "node": "worker"}
-    if not summary_path.is_file() or summary_path.stat().st_mtime < started:
-        raise WindtunnelError(f"torchrun exited with status {code} without writing {summary_path}; "
+    if not written.is_file() or written.stat().st_mtime < started:
+        raise WindtunnelError(f"torchrun exited with status {code} without writing {written}; "
                               "see its output above")
-    return json.loads(summary_path.read_text())
+    return read_summary(run_dir, missing_ok=False)
 
 
 def check_launchable(cfg: RunConfig, *, nproc: int = 1) -> None:
