@@ -32,10 +32,10 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import write_json
-from ..run_folder import write_folder
+from ..run_folder import META_FILE, TRAIN_FILE, VAL_FILE, write_folder
 from .sources import Piece, SourceFile, expand_sources, iter_pieces
 from .text_units import MAX_UNIT, MIN_UNIT
-from .token_folder import META_FILE, TRAIN_FILE, VAL_FILE, TokenData, dtype_for_vocab, load_tokens
+from .token_folder import TokenData, dtype_for_vocab, load_tokens
 from .tokenizers import HFTokenizer, parse_tokenizer, train_bpe
 
 __all__ = ["BATCH_CHARS", "DEFAULT_BPE_SAMPLE_BYTES", "prepare", "split_of", "describe_units"]

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import RunConfig, load_config
 from ..errors import WindtunnelError
+from ..formatting import fmt_bytes
 from ..model.accounting import count_params, memory_per_gpu
 from ..run_folder import read_summary, summary_path
 from ..training.distributed import torchrun_command
@@ -80,5 +81,5 @@ def check_launchable(cfg: RunConfig, *, nproc: int = 1) -> None:
         need = memory_per_gpu(cfg).total * nproc
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if need > 0.8 * ram:
-            raise WindtunnelError(f"{cfg.source}: no GPU here, and the run needs ~{need / 2**30:.0f} GiB, more "
-                                  f"than this machine's {ram / 2**30:.0f} GiB; launch it on a GPU machine")
+            raise WindtunnelError(f"{cfg.source}: no GPU here, and the run needs ~{fmt_bytes(need, digits=2)}, more "
+                                  f"than this machine's {fmt_bytes(ram, digits=2)}; launch it on a GPU machine")
