@@ -59,7 +59,7 @@ def _cmd_prepare(args) -> int:
     seconds = time.perf_counter() - started
     m = data.meta
     read = fmt_bytes(m["input_bytes"], decimal=True)  # decimal: files and throughput, as `ls --si` shows them
-    speed = fmt_bytes(m["input_bytes"] / max(seconds, 1e-9), decimal=True)
+    speed = fmt_bytes(m["input_bytes"] / max(seconds, 1e-9), decimal=True, unit="MB")  # one unit to compare runs
     print(f"wrote {data.path}: {m['train_tokens']:,} train + {m['val_tokens']:,} val tokens "
           f"({m['tokenizer']}, vocab {m['vocab_size']}, {m['dtype']}) from {m['files']} file(s), "
           f"{read} in {seconds:.1f} s ({speed}/s); units: {m['unit']}, "
