@@ -8,7 +8,8 @@ column per swept parameter named by its dotted key), `spec.yaml` (the resolved s
 `windtunnel.provenance`) and, while a sweep runs, `sweep.lock`. A folder without `provenance.json`
 (written before it existed) reads as format 0; a newer format is refused. The sweep engine writes it
 (`windtunnel.sweep.results`); `results`, plots, checks and transfer read it only through here, so
-they work on any folder in this format (a bench writes one by hand). No Ray, Optuna or torch here.
+they work on any folder in this format (a bench writes one by hand). The file names and the layout are
+`windtunnel.run_folder`'s; this module reads the table and the spec. No Ray, Optuna or torch here.
 
     >>> res = load_run("runs/lr_init")
     >>> best_trial(res)["train.lr"]          # honours the spec's metric and goal  # doctest: +SKIP
