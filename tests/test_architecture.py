@@ -211,3 +211,13 @@ def test_the_name_rule_sees_literals():
               'f = f"{run}: no results.csv here"  # prose\n')
     hits = _name_literals(source, "probe.py", files, folders)
     assert sorted(h.split(":")[1] for h in hits) == ["3", "4", "5", "6"], hits
+
+
+@pytest.mark.parametrize("rel", sorted(NAME_LITERALS_ALLOWED))
+def test_the_allow_list_holds_only_files_that_still_need_it(rel):
+    """At merge, a file that takes its names from run_folder must leave NAME_LITERALS_ALLOWED (this fails)."""
+    files, folders = _owned_names()
+    path = ROOT / rel
+    assert path.is_file(), f"{rel}: gone; remove it from NAME_LITERALS_ALLOWED"
+    assert _name_literals(path.read_text(encoding="utf-8"), rel, files, folders), (
+        f"{rel}: spells no run-folder name any more; remove it from NAME_LITERALS_ALLOWED")
