@@ -4,6 +4,7 @@ borrowed across modules, and the CLI answers --help without torch or Ray."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ PKG = ROOT / "windtunnel"
 # Lower layers never import higher ones (spec -> trial -> train -> results -> plot -> transfer -> run).
 LAYERS = [
     {"errors", "typecheck", "fileio", "formatting", "lazy"},
+    {"run_folder"},
     {"config", "schema", "config_keys"},
     {"model"},
     {"data"},
@@ -160,3 +162,93 @@ def test_public_api_is_small_and_every_name_has_a_docstring_example():
         warnings.simplefilter("always")
         assert wt.load_run.__name__ == "load_run"
     assert any("windtunnel.analysis.runs" in str(w.message) for w in caught)
+
+
+# --- one owner for the run folder's names (issue 22) --------------------------------------------------
+# Files owned by the other branches of issue 22's round (training loop; sweep engine), which still
+# name run-folder files in quotes: emptied at merge, when they take the names from windtunnel.run_folder.
+NAME_LITERALS_ALLOWED = {
+    "windtunnel/training/loop.py",   # config.yaml, summary.json: the loop branch
+    "windtunnel/training/fused.py",  # config.yaml, summary.json: the loop branch
+    "windtunnel/sweep/study.py",     # study.db, trials: the engine branch
+    "windtunnel/sweep/trial.py",     # error.txt, trials: the engine branch
+}
+
+
+def _owned_names() -> tuple[set[str], set[str]]:
+    """(file names, folder names) that windtunnel.run_folder defines: the names nobody else may spell."""
+    import windtunnel.run_folder as rf
+    values = [getattr(rf, n) for n in rf.__all__ if n.endswith(("_FILE", "_DIR", "_DB", "_CSV", "_JSON", "_PARQUET",
+                                                               "_MARKER"))]
+    return {v for v in values if "." in v}, {v for v in values if "." not in v}
+
+
+def _docstring_ids(tree: ast.AST) -> set[int]:
+    """Module, class and function docstrings and attribute docstrings: prose may name the files."""
+    out = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        for stmt in body if isinstance(body, list) else []:  # a lambda's body is one expression
+            value = stmt.value if isinstance(stmt, ast.Expr) else None
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                out.add(id(value))
+    return out
+
+
+def _name_literals(source: str, label: str, files: set[str], folders: set[str]) -> list[str]:
+    tree = ast.parse(source)
+    docs = _docstring_ids(tree)
+    file_re = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(f) for f in sorted(files)) + r")(?![\w.-])")
+    # a folder name counts only as a path: `x / "trials"`, "trials/*", os.path.join(..., "trials")
+    path_operands = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            path_operands |= {id(node.left), id(node.right)}
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join":
+            path_operands |= {id(a) for a in node.args}
+    hits = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) or id(node) in docs:
+            continue
+        text = node.value
+        if re.search(r"\s", text):  # prose (help text, a message) may name a file, as a docstring may
+            continue
+        found = file_re.search(text)
+        head, _, rest = text.partition("/")
+        if found or (text in folders and id(node) in path_operands) or (head in folders and rest):
+            hits.append(f"{label}:{node.lineno}: {text!r}")
+    return hits
+
+
+def test_no_run_folder_names_outside_run_folder():
+    files, folders = _owned_names()
+    assert {"summary.json", "results.csv", "metrics.csv", "config.yaml", "trial.json", "spec.yaml", "study.db",
+            "provenance.json", "sweep.lock", "meta.json"} <= files and {"trials", "checkpoints"} <= folders
+    hits = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "windtunnel/run_folder.py" or rel in NAME_LITERALS_ALLOWED:
+            continue
+        hits += _name_literals(path.read_text(encoding="utf-8"), rel, files, folders)
+    assert not hits, ("run-folder file names spelled outside windtunnel/run_folder.py (take the constant or "
+                      "path helper from there):\n" + "\n".join(hits))
+
+
+def test_the_name_rule_sees_literals():
+    files, folders = _owned_names()
+    source = ('"""Docstrings may say summary.json."""\nimport os\n'
+              'a = run / "summary.json"\nb = os.path.join(run, "trials")\nc = "trials/*/config.yaml"\n'
+              'd = f"{run / \'results.csv\'}"\ne = "trials"  # a word, not a path\n'
+              'f = f"{run}: no results.csv here"  # prose\n')
+    hits = _name_literals(source, "probe.py", files, folders)
+    assert sorted(h.split(":")[1] for h in hits) == ["3", "4", "5", "6"], hits
+
+
+@pytest.mark.parametrize("rel", sorted(NAME_LITERALS_ALLOWED))
+def test_the_allow_list_holds_only_files_that_still_need_it(rel):
+    """At merge, a file that takes its names from run_folder must leave NAME_LITERALS_ALLOWED (this fails)."""
+    files, folders = _owned_names()
+    path = ROOT / rel
+    assert path.is_file(), f"{rel}: gone; remove it from NAME_LITERALS_ALLOWED"
+    assert _name_literals(path.read_text(encoding="utf-8"), rel, files, folders), (
+        f"{rel}: spells no run-folder name any more; remove it from NAME_LITERALS_ALLOWED")

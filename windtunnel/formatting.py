@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["fmt_number", "fmt_loss", "fmt_params", "fmt_duration"]
+__all__ = ["fmt_number", "fmt_loss", "fmt_params", "fmt_duration", "fmt_bytes"]
 
 
 def fmt_number(value: Any, *, digits: int = 4) -> str:
@@ -74,6 +74,34 @@ def fmt_duration(seconds: float, *, compact: bool = False) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s" if compact else f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if compact else f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+_BINARY = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+_DECIMAL = (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
+
+
+def fmt_bytes(n: float, *, decimal: bool = False, digits: int = 3, unit: str | None = None) -> str:
+    """A size: binary units by default (KiB, MiB, GiB, TiB: memory, as the GPU reports it), decimal ones
+    with `decimal=True` (kB, MB, GB: files and throughput, as `ls -h --si` and a network do); the
+    largest unit that keeps the number at least 1, or `unit` to pin one (a column of GiB); `digits`
+    significant digits, never an exponent.
+
+    Example:
+        >>> fmt_bytes(512), fmt_bytes(7.5 * 2**30), fmt_bytes(2_500_000, decimal=True), fmt_bytes(2**29, unit="GiB")
+        ('512 B', '7.5 GiB', '2.5 MB', '0.5 GiB')
+    """
+    units = _DECIMAL if decimal else _BINARY
+    if unit is not None:
+        scale = dict(units + (("B", 1),)).get(unit)
+        if scale is None:
+            raise ValueError(f"unit: expected one of {', '.join(u for u, _ in units)} or B, got {unit!r}")
+    else:
+        unit, scale = next(((u, s) for u, s in units if abs(n) >= s), ("B", 1))
+    value = n / scale
+    if unit == "B" and float(value).is_integer():
+        return f"{int(value)} B"
+    text = f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+    return f"{text} {unit}"
 
 
 def _si(value: int, digits: int) -> str:

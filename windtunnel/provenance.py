@@ -31,13 +31,13 @@ from typing import Any, Mapping
 
 from .errors import WindtunnelError
 from .fileio import write_json
+from .run_folder import META_FILE, PROVENANCE_FILE
 
 __all__ = ["FORMAT_VERSION", "PROVENANCE_FILE", "collect_provenance", "corpus_identity", "write_provenance",
            "read_provenance", "check_format"]
 
 FORMAT_VERSION = 1
 """The run-folder format this code writes and reads; raise it when a file's meaning changes."""
-PROVENANCE_FILE = "provenance.json"
 PACKAGES = ("windtunnel", "torch", "mup", "ray", "optuna")
 
 
@@ -197,7 +197,6 @@ def _data_folders(data: Any) -> dict[str, Path]:
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
-    from .data.token_folder import META_FILE
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import WindtunnelError
 from ..fileio import write_json
+from ..run_folder import HORIZON_CHECK_FILE, trial_config_paths
 from .optimum import N_BOOT, OptimumEstimate, estimate_optimum, percentile_interval, residual_scatter
 from .runs import LR_KEY, RunResults, aggregate, load_run
 
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 MIN_BUDGETS, MIN_LRS = 3, 3
-HORIZON_FILE = "horizon_check.json"
+HORIZON_FILE = HORIZON_CHECK_FILE
 STEPS_KEY = "train.steps"
 FAR = 3.0  # doublings of tokens beyond the largest budget past which an extrapolation is flagged
 INTERVAL_METHOD = ("95% interval: the slope refitted to each bootstrap resample of the optima, widened by the "
@@ -362,7 +363,7 @@ def horizon_params(res: RunResults) -> float:
     """Non-embedding parameters of the horizon sweep's model (its first trial's config, else its base)."""
     from ..config import load_config
     from ..model.accounting import count_params
-    configs = sorted((res.run_dir / "trials").glob("*/config.yaml"))[:1]
+    configs = trial_config_paths(res.run_dir)[:1]
     try:
         cfg = load_config(configs[0]) if configs else load_config(res.spec["base"], overrides=res.spec.get("set") or {})
     except (KeyError, OSError) as e:

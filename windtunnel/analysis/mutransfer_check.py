@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import WindtunnelError
 from ..fileio import write_json
+from ..run_folder import MUTRANSFER_CHECK_FILE
 from .mutransfer_report import report_table
 from .mutransfer_verdict import Thresholds, from_max_drift, judge
 from .optimum import (
@@ -225,7 +226,7 @@ def mutransfer_check(run_dir: str | Path, *, neighbors: int = 2, max_drift: floa
     report = TransferReport(res.run_dir, key, rows, summaries, verdict, max_drift, regret_tolerance, source,
                             neighbors, n_seeds, notes, limits)
     if write:
-        write_json(res.run_dir / "mutransfer_check.json", report.to_dict(), strict=True)
+        write_json(res.run_dir / MUTRANSFER_CHECK_FILE, report.to_dict(), strict=True)
     return report
 
 

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import WindtunnelError, WindtunnelWarning
+from ..run_folder import PLOTS_DIR
 from .figures import FORMATS, colormap, figure_grid, fmt_value, save_figure
 from .labels import label_of
 from .mutransfer_check import SHAPE_KEYS, mutransfer_check
@@ -56,7 +57,7 @@ def plot_sweep(run_dir: str | Path, *, out_dir: str | Path | None = None,
         ['heatmap_train.lr__model.init_std.png', 'heatmap_train.lr__model.init_std.svg']
     """
     res = load_run(run_dir)
-    out = Path(out_dir) if out_dir is not None else res.run_dir / "plots"
+    out = Path(out_dir) if out_dir is not None else res.run_dir / PLOTS_DIR
     facet = PARAM_KEY if PARAM_KEY in res.params and res.frame[PARAM_KEY].nunique() > 1 else None
     axes_keys = [k for k in res.params if k != facet] or ([facet] if facet else [])
     if not axes_keys:

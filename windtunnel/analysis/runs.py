@@ -8,7 +8,8 @@ column per swept parameter named by its dotted key), `spec.yaml` (the resolved s
 `windtunnel.provenance`) and, while a sweep runs, `sweep.lock`. A folder without `provenance.json`
 (written before it existed) reads as format 0; a newer format is refused. The sweep engine writes it
 (`windtunnel.sweep.results`); `results`, plots, checks and transfer read it only through here, so
-they work on any folder in this format (a bench writes one by hand). No Ray, Optuna or torch here.
+they work on any folder in this format (a bench writes one by hand). The file names and the layout are
+`windtunnel.run_folder`'s; this module reads the table and the spec. No Ray, Optuna or torch here.
 
     >>> res = load_run("runs/lr_init")
     >>> best_trial(res)["train.lr"]          # honours the spec's metric and goal  # doctest: +SKIP
@@ -27,6 +28,14 @@ import yaml
 
 from ..errors import WindtunnelError
 from ..provenance import check_format
+from ..run_folder import (  # re-exported: the sweep engine's branch still imports them from here
+    RESULTS_CSV,
+    RESULTS_PARQUET,
+    SPEC_FILE,
+    SUMMARY_FILE,
+    TRIAL_FILE,
+    trial_config_paths,
+)
 from ..typecheck import is_finite, read_yaml_mapping
 
 __all__ = ["RunResults", "load_run", "read_results", "results_file", "read_spec_data", "sort_results",
@@ -41,8 +50,6 @@ STATUSES = ("ok", "diverged", "pruned", "error")
 or failed to run (`error`). A diverged trial's metric is inf, an error trial's NaN."""
 BASE_COLUMNS = ["trial_id", "status", "val_loss", "tokens", "seconds", "seed"]
 EXTRA_COLUMNS = ["steps", "train_loss", "n_params", "flops_per_token", "message"]
-RESULTS_PARQUET, RESULTS_CSV = "results.parquet", "results.csv"
-SPEC_FILE, TRIAL_FILE, SUMMARY_FILE = "spec.yaml", "trial.json", "summary.json"
 REQUIRED = ("trial_id", "status", "val_loss")
 GOALS = {"minimize": "min", "maximize": "max", "min": "min", "max": "max"}
 SEED_KEYS = ("seed", "train.seed")
@@ -92,8 +99,7 @@ def load_run(run_dir: str | Path) -> RunResults:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise WindtunnelError(f"{run_dir}: no such run folder")
-    check_format(run_dir)  # a newer, unknown format: one line, before its files are misread
-    frame, table = read_results(run_dir), results_file(run_dir)
+    frame, table = read_results(run_dir), results_file(run_dir)  # read_results checks the format first
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise WindtunnelError(f"{table}: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED)}")
@@ -126,6 +132,7 @@ def read_results(run_dir: str | os.PathLike):
         >>> df.loc[df.status == "ok", ["train.lr", "model.init_std", "val_loss"]]   # doctest: +SKIP
     """
     path = results_file(run_dir)
+    check_format(run_dir)  # a newer, unknown format: one line, before its table is misread
     if path is None:
         raise WindtunnelError(f"{run_dir}: no {RESULTS_PARQUET} or {RESULTS_CSV}; is this a sweep folder "
                               f"(runs/<name>) whose sweep has finished at least one trial?")
@@ -351,7 +358,7 @@ def _swept(frame, spec: dict, table: Path) -> list[str]:
 
 
 def _trial_parametrization(run_dir: Path) -> str | None:
-    for cfg in sorted((run_dir / "trials").glob("*/config.yaml"))[:1]:
+    for cfg in trial_config_paths(run_dir)[:1]:
         try:
             data = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError:

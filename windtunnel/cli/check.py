@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..fileio import write_json
+from ..run_folder import COORD_CHECK_FILE, MUTRANSFER_CHECK_FILE
 from .train import add_set_option
 
 
@@ -57,10 +58,10 @@ def _cmd_coord(args) -> int:
                          parametrizations=[p for p in args.parametrizations.split(",") if p],
                          threshold=args.threshold)
     out = Path(args.out or Path("runs") / f"coord_{Path(args.config).stem}")
-    write_json(out / "coord_check.json", result.to_dict())
+    write_json(out / COORD_CHECK_FILE, result.to_dict())
     plots = plot_coord(result, out)
     print(result.summary())
-    print(f"wrote {out / 'coord_check.json'} and {len(plots)} plot files in {out}", file=sys.stderr)
+    print(f"wrote {out / COORD_CHECK_FILE} and {len(plots)} plot files in {out}", file=sys.stderr)
     return 0 if result.passed in (True, None) else 1
 
 
@@ -109,7 +110,7 @@ def _cmd_transfer(args) -> int:
     for w in caught:
         print(f"warning: {str(w.message).replace('drift_pass / ', '')}", file=sys.stderr)
     print(report.table())
-    print(f"wrote {Path(args.run) / 'mutransfer_check.json'}", file=sys.stderr)
+    print(f"wrote {Path(args.run) / MUTRANSFER_CHECK_FILE}", file=sys.stderr)
     return 0 if report.verdict == "pass" else 1
 
 

@@ -50,6 +50,7 @@ def _add_prepare(sub) -> None:
 
 def _cmd_prepare(args) -> int:
     from ..data.preparation import prepare
+    from ..formatting import fmt_bytes
 
     started = time.perf_counter()
     data = prepare(args.sources, out=args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
@@ -57,10 +58,11 @@ def _cmd_prepare(args) -> int:
                    overwrite=args.force, progress=not args.quiet)
     seconds = time.perf_counter() - started
     m = data.meta
-    mb = m["input_bytes"] / 1e6
+    read = fmt_bytes(m["input_bytes"], decimal=True)  # decimal: files and throughput, as `ls --si` shows them
+    speed = fmt_bytes(m["input_bytes"] / max(seconds, 1e-9), decimal=True, unit="MB")  # one unit to compare runs
     print(f"wrote {data.path}: {m['train_tokens']:,} train + {m['val_tokens']:,} val tokens "
           f"({m['tokenizer']}, vocab {m['vocab_size']}, {m['dtype']}) from {m['files']} file(s), "
-          f"{mb:.1f} MB in {seconds:.1f} s ({mb / max(seconds, 1e-9):.1f} MB/s); units: {m['unit']}, "
+          f"{read} in {seconds:.1f} s ({speed}/s); units: {m['unit']}, "
           f"{m['units']['val']:,} in val" + "".join(f"; {f['unit']} moved to {f['split']}, which the hash left empty"
                                                     for f in m.get("split_forced", [])))
     print(f"use it with: --set data.path={data.path} --set model.vocab_size={m['vocab_size']}", file=sys.stderr)

@@ -9,6 +9,7 @@ import sys
 from typing import Callable
 
 from ..formatting import fmt_loss, fmt_params
+from ..run_folder import RESULTS_CSV
 
 
 def register(sub) -> None:
@@ -79,7 +80,7 @@ def _cmd_sweep(args) -> int:
         return 0
     counts = ", ".join(f"{n} {s}" for s, n in out.counts.items() if n)
     print(f"sweep {out.spec.name}: {sum(out.counts.values())} trials finished ({counts or 'none'}) "
-          f"in {out.wall_seconds:.0f}s; table: {out.run_dir / 'results.csv'}")
+          f"in {out.wall_seconds:.0f}s; table: {out.run_dir / RESULTS_CSV}")
     if out.plots:
         print(f"plots: {', '.join(str(p) for p in out.plots if p.suffix == '.png')}")
     from ..sweep.tracking import viewer_commands

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,10 +31,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import make_temp_dir, write_json
+from ..fileio import write_json
+from ..run_folder import META_FILE, TRAIN_FILE, VAL_FILE, write_folder
 from .sources import Piece, SourceFile, expand_sources, iter_pieces
 from .text_units import MAX_UNIT, MIN_UNIT
-from .token_folder import META_FILE, TRAIN_FILE, VAL_FILE, TokenData, dtype_for_vocab, load_tokens
+from .token_folder import TokenData, dtype_for_vocab, load_tokens
 from .tokenizers import HFTokenizer, parse_tokenizer, train_bpe
 
 __all__ = ["BATCH_CHARS", "DEFAULT_BPE_SAMPLE_BYTES", "prepare", "split_of", "describe_units"]
@@ -116,26 +115,33 @@ def prepare(sources: list[str], *, out: str | os.PathLike, tokenizer: str = "byt
     if isinstance(tok, int):
         tok = _train_bpe_on(files, vocab_size=tok, val_fraction=val_fraction, text_field=text_field,
                             limit=bpe_sample_bytes, progress=progress)
-    tmp = make_temp_dir(out)
     bar = _bar(sum(f.size for f in files), enabled=progress, desc="prepare")
     try:
-        stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field, bar=bar)
-        forced = _forced_unit(stats)
-        if forced:  # the hash left a split empty: move the nearest unit there and write again
-            bar.reset()  # the same bar again, so the terminal shows one line, not two identical ones
-            bar.set_description("prepare (again: one unit moved to fill an empty split)", refresh=False)
-            stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field,
-                                  bar=bar, forced=forced)
-        bar.close()
-        _check_splits(stats, files, out, val_fraction)
-        meta = _meta(stats, files, tok, tmp, sources=sources, val_fraction=val_fraction,
-                     text_field=text_field, bpe_sample_bytes=bpe_sample_bytes)
-        write_json(tmp / META_FILE, meta)
-        _move_into_place(tmp, out, overwrite=overwrite)
+        with write_folder(out, replace=overwrite) as tmp:
+            _fill(tmp, files, tok, out, sources=sources, val_fraction=val_fraction, text_field=text_field,
+                  bpe_sample_bytes=bpe_sample_bytes, bar=bar)
+    except FileExistsError:
+        raise DataError(f"{out}: appeared while preparing; expected a new folder") from None
     finally:
         bar.close()
-        shutil.rmtree(tmp, ignore_errors=True)
     return load_tokens(out)
+
+
+def _fill(tmp: Path, files: list[SourceFile], tok: Any, out: Path, *, sources: list[str], val_fraction: float,
+          text_field: str, bpe_sample_bytes: int, bar) -> None:
+    """Write the splits and meta.json into the temporary folder (twice when a split came out empty)."""
+    stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field, bar=bar)
+    forced = _forced_unit(stats)
+    if forced:  # the hash left a split empty: move the nearest unit there and write again
+        bar.reset()  # the same bar again, so the terminal shows one line, not two identical ones
+        bar.set_description("prepare (again: one unit moved to fill an empty split)", refresh=False)
+        stats = _write_splits(tmp, files, tok, val_fraction=val_fraction, text_field=text_field,
+                              bar=bar, forced=forced)
+    bar.close()
+    _check_splits(stats, files, out, val_fraction)
+    meta = _meta(stats, files, tok, tmp, sources=sources, val_fraction=val_fraction,
+                 text_field=text_field, bpe_sample_bytes=bpe_sample_bytes)
+    write_json(tmp / META_FILE, meta)
 
 
 class _SplitWriter:
@@ -317,24 +323,6 @@ def _train_bpe_on(files: list[SourceFile], *, vocab_size: int, val_fraction: flo
         names = ", ".join(f.path for f in files[:3])
         raise DataError(f"{names}: empty corpus (no train text to learn a BPE from); expected some text")
     return tok
-
-
-def _move_into_place(tmp: Path, out: Path, *, overwrite: bool) -> None:
-    old = None
-    if out.exists():
-        if not overwrite:
-            raise DataError(f"{out}: appeared while preparing; expected a new folder")
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "data")
-    try:
-        os.rename(tmp, out)
-    except OSError as e:
-        if old is not None:
-            os.replace(old / "data", out)
-        raise DataError(f"{out}: could not move the prepared data into place ({e})") from None
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _bar(total: int, *, enabled: bool, desc: str):

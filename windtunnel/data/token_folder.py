@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import make_temp_dir
+from ..run_folder import META_FILE, TRAIN_FILE, VAL_FILE, write_folder
 from ..typecheck import is_int
 
 __all__ = [
@@ -42,8 +41,6 @@ __all__ = [
     "load_tokens",
     "write_prepared",
 ]
-
-META_FILE, TRAIN_FILE, VAL_FILE = "meta.json", "train.bin", "val.bin"
 
 _DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
@@ -126,35 +123,37 @@ def write_prepared(
             return folder
         raise DataError(f"{folder}: already exists; expected a new folder")
 
-    tmp = make_temp_dir(folder)
     try:
-        sha = {name: _write_bin(tmp / name, arr) for name, arr in arrays.items()}
-        meta: dict[str, Any] = {
-            "tokenizer": tokenizer,
-            "vocab_size": int(vocab_size),
-            "dtype": dtype_name,
-            "train_tokens": int(arrays[TRAIN_FILE].size),
-            "val_tokens": int(arrays[VAL_FILE].size),
-            "sources": sources,
-            "sha256": sha,
-            "unigram_entropy_nats": _entropy_nats(arrays[TRAIN_FILE], vocab_size),
-        }
-        meta.update(extra or {})
-        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if folder.exists() and exist_ok:  # lost the race: use the winner's folder
-                return folder
-            raise DataError(f"{folder}: could not move the prepared data into place") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with write_folder(folder) as tmp:
+            _write_folder(tmp, arrays, vocab_size=vocab_size, dtype_name=dtype_name, tokenizer=tokenizer,
+                          sources=sources, extra=extra)
+    except FileExistsError:
+        if exist_ok:  # lost the race: use the winner's folder
+            return folder
+        raise DataError(f"{folder}: already exists; expected a new folder") from None
     return folder
+
+
+def _write_folder(tmp: Path, arrays: dict[str, np.ndarray], *, vocab_size: int, dtype_name: str, tokenizer: str,
+                  sources: Any, extra: dict[str, Any] | None) -> None:
+    """Fill a new prepared folder: the two token files, then meta.json (with their hashes) last."""
+    sha = {name: _write_bin(tmp / name, arr) for name, arr in arrays.items()}
+    meta: dict[str, Any] = {
+        "tokenizer": tokenizer,
+        "vocab_size": int(vocab_size),
+        "dtype": dtype_name,
+        "train_tokens": int(arrays[TRAIN_FILE].size),
+        "val_tokens": int(arrays[VAL_FILE].size),
+        "sources": sources,
+        "sha256": sha,
+        "unigram_entropy_nats": _entropy_nats(arrays[TRAIN_FILE], vocab_size),
+    }
+    meta.update(extra or {})
+    with open(tmp / META_FILE, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 
 from ..errors import DataError
+from ..run_folder import META_FILE, TOKENIZER_FILE
 
 __all__ = [
     "EOS_TOKEN",
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 EOS_TOKEN = "<|endoftext|>"
-TOKENIZER_FILE = "tokenizer.json"
 BPE_MIN_VOCAB = 257  # 256 byte symbols + the end-of-text token
 # Names of end-of-document tokens in common tokenizer.json files, in order of preference.
 _EOS_NAMES = (EOS_TOKEN, "<|end_of_text|>", "</s>", "<eos>", "[SEP]")
@@ -226,7 +226,7 @@ def load_tokenizer(folder: str | os.PathLike) -> ByteLevelTokenizer | HFTokenize
         >>> tok.decode(load_tokens("data/web").val[:50])    # doctest: +SKIP
     """
     folder = Path(folder).expanduser()
-    meta_path = folder / "meta.json"
+    meta_path = folder / META_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import WindtunnelError
+from ..run_folder import CALIBRATION_JSON, CALIBRATION_QUESTIONS_CSV
 from .loading import EvalModel, load_model
 from .metrics import DEFAULT_BINS, calibration_summary, predictions
 from .report import write_csv, write_json
@@ -184,8 +185,8 @@ def _write(result, questions, probs, answers, out: Path) -> dict[str, Any]:
     rows = [{"index": i, "subject": q.subject or "", "answer": int(answers[i]), "predicted": int(probs[i].argmax()),
              "confidence": float(conf[i]), "correct": int(correct[i]), "n_choices": len(q.choices)}
             for i, q in enumerate(questions)]
-    files = {"questions_csv": str(write_csv(out / "calibration_questions.csv", rows, QUESTION_FIELDS)),
+    files = {"questions_csv": str(write_csv(out / CALIBRATION_QUESTIONS_CSV, rows, QUESTION_FIELDS)),
              "plot": [str(p) for p in plot_reliability(result, out / "reliability")],
-             "json": str(out / "calibration.json")}
-    write_json(out / "calibration.json", {**result, "files": files})
+             "json": str(out / CALIBRATION_JSON)}
+    write_json(out / CALIBRATION_JSON, {**result, "files": files})
     return files

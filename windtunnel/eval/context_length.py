@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import WindtunnelError
+from ..run_folder import CONTEXT_CSV, CONTEXT_JSON, META_FILE
 from .loading import EvalModel, load_model
 from .report import write_csv, write_json
 from .scaling_law import fit_context_law
@@ -124,7 +125,7 @@ def _held_out(em: EvalModel, data):
         raise WindtunnelError(f"{em.name}: expected --data PREPARED (a folder prepared with this model's "
                               "tokenizer); an HF model has no run data to default to")
     if tokens.vocab_size > em.vocab_size:
-        raise WindtunnelError(f"{tokens.path / 'meta.json'}: vocab_size {tokens.vocab_size} exceeds the model's "
+        raise WindtunnelError(f"{tokens.path / META_FILE}: vocab_size {tokens.vocab_size} exceeds the model's "
                               f"vocabulary ({em.vocab_size}, {em.name}); expected data tokenized for this model")
     return tokens
 
@@ -177,8 +178,8 @@ def _buckets(losses: np.ndarray, lengths: list[int]) -> list[dict[str, Any]]:
 def _write(result: dict[str, Any], out: Path) -> dict[str, str]:
     from .plots import plot_context
 
-    files = {"csv": str(write_csv(out / "context.csv", result["points"], CSV_FIELDS))}
+    files = {"csv": str(write_csv(out / CONTEXT_CSV, result["points"], CSV_FIELDS))}
     files["plot"] = [str(p) for p in plot_context(result, out / "context")]
-    files["json"] = str(out / "context.json")
-    write_json(out / "context.json", {**result, "files": files})
+    files["json"] = str(out / CONTEXT_JSON)
+    write_json(out / CONTEXT_JSON, {**result, "files": files})
     return files

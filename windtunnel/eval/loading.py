@@ -33,6 +33,7 @@ import yaml
 from ..config import RunConfig, config_from_dict
 from ..errors import WindtunnelError
 from ..provenance import check_format
+from ..run_folder import CHECKPOINT_DIR, config_path
 
 __all__ = ["HF_PREFIX", "EvalModel", "load_model", "pick_device"]
 
@@ -94,13 +95,13 @@ def load_model(spec: str | os.PathLike, *, device: str | torch.device | None = N
     path = Path(text).expanduser()
     if path.is_dir():
         from ..training.checkpoint_file import latest_checkpoint
-        if not (path / "config.yaml").is_file():
-            raise WindtunnelError(f"{path}: not a run folder; expected {path / 'config.yaml'} (or give a "
+        if not config_path(path).is_file():
+            raise WindtunnelError(f"{path}: not a run folder; expected {config_path(path)} (or give a "
                                   "checkpoint file, or hf:PATH_OR_NAME)")
         check_format(path)  # a newer, unknown run-folder format: one line, not a misread
         ckpt = latest_checkpoint(path)
         if ckpt is None:
-            raise WindtunnelError(f"{path}: no checkpoint under {path / 'checkpoints'}; expected step_*.pt "
+            raise WindtunnelError(f"{path}: no checkpoint under {path / CHECKPOINT_DIR}; expected step_*.pt "
                                   "(the run kept no weights: train it with train.final_checkpoint true, the "
                                   "default outside sweeps)")
         return _load_windtunnel(ckpt, run_dir=path, device=dev)
@@ -123,7 +124,7 @@ def _load_windtunnel(ckpt_path: Path, *, run_dir: Path, device: torch.device) ->
     model.to(device).eval()
     return EvalModel(name=str(ckpt_path), forward=model, vocab_size=cfg.model.vocab_size,
                      max_seq_len=cfg.model.max_seq_len, device=device, encode=_run_tokenizer(cfg).encode,
-                     config=cfg, run_dir=run_dir if (run_dir / "config.yaml").is_file() else None,
+                     config=cfg, run_dir=run_dir if config_path(run_dir).is_file() else None,
                      checkpoint=ckpt_path)
 
 
@@ -139,7 +140,7 @@ def _load_weights(ckpt: dict, model, *, source: str) -> None:
 def _run_config(ckpt: dict, ckpt_path: Path, run_dir: Path) -> RunConfig:
     text, source = ckpt.get("config") or "", f"{ckpt_path} (its config)"
     if not text:
-        config_file = run_dir / "config.yaml"
+        config_file = config_path(run_dir)
         if not config_file.is_file():
             raise WindtunnelError(f"{ckpt_path}: holds no config and {config_file} does not exist; expected "
                                   "the run's config.yaml beside its checkpoints/ folder")

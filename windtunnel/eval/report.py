@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import fileio
+from ..run_folder import EVAL_DIR
 from .loading import EvalModel
 
 __all__ = ["default_out_dir", "write_csv", "write_json"]
@@ -23,8 +24,8 @@ def default_out_dir(model: EvalModel) -> Path:
         PosixPath('runs/xs/eval')
     """
     if model.run_dir is not None:
-        return model.run_dir / "eval"
-    return Path("runs") / "eval" / (re.sub(r"[^A-Za-z0-9._-]+", "_", model.name).strip("_") or "model")
+        return model.run_dir / EVAL_DIR
+    return Path("runs") / EVAL_DIR / (re.sub(r"[^A-Za-z0-9._-]+", "_", model.name).strip("_") or "model")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..analysis.runs import load_run
 from ..config import load_config
 from ..errors import WindtunnelError
 from ..model.accounting import run_flops
+from ..run_folder import config_path, trial_dir
 
 __all__ = ["CostRow", "check_costs", "matmul_peak", "format_costs"]
 
@@ -76,7 +76,7 @@ def check_costs(run: str | os.PathLike, *, mfu: float, peak: float | None = None
     by_width: dict[int, list[float]] = {}
     threads = 1
     for row in frame.to_dict("records"):
-        path = Path(run) / "trials" / str(row["trial_id"]) / "config.yaml"
+        path = config_path(trial_dir(run, str(row["trial_id"])))
         if not path.is_file():
             raise WindtunnelError(f"{path}: missing; the cost check needs each trial's resolved config")
         cfg = load_config(path)

@@ -7,16 +7,16 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, load_config
 from ..errors import WindtunnelError
+from ..formatting import fmt_bytes
 from ..model.accounting import count_params, memory_per_gpu
+from ..run_folder import read_summary, summary_path
 from ..training.distributed import torchrun_command
 from ..training.trackers import check_trackers, resolve_track
 
@@ -43,17 +43,17 @@ def launch(config: str | os.PathLike, *, run_dir: str | os.PathLike, nproc: int 
     if nproc == 1 and nnodes == 1 and not max_restarts:
         from ..training.loop import train
         return train(cfg, out_dir=run_dir, progress=progress, resume=resume)  # trackers: cfg.train.track
-    summary_path = Path(run_dir) / "summary.json"
+    written = summary_path(run_dir)
     started = time.time()
     command = torchrun_command(config, out=run_dir, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint,
                                max_restarts=max_restarts, train_args=["--resume"] if resume else [])
     code = subprocess.run(command, check=False).returncode
-    if nnodes > 1 and code == 0 and not summary_path.is_file():
+    if nnodes > 1 and code == 0 and not written.is_file():
         return {"status": "ok", "node": "worker"}
-    if not summary_path.is_file() or summary_path.stat().st_mtime < started:
-        raise WindtunnelError(f"torchrun exited with status {code} without writing {summary_path}; "
+    if not written.is_file() or written.stat().st_mtime < started:
+        raise WindtunnelError(f"torchrun exited with status {code} without writing {written}; "
                               "see its output above")
-    return json.loads(summary_path.read_text())
+    return read_summary(run_dir, missing_ok=False)
 
 
 def check_launchable(cfg: RunConfig, *, nproc: int = 1) -> None:
@@ -81,5 +81,5 @@ def check_launchable(cfg: RunConfig, *, nproc: int = 1) -> None:
         need = memory_per_gpu(cfg).total * nproc
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if need > 0.8 * ram:
-            raise WindtunnelError(f"{cfg.source}: no GPU here, and the run needs ~{need / 2**30:.0f} GiB, more "
-                                  f"than this machine's {ram / 2**30:.0f} GiB; launch it on a GPU machine")
+            raise WindtunnelError(f"{cfg.source}: no GPU here, and the run needs ~{fmt_bytes(need, digits=2)}, more "
+                                  f"than this machine's {fmt_bytes(ram, digits=2)}; launch it on a GPU machine")

@@ -34,6 +34,7 @@ import numpy as np
 from ..analysis.runs import load_run
 from ..config import config_to_dict, load_config
 from ..errors import WindtunnelError
+from ..run_folder import config_path, trial_dir
 from .scaling_fit import MIN_BUDGETS, MIN_POINTS, MIN_WIDTHS, Bootstrap, bootstrap
 
 __all__ = ["LadderPoint", "HoldoutRow", "TargetPrediction", "Prediction", "read_ladder", "predict",
@@ -143,7 +144,7 @@ def read_ladder(runs: Sequence[str | os.PathLike]) -> tuple[list[LadderPoint], s
         frame = res.frame[(res.frame["status"] == "ok") & np.isfinite(res.frame[res.metric].astype(float))]
         for row in frame.to_dict("records"):
             trial = str(row["trial_id"])
-            path = Path(run) / "trials" / trial / "config.yaml"
+            path = config_path(trial_dir(run, trial))
             if not path.is_file():
                 raise WindtunnelError(f"{path}: missing; a ladder point needs its trial's resolved config")
             cfg = load_config(path)

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from ..analysis.runs import SPEC_FILE, best_trial, load_run, results_file
 from ..config import RunConfig, load_config
 from ..errors import WindtunnelError
 from ..provenance import check_format
+from ..run_folder import config_path, read_summary, summary_path, trial_dir
 from ..typecheck import is_finite
 
 __all__ = ["Proxy", "load_proxy", "edge_messages"]
@@ -56,7 +56,7 @@ def load_proxy(path: str | os.PathLike) -> Proxy:
         raise WindtunnelError(f"{path}: no such sweep folder, run folder or config file")
     if results_file(path) is not None:
         return _from_sweep(path)
-    if (path / "config.yaml").is_file():
+    if config_path(path).is_file():
         return _from_run(path)
     raise WindtunnelError(f"{path}: expected a sweep folder (results.parquet or results.csv) or a run "
                           "folder (config.yaml)")
@@ -82,11 +82,10 @@ def _from_sweep(folder: Path) -> Proxy:
 
 def _from_run(folder: Path) -> Proxy:
     check_format(folder)  # a newer, unknown run-folder format: one line, not a misread
-    cfg = load_config(folder / "config.yaml")
-    summary_path = folder / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    cfg = load_config(config_path(folder))
+    summary = read_summary(folder) or {}
     if summary and summary.get("status") != "ok":
-        raise WindtunnelError(f"{summary_path}: the run ended with status {summary.get('status')!r}; "
+        raise WindtunnelError(f"{summary_path(folder)}: the run ended with status {summary.get('status')!r}; "
                               "transfer from a run that finished ok")
     val = summary.get("val_loss")
     tokens = summary.get("tokens") or cfg.train.steps * cfg.tokens_per_step
@@ -95,7 +94,7 @@ def _from_run(folder: Path) -> Proxy:
 
 def _trial_config(folder: Path, trial_id: str, spec: dict, best: dict) -> RunConfig:
     """The trial's own resolved config; failing that, the spec's base with its `set` and the row's values."""
-    path = folder / "trials" / trial_id / "config.yaml"
+    path = config_path(trial_dir(folder, trial_id))
     if path.is_file():
         return load_config(path)
     base = spec.get("base")

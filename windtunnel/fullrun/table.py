@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import RunConfig
-from ..formatting import fmt_number
+from ..formatting import fmt_bytes, fmt_number
 from ..model.accounting import count_params, flops_per_token, memory_per_gpu, run_flops
 from ..model.parametrization import weight_decay_warning
 from ..training.schedule import make_schedule
@@ -176,7 +176,7 @@ def plan_warnings(plan: TransferPlan) -> list[str]:
         out.append(wd_warning)
     name, _, gpu_memory = REFERENCE_GPU
     if plan.memory.total > gpu_memory:
-        out.append(f"estimated {plan.memory.total / 2**30:.0f} GiB per GPU exceeds an 80 GB {name}: lower "
+        out.append(f"estimated {fmt_bytes(plan.memory.total, digits=2)} per GPU exceeds an 80 GB {name}: lower "
                    "train.batch_size or set model.activation_checkpointing=true")
     return out
 
@@ -225,6 +225,6 @@ def format_plan(plan: TransferPlan) -> str:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, GiB):
-        return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
+        return fmt_bytes(value)
     return fmt_number(value)
 

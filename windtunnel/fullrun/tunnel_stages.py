@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import RunConfig, config_to_dict
+from ..formatting import fmt_bytes
 from ..model.accounting import count_params, memory_per_gpu, run_flops
 from .presets import Target
 
@@ -183,7 +184,7 @@ def build_stages(plan: TunnelPlan, *, ratio: float, peak: float, mfu: float, tar
             for w, L in ((ws[-1], depths[1]), (ws[0], depths[-1]))]
     mem, w, L = max(mems)
     plan.notes = [f"the largest proxy (width {w}, {L} layers, micro-batch {min(batch_seqs, 32)} x {seq}) needs "
-                  f"~{mem / 2 ** 30:.1f} GiB per GPU by the memory accounting `transfer` uses; a smaller "
+                  f"~{fmt_bytes(mem)} per GPU by the memory accounting `transfer` uses; a smaller "
                   f"micro-batch (train.batch_size, with grad_accum) fits a smaller GPU"]
     head = (f"# written by `windtunnel plan` for target {t.name} ({plan.tier.name} tier); run from this folder.\n"
             f"# set the search's winner here before the checks and the ladder (`windtunnel results runs/search`)\n")

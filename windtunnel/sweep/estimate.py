@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ..config import config_from_dict, config_to_dict
 from ..formatting import fmt_duration
+from ..run_folder import METRICS_FILE
 from .plan import SweepPlan
 from .points import trial_config
 from .spec import base_dict
@@ -101,7 +102,7 @@ def _timed_run(cfg) -> tuple[float, float]:
         started = time.perf_counter()
         train(probe, out_dir=os.path.join(tmp, "run"))
         wall = time.perf_counter() - started
-        seconds = {int(r["step"]): float(r["seconds"]) for r in read_metrics(os.path.join(tmp, "run", "metrics.csv"))}
+        seconds = {int(r["step"]): float(r["seconds"]) for r in read_metrics(os.path.join(tmp, "run", METRICS_FILE))}
     step_seconds = (seconds[steps - 1] - seconds[3]) / (steps - 4)
     return step_seconds, max(wall - steps * step_seconds, 0.0)
 

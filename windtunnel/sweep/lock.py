@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import WindtunnelError
+from ..run_folder import LOCK_FILE
 
 __all__ = ["SweepLock", "LOCK_FILE", "HEARTBEAT_S", "STALE_AFTER_S"]
 
-LOCK_FILE = "sweep.lock"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
 """20 missed heartbeats: long enough for a loaded file server or clocks a little apart, short enough

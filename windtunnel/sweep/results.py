@@ -21,17 +21,15 @@ from typing import Any, Iterable
 from ..analysis.runs import (
     BASE_COLUMNS,
     EXTRA_COLUMNS,
-    RESULTS_CSV,
-    RESULTS_PARQUET,
     STATUSES,
-    SUMMARY_FILE,
-    TRIAL_FILE,
     best_trial,
     read_results,
     results_file,
     table_results,
 )
+from ..errors import WindtunnelError
 from ..fileio import atomic_write
+from ..run_folder import RESULTS_CSV, RESULTS_PARQUET, TRIAL_FILE, read_summary
 
 __all__ = ["ResultsTable", "row_from_trial_dir", "make_row"]
 
@@ -107,10 +105,10 @@ def row_from_trial_dir(trial_dir: str | os.PathLike) -> dict[str, Any] | None:
     trial_dir = Path(trial_dir)
     try:
         ident = json.loads((trial_dir / TRIAL_FILE).read_text())
-        summary = json.loads((trial_dir / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
+        summary = read_summary(trial_dir)
+    except (OSError, ValueError, WindtunnelError):  # half-written by a killed trial: it runs again
         return None
-    if summary.get("status") not in STATUSES:
+    if summary is None or summary.get("status") not in STATUSES:
         return None
     return make_row(ident, summary)
 

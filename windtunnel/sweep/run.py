@@ -25,12 +25,13 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..analysis.runs import SPEC_FILE, SUMMARY_FILE, read_spec_data
+from ..analysis.runs import read_spec_data
 from ..errors import WindtunnelError
 from ..fileio import write_text
 from ..provenance import write_provenance
+from ..run_folder import LOCK_FILE, SPEC_FILE, is_temporary, remove_folder, summary_path, trials_dir
 from .growth import check_resumable, keep_trial_ids
-from .lock import LOCK_FILE, SweepLock
+from .lock import SweepLock
 from .plan import SweepPlan, plan_sweep
 from .progress import Progress
 from .results import ResultsTable, row_from_trial_dir
@@ -232,11 +233,11 @@ def _check_run_dir(run_dir: Path, spec: SweepSpec, base: dict, *, resume: bool) 
 
 def _recover_rows(run_dir: Path, table: ResultsTable) -> None:
     """Rows of trials that finished after the last table write; folders of unfinished trials go."""
-    trials = run_dir / "trials"
+    trials = trials_dir(run_dir)
     if not trials.is_dir():
         return
     for tdir in sorted(trials.iterdir()):
-        if tdir.name.startswith(".stale-"):  # left by an earlier recovery: never a trial
+        if is_temporary(tdir):  # left by an earlier recovery cut short: never a trial
             shutil.rmtree(tdir, ignore_errors=True)
             continue
         if tdir.name in table.rows or not tdir.is_dir():
@@ -244,12 +245,10 @@ def _recover_rows(run_dir: Path, table: ResultsTable) -> None:
         row = row_from_trial_dir(tdir)
         if row is not None:
             table.add(row, write=False)
-        elif not (tdir / SUMMARY_FILE).exists():
-            # half-trained: it runs again (grid) or is replaced (tpe). Renamed aside first: a killed sweep's
-            # worker may still be writing into it for a moment, which would make a plain rmtree fail
-            stale = tdir.with_name(f".stale-{tdir.name}-{os.getpid()}")
-            tdir.rename(stale)
-            shutil.rmtree(stale, ignore_errors=True)
+        elif not summary_path(tdir).exists():
+            # half-trained: it runs again (grid) or is replaced (tpe). remove_folder renames it aside first:
+            # a killed sweep's worker may still be writing into it for a moment, failing a plain rmtree
+            remove_folder(tdir)
 
 
 def _close_stale_study_trials(run_dir: Path, spec: SweepSpec, table: ResultsTable) -> None:

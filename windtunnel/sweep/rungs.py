@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import write_json
+from ..run_folder import RUNGS_FILE
 
 __all__ = ["RUNGS_FILE", "RungFile", "milestones"]
-
-RUNGS_FILE = "asha.json"
 
 
 def milestones(*, grace_period: int, reduction_factor: float, max_t: int) -> list[int]:

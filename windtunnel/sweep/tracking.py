@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..fileio import write_json
-from ..training.tracker_clients import RUN_IDS_FILE
+from ..run_folder import MLFLOW_DB, STUDY_FILE, TENSORBOARD_DIR, TRACKERS_FILE, TRIALS_DIR, WANDB_DIR
 from ..training.trackers import Tracking, check_trackers, experiment_name, mlflow_uri, resolve_track
 from .points import TrialPoint
 from .spec import SweepSpec
@@ -67,7 +67,7 @@ def start_parent(tracking: Tracking, run_dir: str | os.PathLike, spec: SweepSpec
             "windtunnel.sweep": spec.name, "windtunnel.run_dir": str(run_dir.resolve()),
             "windtunnel.method": spec.method}).info.run_id
         client.log_param(parent, "swept", ", ".join(spec.param_keys))
-        write_json(run_dir / RUN_IDS_FILE, {"mlflow_uri": tracking.mlflow_uri, "mlflow_parent": parent})
+        write_json(run_dir / TRACKERS_FILE, {"mlflow_uri": tracking.mlflow_uri, "mlflow_parent": parent})
     return dataclasses.replace(tracking, mlflow_parent=parent)
 
 
@@ -106,20 +106,21 @@ def viewer_commands(run_dir: str | os.PathLike) -> list[str]:
     """
     run_dir = Path(run_dir).resolve()
     out = []
-    if (run_dir / "study.db").is_file():
-        out.append(f"optuna-dashboard sqlite:///{run_dir / 'study.db'}")
-    if next(run_dir.glob("trials/*/tensorboard"), None) is not None:
-        out.append(f"tensorboard --logdir {run_dir / 'trials'}")
-    if (run_dir / "mlflow.db").is_file():
-        out.append(f"mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlflow.db'}")
-    if next(run_dir.glob("trials/*/wandb/offline-run-*"), None) is not None:
-        out.append(f"wandb sync {run_dir / 'trials'}/*/wandb/offline-run-*")
+    trials = run_dir / TRIALS_DIR
+    if (run_dir / STUDY_FILE).is_file():
+        out.append(f"optuna-dashboard sqlite:///{run_dir / STUDY_FILE}")
+    if next(trials.glob(f"*/{TENSORBOARD_DIR}"), None) is not None:
+        out.append(f"tensorboard --logdir {trials}")
+    if (run_dir / MLFLOW_DB).is_file():
+        out.append(f"mlflow ui --backend-store-uri sqlite:///{run_dir / MLFLOW_DB}")
+    if next(trials.glob(f"*/{WANDB_DIR}/offline-run-*"), None) is not None:
+        out.append(f"wandb sync {trials}/*/{WANDB_DIR}/offline-run-*")
     return out
 
 
 def _saved(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / RUN_IDS_FILE).read_text())
+        return json.loads((run_dir / TRACKERS_FILE).read_text())
     except (OSError, ValueError):
         return {}
 

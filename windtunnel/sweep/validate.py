@@ -23,10 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
 from ..errors import WindtunnelError
 from ..fileio import write_json
 from ..formatting import fmt_params
+from ..run_folder import SUMMARY_FILE, TRIAL_FILE, trial_dir
 from .plan import SweepPlan
 from .points import TrialPoint, sample_points
 from .progress import Progress
@@ -75,7 +75,7 @@ def record_invalid(run_dir: Path, table: ResultsTable, progress: Progress, point
         outcome: dict[str, Any] = {"status": "error", "val_loss": float("nan"), "train_loss": float("nan"),
                                    "steps": 0, "tokens": 0, "seconds": 0.0,
                                    "message": f"invalid config (not run): {reasons[point.trial_id]}"}
-        tdir = run_dir / "trials" / point.trial_id
+        tdir = trial_dir(run_dir, point.trial_id)
         write_json(tdir / TRIAL_FILE, point.to_dict())
         write_json(tdir / SUMMARY_FILE, outcome)
         row = make_row(point.to_dict(), outcome)

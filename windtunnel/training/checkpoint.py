@@ -28,6 +28,7 @@ import yaml
 
 from ..config import RunConfig, config_to_dict
 from ..errors import WindtunnelError
+from ..run_folder import CHECKPOINT_DIR
 from .checkpoint_file import (
     latest_checkpoint,
     load_checkpoint,
@@ -86,7 +87,7 @@ class Checkpointer:
                                     meta=meta, background=self.background)
         if self.background is None:
             self.finish()
-        return str(self.pending.final if self.pending else self.out / "checkpoints" / f"step_{step:08d}")
+        return str(self.pending.final if self.pending else self.out / CHECKPOINT_DIR / f"step_{step:08d}")
 
     def finish(self) -> None:
         """Publish a save still in flight (a no-op when none)."""

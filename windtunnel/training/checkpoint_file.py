@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,15 @@ from torch import nn
 from ..errors import WindtunnelError
 from ..fileio import atomic_write
 from ..model.parametrization import unwrap
+from ..run_folder import CHECKPOINT_DIR, CHECKPOINT_MARKER, remove_folder
 
 __all__ = ["CHECKPOINT_DIR", "save_checkpoint", "load_checkpoint", "restore", "list_checkpoints",
            "latest_checkpoint", "prune_checkpoints", "checkpoint_step", "rng_state", "set_rng_state",
            "is_complete_folder", "SHARDED_MARKER"]
 
-CHECKPOINT_DIR = "checkpoints"
 FORMAT = 1
 _NAME = re.compile(r"^step_(\d{8,})(\.pt)?$")
-SHARDED_MARKER = "meta.pt"  # written last into a sharded checkpoint folder, before its rename
+SHARDED_MARKER = CHECKPOINT_MARKER  # written last into a sharded checkpoint folder, before its rename
 
 
 def save_checkpoint(run_dir: str | os.PathLike, *, step: int, model: nn.Module,
@@ -128,8 +127,8 @@ def prune_checkpoints(run_dir: str | os.PathLike, *, keep: int) -> list[Path]:
         return []
     old = list_checkpoints(run_dir)[:-keep]
     for path in old:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir():  # renamed aside first: a prune cut short never leaves a half step folder listed
+            remove_folder(path)
         else:
             path.unlink(missing_ok=True)
     return old

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import WindtunnelError
+from ..run_folder import publish_folder
 from .checkpoint_file import (
     CHECKPOINT_DIR,
     SHARDED_MARKER,
@@ -62,9 +63,8 @@ class PendingSave:
         self.ctx.barrier()  # every rank's shards are on disk
         if self.ctx.is_main:
             torch.save(self.meta, self.partial / SHARDED_MARKER)
-            if self.final.exists():  # a same-step checkpoint of an earlier attempt
-                shutil.rmtree(self.final)
-            os.replace(self.partial, self.final)
+            # replace=True: a same-step checkpoint of an earlier attempt is replaced, never lost first
+            publish_folder(self.partial, self.final, replace=True)
         self.ctx.barrier()
         return self.final
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..fileio import atomic_write
+from ..run_folder import METRICS_FILE
 
 __all__ = ["METRIC_FIELDS", "MetricsLog", "read_metrics"]
 
@@ -44,7 +45,7 @@ class MetricsLog:
         self._speed: tuple[float, float | None] = (0.0, None)  # the last row's tokens/s and MFU
         if not enabled:
             return
-        path = run_dir / "metrics.csv"
+        path = run_dir / METRICS_FILE
         fields = METRIC_FIELDS + list(extra_fields)  # e.g. one val_loss column per mixture source
         kept = _rows_up_to(path, resume_step) if resume_step is not None else []
         self._file = open(_rewrite(path, kept, fields), "a", newline="", buffering=1)

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import write_json
+from ..run_folder import TENSORBOARD_DIR, TRACKERS_FILE
 
 __all__ = ["RUN_IDS_FILE", "RunInfo", "open_client", "TensorBoardClient", "MlflowTrackerClient", "WandbClient",
            "mlflow_client", "mlflow_experiment", "MLFLOW_STATUS"]
 
-RUN_IDS_FILE = "trackers.json"
+RUN_IDS_FILE = TRACKERS_FILE
 """In a run folder: the MLflow run it logs to (so --resume continues it); in a sweep folder: the parent run."""
 
 MLFLOW_STATUS = {"ok": "FINISHED", "stopped": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "error": "FAILED"}
@@ -73,7 +74,7 @@ class TensorBoardClient:
             from torch.utils.tensorboard import SummaryWriter
         else:  # tensorboardX (it comes with Ray): scalars only, no HParams session
             from tensorboardX import SummaryWriter
-        self.writer = SummaryWriter(log_dir=str(run.out / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(run.out / TENSORBOARD_DIR))
         if self.hparams_plugin:
             self.writer.file_writer.add_summary(_hparams_summary(session_start=run.hparams))
 

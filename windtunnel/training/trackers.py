@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 
 from ..config import RunConfig, config_to_dict
 from ..errors import ConfigError, WindtunnelError
+from ..run_folder import MLFLOW_DB
 from ..typecheck import is_finite, suggest
 
 __all__ = ["TRACKERS", "KEY_HPARAMS", "DEFAULT_EXPERIMENT", "Tracking", "Trackers", "resolve_track",
@@ -144,7 +145,7 @@ def mlflow_uri(uri: str | None, run_dir: str | os.PathLike) -> str:
     (SQLite) as a file in the run (or sweep) folder, so nothing lands in the working directory."""
     if uri:
         return uri
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(run_dir) / MLFLOW_DB).resolve()}"
 
 
 def experiment_name(tracker: str) -> str:
