@@ -32,15 +32,9 @@ from .points import TrialPoint, sample_points
 from .progress import Progress
 from .results import ResultsTable, make_row
 
-__all__ = ["invalid_trials", "record_invalid", "refuse_unrunnable"]
+__all__ = ["record_invalid", "refuse_unrunnable"]
 
 _SHOWN = 3  # distinct reasons named in a refusal
-
-
-def invalid_trials(plan: SweepPlan, points: list[TrialPoint]) -> dict[str, str]:
-    """{trial_id: reason} for those of `points` (grid or random) whose config is invalid."""
-    errors = {p.trial_id: c["error"] for p, c in zip(plan.points or [], plan.costs) if c.get("error")}
-    return {p.trial_id: errors[p.trial_id] for p in points if p.trial_id in errors}
 
 
 def refuse_unrunnable(plan: SweepPlan) -> None:
