@@ -63,8 +63,8 @@ class StudySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._tell(trial_id, result)
-        for ot in self.live.pop(trial_id, {}).values():  # never reported: crashed or interrupted
-            tell_row(self.study, ot, None, self.spec.metric.name)
+        for ot in self.live.pop(trial_id, {}).values():  # never reported: crashed (error) or interrupted
+            tell_row(self.study, ot, {"status": "error"} if error else None, self.spec.metric.name)
 
     def _tell(self, trial_id: str, result: dict | None) -> None:
         live = self.live.get(trial_id, {})
