@@ -114,7 +114,7 @@ def study_state(row: dict[str, Any] | None, metric: str):
 
     Example:
         >>> study_state({"status": "pruned", "val_loss": 2.4, "steps": 50}, "val_loss")
-        (TrialState.PRUNED, 2.4)
+        (<TrialState.PRUNED: 2>, 2.4)
     """
     from optuna.trial import TrialState
     value = None if row is None else row.get(metric)
@@ -128,7 +128,12 @@ def study_state(row: dict[str, Any] | None, metric: str):
 
 def tell_row(study, trial, row: dict[str, Any] | None, metric: str, *, evals=()) -> None:
     """Tell the study how a trial it asked ended: its outcome attributes, its held-out values
-    (`evals`: [step, value] pairs), then its state by `study_state` (None: it never finished)."""
+    (`evals`: [step, value] pairs), then its state by `study_state` (None: it never finished).
+
+    Example:
+        >>> tell_row(study, study.ask(space), {"status": "ok", "val_loss": 2.1, "steps": 300}, "val_loss",
+        ...          evals=[[100, 2.6], [200, 2.3]])                                  # doctest: +SKIP
+    """
     from optuna.trial import TrialState
     _set_attrs(trial, outcome_attrs(row if row is not None else {"status": "unfinished"}))
     for step, value in evals:

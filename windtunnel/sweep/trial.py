@@ -54,12 +54,22 @@ class TrialContext:
 
 
 def group_points(config: dict[str, Any]) -> list[TrialPoint]:
-    """The sweep trials a Ray trial's config holds."""
+    """The sweep trials a Ray trial's config holds.
+
+    Example:
+        >>> group_points({"group": [{"trial_id": "t0003", "seed": 0, "params": {"train.lr": 0.01}}]})
+        [TrialPoint(trial_id='t0003', seed=0, params={'train.lr': 0.01})]
+    """
     return [TrialPoint.from_dict(p) for p in config.get(GROUP_KEY) or []]
 
 
 def rows_of(result: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The results rows a group's report carries."""
+    """The results rows a group's report carries.
+
+    Example:
+        >>> rows_of({"rows": '[{"trial_id": "t0003", "status": "ok"}]'})
+        [{'trial_id': 't0003', 'status': 'ok'}]
+    """
     raw = (result or {}).get("rows")
     return json.loads(raw) if raw else []
 
@@ -71,13 +81,22 @@ def evals_of(result: dict[str, Any] | None) -> dict[str, list[list[float]]]:
 
 
 def point_from_config(params: dict[str, Any], spec: SweepSpec) -> TrialPoint:
-    """The TPE trial an Optuna ask describes: its values and `TRIAL_NUMBER_KEY` (its number)."""
+    """The TPE trial an Optuna ask describes: its values and `TRIAL_NUMBER_KEY` (its number).
+
+    Example:
+        >>> point_from_config({"train.lr": 0.01, "trial_number": 7}, spec).trial_id
+        't0007'
+    """
     values = {key: _clean(spec, key, params[key]) for key in spec.param_keys}
     return TrialPoint(trial_id=trial_id(int(params[TRIAL_NUMBER_KEY])), seed=spec.seeds[0], params=values)
 
 
 def run_group(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Ray Tune trainable: train the group's trials, reporting rows as they finish."""
+    """Ray Tune trainable: train the group's trials, reporting rows as they finish.
+
+    Example:
+        >>> tune.Tuner(tune.with_parameters(run_group, ctx=ctx), param_space={GROUP_KEY: ...})  # doctest: +SKIP
+    """
     from ray import tune
     execute_group(ctx, group_points(config), report=tune.report)
 

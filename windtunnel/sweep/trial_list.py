@@ -69,7 +69,12 @@ class Pending:
 
 
 def plan_trials(spec: SweepSpec, points: list[TrialPoint], *, base: dict[str, Any]) -> list[PlannedTrial]:
-    """Build each point's run config once: its cost, whether it is valid, its fusion key."""
+    """Build each point's run config once: its cost, whether it is valid, its fusion key.
+
+    Example:
+        >>> [t.cost["error"] for t in plan_trials(spec, expand_points(spec), base=base_dict(spec))]  # doctest: +SKIP
+        ['', 'model.d_model: d_head=30/2=15 must be even ...']
+    """
     out = []
     for point in points:
         try:
@@ -83,7 +88,12 @@ def plan_trials(spec: SweepSpec, points: list[TrialPoint], *, base: dict[str, An
 
 def fuse_limit(spec: SweepSpec, trials: list[PlannedTrial] | None, *, base: dict[str, Any]) -> int:
     """K that fits one trial's resources (1: no fusing), sized on the first trial (TPE: one draw).
-    Raises ConfigError when a fixed K does not fit (see the module docstring)."""
+    Raises ConfigError when a fixed K does not fit (see the module docstring).
+
+    Example:
+        >>> fuse_limit(spec_with_fuse_auto, trials, base=base)                     # doctest: +SKIP
+        16
+    """
     if spec.budget.fuse in (None, 1):
         return 1
     first = trials[0].point if trials else sample_points(spec, 1)[0]
@@ -109,7 +119,12 @@ def group_trials(spec: SweepSpec, trials: list[PlannedTrial], k: int) -> tuple[i
 
 
 def check_fusing(spec: SweepSpec, groups: list[list[TrialPoint]] | None, k: int) -> None:
-    """Refuse a fixed K > 1 that cannot fuse anything (see the module docstring)."""
+    """Refuse a fixed K > 1 that cannot fuse anything (see the module docstring).
+
+    Example:
+        >>> check_fusing(spec_fuse_4_over_widths, [[p0], [p1]], 4)                  # doctest: +SKIP
+        ConfigError: s.yaml: budget.fuse: no two trials can be fused: they differ in model.d_model, ...
+    """
     if not isinstance(spec.budget.fuse, int) or k <= 1:
         return
     shape_keys = [key for key in spec.param_keys if key not in fusable_params(spec)]
