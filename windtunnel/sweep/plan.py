@@ -30,24 +30,39 @@ _COST_SAMPLES = 64  # TPE dry runs estimate the cost range from this many random
 
 @dataclass
 class SweepPlan:
-    """The expanded sweep. `points` is None for TPE, whose configurations are chosen as it runs."""
+    """The expanded sweep: its trials (grid/random), or for TPE, whose configurations are chosen as it
+    runs, a count and the sampled draws its cost range is estimated from."""
 
     spec: SweepSpec
-    points: list[TrialPoint] | None
     num_trials: int
-    costs: list[dict[str, Any]] = field(default_factory=list)
-    """Per point (or per sampled TPE draw): tokens, flops, and `error` when its config is invalid."""
+    trials: list[PlannedTrial] | None = None
+    """Grid/random: each point with its cost and fusion key, planned once (`windtunnel.sweep.trial_list`)."""
+    draws: list[PlannedTrial] = field(default_factory=list)
+    """TPE: random draws of its space with their costs (the dry run's cost range)."""
     fuse: int = 1
     """Trials per fused group (`budget.fuse` resolved; 1: one trial per Ray trial)."""
     groups: list[list[TrialPoint]] | None = None
-    """Grid/random with fuse > 1: the fused groups, each one Ray trial (see `windtunnel.sweep.trial_list`)."""
-    trials: list[PlannedTrial] | None = field(default=None, repr=False)
-    """Grid/random: each point with its cost and fusion key, as planned once."""
+    """Grid/random with fuse > 1: the fused groups, each one Ray trial."""
     fuse_fit: int = 1
     """The largest K one trial's resources hold (`fuse` before `auto` shrinks it to the slots)."""
 
+    @property
+    def points(self) -> list[TrialPoint] | None:
+        """The grid/random trials in plan order; None for TPE."""
+        return None if self.trials is None else [t.point for t in self.trials]
+
+    @property
+    def costs(self) -> list[dict[str, Any]]:
+        """Per point (or per sampled TPE draw): tokens, flops, and `error` when its config is invalid."""
+        return [t.cost for t in (self.trials if self.trials is not None else self.draws)]
+
     def pending(self, rows: Mapping[str, Any]) -> Pending:
-        """What a session still runs once `rows` (trial id -> results row) are finished."""
+        """What a session still runs once `rows` (trial id -> results row) are finished.
+
+        Example:
+            >>> plan.pending(table.rows).groups                                    # doctest: +SKIP
+            [[TrialPoint(trial_id='t0002', ...)], ...]
+        """
         return pending_trials(self.spec, self.trials, rows, k=self.fuse_fit)
 
     def frame(self):
@@ -84,14 +99,12 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
         draws = plan_trials(spec, sample_points(spec, _COST_SAMPLES), base=base)
         k = fuse_limit(spec, None, base=base)
         check_fusing(spec, None, k)
-        return SweepPlan(spec=spec, points=None, num_trials=spec.budget.num_trials, costs=[t.cost for t in draws],
-                         fuse=k, fuse_fit=k)
+        return SweepPlan(spec=spec, num_trials=spec.budget.num_trials, draws=draws, fuse=k, fuse_fit=k)
     trials = plan_trials(spec, expand_points(spec), base=base)
     fit = fuse_limit(spec, trials, base=base)
     k, groups = group_trials(spec, trials, fit)
     check_fusing(spec, groups, fit)
-    return SweepPlan(spec=spec, points=[t.point for t in trials], num_trials=len(trials),
-                     costs=[t.cost for t in trials], fuse=k, groups=groups if k > 1 else None, trials=trials,
+    return SweepPlan(spec=spec, num_trials=len(trials), trials=trials, fuse=k, groups=groups if k > 1 else None,
                      fuse_fit=fit)
 
 

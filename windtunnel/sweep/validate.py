@@ -28,7 +28,7 @@ from ..errors import WindtunnelError
 from ..fileio import write_json
 from ..formatting import fmt_params
 from .plan import SweepPlan
-from .points import TrialPoint, sample_points
+from .points import TrialPoint
 from .progress import Progress
 from .results import ResultsTable, make_row
 
@@ -42,10 +42,9 @@ def refuse_unrunnable(plan: SweepPlan) -> None:
     if not plan.costs or not all(c.get("error") for c in plan.costs):
         return
     spec = plan.spec
-    points = plan.points if plan.points is not None else sample_points(spec, len(plan.costs))
     by_reason: dict[str, list[TrialPoint]] = {}
-    for point, cost in zip(points, plan.costs):
-        by_reason.setdefault(cost["error"], []).append(point)
+    for planned in plan.trials if plan.trials is not None else plan.draws:
+        by_reason.setdefault(planned.cost["error"], []).append(planned.point)
     parts = []
     for reason, pts in list(by_reason.items())[:_SHOWN]:
         more = f" and {len(pts) - 1} more" if len(pts) > 1 else ""
