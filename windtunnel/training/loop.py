@@ -386,8 +386,6 @@ def _attention_backend(cfg: RunConfig, device) -> str:
     return "sdpa" if choice in ("auto", "sdpa") else f"sdpa ({choice})"
 
 
-
-
 # --- TEMPORARY (issue 22): a stand-in for the training loop's `train_group`, written on another branch;
 # --- replaced by it at merge. Keep it small; nothing else in training/ depends on it.
 
