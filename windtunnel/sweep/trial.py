@@ -145,9 +145,10 @@ def _train(ctx: TrialContext, members: list[tuple[TrialPoint, Any]], finished, e
     metric, rungs, done = ctx.spec.metric.name, _rungs(ctx), set()
 
     def on_eval(i: int, metrics: dict[str, Any]) -> bool:
-        tid, value = points[i].trial_id, _finite(metrics.get(metric))
-        evals.setdefault(tid, []).append([int(metrics["step"]), value])
-        return rungs is not None and rungs.should_stop(tid, step=metrics["step"], value=value)
+        tid, value, step = points[i].trial_id, _finite(metrics.get(metric)), int(metrics["step"])
+        evals.setdefault(tid, []).append([step, value])
+        last = step >= members[i][1].train.steps  # as Ray's ASHA: a trial at its end is never stopped
+        return rungs is not None and not last and rungs.should_stop(tid, step=step, value=value)
 
     def on_end(i: int, summary: dict[str, Any]) -> None:
         done.add(points[i].trial_id)
