@@ -55,8 +55,8 @@ def test_invalid_trials_are_named_and_recorded_as_errors_without_running(tmp_pat
     ran = []
     monkeypatch.setattr(ray_engine, "init_ray", lambda address=None, **_: False)
     monkeypatch.setattr(ray_engine, "check_resources", lambda spec: None)
-    monkeypatch.setattr(sweep_run, "_run_remaining",
-                        lambda run_dir, spec, base, table, show, todo, remaining, **_: ran.extend(todo))
+    monkeypatch.setattr(sweep_run, "_run_remaining", lambda run_dir, spec, base, table, events, pending, remaining,
+                        **_: ran.extend(p for group in pending.groups for p in group))
     spec = write_spec(tmp_path / "mixed.yaml", parameters={"model.d_model": {"values": [32, 30, 64]}})
     run_sweep(spec, out_dir=tmp_path / "run", plots=False)
     assert [p.trial_id for p in ran] == ["t0000", "t0002"]  # only the valid ones reach the engine

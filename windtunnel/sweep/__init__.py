@@ -4,10 +4,13 @@
     >>> result = run_sweep("sweeps/lr_init.yaml")          # runs/lr_init/
     >>> read_results("runs/lr_init").sort_values("val_loss").head()
 
-Modules: `spec` (the YAML and its rules), `plan` (trials, configs, cost), `results` (the table),
-`trial` (one trial, the Ray trainable), `ray_engine` (Ray Tune), `cluster` (joining a Ray cluster:
-which one, token authentication), `study` (Optuna for TPE), `progress` (console lines), `run`
-(run_sweep). Ray, Optuna and torch load only when a sweep runs.
+Modules, in the order a sweep passes through them: `run` (run_sweep), `spec` (the YAML and its rules),
+`plan` (the plan and the dry run) from `trial_list` (the one pass: trials from `points`, checked,
+grouped by shape, ordered), `ray_engine` (Ray Tune: each Ray trial a group of K >= 1 trials),
+`searcher` (TPE asks the study K at a time), `trial` (the one trainable; ASHA per trial through
+`rungs`), `recorder` (a results row per trial as it ends), `results` (the table), `study` (the Optuna
+study), `cluster` (joining a Ray cluster), `progress` (console lines). Ray, Optuna and torch load only
+when a sweep runs.
 """
 
 from __future__ import annotations

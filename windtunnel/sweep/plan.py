@@ -1,16 +1,14 @@
-"""What a sweep will run: its trials (`windtunnel.sweep.points`) with their cost in tokens and FLOPs,
-and their fused groups (`windtunnel.sweep.fusion`). TPE is adaptive, so its plan has a count and a
-cost range, no points. `describe` is the dry-run text.
+"""What a sweep will run, for the dry run and for the engine: its trials with their cost in tokens and
+FLOPs and their groups, from the one pass of `windtunnel.sweep.trial_list`. TPE is adaptive, so its
+plan has a count and a cost range, no points. `describe` is the dry-run text.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
-from ..errors import ConfigError
-from .fusion import plan_groups
 from .points import (
     SHAPE_KEYS,
     TrialPoint,
@@ -22,6 +20,7 @@ from .points import (
     trial_overrides,
 )
 from .spec import SweepSpec, base_dict
+from .trial_list import Pending, PlannedTrial, check_fusing, fuse_limit, group_trials, pending_trials, plan_trials
 
 __all__ = ["TrialPoint", "SweepPlan", "plan_sweep", "describe", "expand_points", "sample_points", "trial_overrides",
            "trial_config", "trial_cost", "trial_id", "SHAPE_KEYS"]
@@ -31,17 +30,40 @@ _COST_SAMPLES = 64  # TPE dry runs estimate the cost range from this many random
 
 @dataclass
 class SweepPlan:
-    """The expanded sweep. `points` is None for TPE, whose configurations are chosen as it runs."""
+    """The expanded sweep: its trials (grid/random), or for TPE, whose configurations are chosen as it
+    runs, a count and the sampled draws its cost range is estimated from."""
 
     spec: SweepSpec
-    points: list[TrialPoint] | None
     num_trials: int
-    costs: list[dict[str, Any]] = field(default_factory=list)
-    """Per point (or per sampled TPE draw): tokens, flops, and `error` when its config is invalid."""
+    trials: list[PlannedTrial] | None = None
+    """Grid/random: each point with its cost and fusion key, planned once (`windtunnel.sweep.trial_list`)."""
+    draws: list[PlannedTrial] = field(default_factory=list)
+    """TPE: random draws of its space with their costs (the dry run's cost range)."""
     fuse: int = 1
     """Trials per fused group (`budget.fuse` resolved; 1: one trial per Ray trial)."""
     groups: list[list[TrialPoint]] | None = None
-    """Grid/random with fuse > 1: the fused groups, each one Ray trial (see `windtunnel.sweep.fusion`)."""
+    """Grid/random with fuse > 1: the fused groups, each one Ray trial."""
+    fuse_fit: int = 1
+    """The largest K one trial's resources hold (`fuse` before `auto` shrinks it to the slots)."""
+
+    @property
+    def points(self) -> list[TrialPoint] | None:
+        """The grid/random trials in plan order; None for TPE."""
+        return None if self.trials is None else [t.point for t in self.trials]
+
+    @property
+    def costs(self) -> list[dict[str, Any]]:
+        """Per point (or per sampled TPE draw): tokens, flops, and `error` when its config is invalid."""
+        return [t.cost for t in (self.trials if self.trials is not None else self.draws)]
+
+    def pending(self, rows: Mapping[str, Any]) -> Pending:
+        """What a session still runs once `rows` (trial id -> results row) are finished.
+
+        Example:
+            >>> plan.pending(table.rows).groups                                    # doctest: +SKIP
+            [[TrialPoint(trial_id='t0002', ...)], ...]
+        """
+        return pending_trials(self.spec, self.trials, rows, k=self.fuse_fit)
 
     def frame(self):
         """The trials as a DataFrame: trial_id, seed, one column per swept key, tokens, flops, error."""
@@ -64,7 +86,8 @@ class SweepPlan:
 
 
 def plan_sweep(spec: SweepSpec) -> SweepPlan:
-    """Expand a spec into its trials with their costs; nothing runs and nothing is written.
+    """Expand a spec into its trials with their costs and groups; nothing runs and nothing is written.
+    Raises ConfigError for a `budget.fuse` that cannot fuse or fit (`windtunnel.sweep.trial_list`).
 
     Example:
         >>> plan = plan_sweep(load_sweep("sweeps/lr_init.yaml"))
@@ -73,21 +96,16 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
     """
     base = base_dict(spec)
     if spec.method == "tpe":
-        draws = sample_points(spec, _COST_SAMPLES)
-        costs = [_cost_or_error(spec, p, base) for p in draws]
-        k, _ = plan_groups(spec, None, base=base)
-        return SweepPlan(spec=spec, points=None, num_trials=spec.budget.num_trials, costs=costs, fuse=k)
-    points = expand_points(spec)
-    k, groups = plan_groups(spec, points, base=base)
-    return SweepPlan(spec=spec, points=points, num_trials=len(points),
-                     costs=[_cost_or_error(spec, p, base) for p in points], fuse=k, groups=groups)
-
-
-def _cost_or_error(spec: SweepSpec, point: TrialPoint, base: dict) -> dict[str, Any]:
-    try:
-        return {**trial_cost(trial_config(spec, point, base=base)), "error": ""}
-    except ConfigError as e:
-        return {"tokens": 0, "flops": 0.0, "error": f"{e.key}: {e.message}"}
+        draws = plan_trials(spec, sample_points(spec, _COST_SAMPLES), base=base)
+        k = fuse_limit(spec, None, base=base)
+        check_fusing(spec, None, k)
+        return SweepPlan(spec=spec, num_trials=spec.budget.num_trials, draws=draws, fuse=k, fuse_fit=k)
+    trials = plan_trials(spec, expand_points(spec), base=base)
+    fit = fuse_limit(spec, trials, base=base)
+    k, groups = group_trials(spec, trials, fit)
+    check_fusing(spec, groups, fit)
+    return SweepPlan(spec=spec, num_trials=len(trials), trials=trials, fuse=k, groups=groups if k > 1 else None,
+                     fuse_fit=fit)
 
 
 def describe(plan: SweepPlan) -> str:

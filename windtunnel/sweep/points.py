@@ -1,5 +1,5 @@
 """A sweep's trials: their ids, seeds and swept values (grid x seeds, or seeded random draws), and each
-trial's run config and cost. `plan` assembles these into the plan; `fusion` groups them.
+trial's run config and cost. `trial_list` builds each config once, and groups and orders the trials.
 
 Trial ids are `t0000`, `t0001`, ... in expansion order (grid: row-major over the parameters as the spec
 lists them, seeds innermost; random: draw order; tpe: the Optuna trial number), so a resumed sweep

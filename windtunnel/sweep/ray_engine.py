@@ -1,27 +1,32 @@
-"""Ray Tune runs the trials: grid and random points through Tune's BasicVariantGenerator, TPE through
-`OptunaSearch`, ASHA when the spec asks. Locally a private Ray instance sized to the machine; with an
-address (`auto`, `HOST:PORT`) the same sweep runs on an existing cluster.
+"""Ray Tune runs the trials, one engine contract for every sweep: each Ray trial trains a group of
+K >= 1 sweep trials (`windtunnel.sweep.trial.run_group`; K = 1 is an ordinary trial). Grid and
+random groups come planned (`windtunnel.sweep.trial_list`) through Tune's grid search; TPE groups are
+asked K configurations at a time from the sweep's study (`windtunnel.sweep.searcher.StudySearcher`).
+Tune's scheduler is not used: ASHA judges each sweep trial at its rungs through the rung file
+(`windtunnel.sweep.rungs`), so ASHA, Optuna and the results table see trials, never groups.
+Locally a private Ray instance sized to the machine; with an address (`auto`, `HOST:PORT`) the same
+sweep runs on an existing cluster.
 
-Rows reach the results table from a Tune callback in the driver, so the table is complete even when
-trials ran on other nodes. Ray's own console output is switched off; `Progress` prints ours.
+Rows reach the results table from a Tune callback in the driver (`windtunnel.sweep.recorder`), so
+the table is complete even when trials ran on other nodes. Ray's own console output is switched
+off; `Progress` prints ours.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..analysis.runs import SUMMARY_FILE
 from ..errors import WindtunnelError
-from ..fileio import write_json
 from .cluster import AUTH_FIX, describe_cluster, find_token, prepare_join
 from .points import TrialPoint
-from .progress import Progress
-from .results import ResultsTable, make_row
-from .trial import TrialContext, point_from_config, run_trial
+from .results import ResultsTable
+from .trial import GROUP_KEY, TrialContext, run_group
 
 __all__ = ["init_ray", "check_resources", "run_tune"]
 
@@ -92,40 +97,41 @@ def _workers_import_this_windtunnel() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in paths if p])
 
 
-def run_tune(ctx: TrialContext, *, table: ResultsTable, progress: Progress, points: list[TrialPoint] | None,
-             num_samples: int = 1, fuse: int = 1, groups: list[list[TrialPoint]] | None = None) -> None:
-    """Run the trials on Ray Tune: `points` for grid/random, else `num_samples` TPE trials.
-    With `fuse` > 1, one Ray trial trains a fused group: `groups` (grid/random) or `fuse` TPE asks."""
+def run_tune(ctx: TrialContext, *, table: ResultsTable, events: Any, groups: list[list[TrialPoint]] | None,
+             k: int = 1, num_trials: int = 0) -> None:
+    """Run the sweep's groups on Ray Tune: the planned `groups` (grid/random), else `num_trials` TPE
+    trials asked `k` at a time. `events` hears each trial start and end (`study_record.TrialEvents`).
+
+    Example:
+        >>> run_tune(ctx, table=table, events=events, groups=[[point]])                  # doctest: +SKIP
+        >>> run_tune(ctx, table=table, events=events, groups=None, k=4, num_trials=28)   # doctest: +SKIP
+    """
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
     from ray import tune
+
+    from .recorder import TrialRecorder
     spec = ctx.spec
-    pruned: set[str] = set()
-    scheduler = _asha(spec, pruned) if spec.early_terminate and fuse <= 1 else None
-    callback, trainable = _recorder(ctx, table, progress, pruned), run_trial
-    if fuse > 1:
-        from .fused_engine import group_setup
-        setup = group_setup(ctx, table=table, progress=progress, groups=groups, k=fuse, remaining=num_samples)
-        trainable, param_space, search_alg = setup.trainable, setup.param_space, setup.search_alg
-        num_samples, callback = setup.num_samples, setup.callback
-    elif points is not None:
-        search_alg, param_space = None, {"trial": tune.grid_search([p.to_dict() for p in points])}
-        num_samples = 1
+    if groups is not None:
+        space = {GROUP_KEY: tune.grid_search([[p.to_dict() for p in g] for g in groups])}
+        search_alg, num_samples = None, 1
     else:
-        from .study import make_searcher
-        search_alg, param_space = make_searcher(ctx.run_dir, spec, pruned=pruned), {}
-    trainable = tune.with_resources(tune.with_parameters(trainable, ctx=ctx),
+        from .searcher import StudySearcher
+        space, num_samples = {}, math.ceil(num_trials / max(k, 1))
+        search_alg = StudySearcher(ctx.run_dir, spec, k=max(k, 1), total=num_trials)
+    name = functools.partial(_dirname, fused=k > 1)
+    trainable = tune.with_resources(tune.with_parameters(run_group, ctx=ctx),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     tuner = tune.Tuner(
-        trainable, param_space=param_space,
+        trainable, param_space=space,
         tune_config=tune.TuneConfig(
-            metric=spec.metric.name, mode=spec.metric.mode, search_alg=search_alg, scheduler=scheduler,
+            metric=spec.metric.name, mode=spec.metric.mode, search_alg=search_alg,
             num_samples=num_samples, max_concurrent_trials=spec.budget.max_concurrent,
             time_budget_s=spec.budget.time_budget_s, reuse_actors=True,
-            trial_dirname_creator=_dirname, trial_name_creator=_dirname),
+            trial_dirname_creator=name, trial_name_creator=name),
         run_config=tune.RunConfig(
             name=_session_name(Path(ctx.run_dir) / "ray"), storage_path=str(Path(ctx.run_dir) / "ray"),
-            verbose=0, callbacks=[callback],
+            verbose=0, callbacks=[TrialRecorder(ctx, table, events)],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
     )
     tuner.fit()
@@ -137,13 +143,12 @@ def _session_name(storage: Path) -> str:
     return f"session-{done + 1:03d}"
 
 
-def _dirname(trial) -> str:
-    cfg = trial.config or {}
-    if "trial" in cfg:
-        return cfg["trial"]["trial_id"]
-    if cfg.get("group"):  # a fused group: named by its first trial
-        return f"group-{cfg['group'][0]['trial_id']}"
-    return f"t{int(cfg['trial_number']):04d}" if "trial_number" in cfg else trial.trial_id
+def _dirname(trial, *, fused: bool) -> str:
+    """A Ray trial's Tune folder: its sweep trial's id (K = 1), else group-<first trial id>."""
+    points = (trial.config or {}).get(GROUP_KEY)
+    if not points:
+        return trial.trial_id
+    return f"group-{points[0]['trial_id']}" if fused else points[0]["trial_id"]
 
 
 def check_resources(spec) -> None:
@@ -154,78 +159,3 @@ def check_resources(spec) -> None:
         if want > have.get(name, 0):
             raise WindtunnelError(f"{spec.source}: resources.{name.lower()}: each trial asks for {want:g} "
                                   f"{name}, but the Ray cluster has {have.get(name, 0):g}")
-
-
-def _asha(spec, pruned: set[str]):
-    """ASHA on optimizer steps; the trials it stops are remembered, so they are recorded `pruned`."""
-    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-
-    from .spec import base_dict, max_steps
-
-    class _RecordingASHA(ASHAScheduler):
-        def on_trial_result(self, tune_controller, trial, result):
-            action = super().on_trial_result(tune_controller, trial, result)
-            if action == TrialScheduler.STOP and not result.get("final"):
-                pruned.add(trial.trial_id)
-            return action
-
-    et = spec.early_terminate
-    max_t = max_steps(spec, base_dict(spec)["train"]["steps"])
-    return _RecordingASHA(time_attr="step", max_t=max_t, grace_period=et.grace_period,
-                          reduction_factor=et.reduction_factor)
-
-
-def _recorder(ctx: TrialContext, table: ResultsTable, progress: Progress, pruned: set[str]):
-    """A Tune callback that writes a row when a trial ends and keeps the progress lines going."""
-    from ray.tune import Callback
-
-    class _Recorder(Callback):
-        def __init__(self):
-            self.open: set[str] = set()  # started, not yet recorded
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            point = point_from_config(trial.config, ctx.spec)
-            self.open.add(point.trial_id)
-            progress.trial_started(point.trial_id, point.params)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            point = point_from_config(trial.config, ctx.spec)
-            result = trial.last_result or {}
-            if result.get("final"):
-                self._record(point, make_row(point.to_dict(), result))
-            elif trial.trial_id in pruned:
-                outcome = {"status": "pruned", "message": f"stopped by ASHA at step {result.get('step')}",
-                           **{k: result.get(k) for k in ("val_loss", "train_loss", "tokens")},
-                           "seconds": round(float(result.get("seconds") or 0.0), 3), "steps": result.get("step")}
-                _write_summary(ctx, point, outcome)
-                self._record(point, make_row(point.to_dict(), outcome))
-            else:
-                self.open.discard(point.trial_id)
-                progress.trial_unfinished(point.trial_id)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            point = point_from_config(trial.config, ctx.spec)
-            error = trial.get_error()
-            message = " ".join(str(error).split())[:500] if error else "the trial's worker failed"
-            outcome = {"status": "error", "message": message, "steps": 0, "tokens": 0, "seconds": 0.0}
-            _write_summary(ctx, point, outcome)
-            self._record(point, make_row(point.to_dict(), outcome))
-
-        def on_experiment_end(self, trials, **info):
-            for tid in sorted(self.open):  # stopped by the time budget or an interrupt
-                progress.trial_unfinished(tid)
-            self.open.clear()
-
-        def _record(self, point: TrialPoint, row: dict[str, Any]) -> None:
-            self.open.discard(point.trial_id)
-            table.add(row)
-            progress.trial_finished(row)
-
-    return _Recorder()
-
-
-def _write_summary(ctx: TrialContext, point: TrialPoint, outcome: dict[str, Any]) -> None:
-    """Pruned and crashed trials end without train's summary.json; write one so resume sees them."""
-    tdir = ctx.trial_dir(point.trial_id)
-    if tdir.is_dir():  # on a multi-node cluster without shared storage the folder is elsewhere
-        write_json(tdir / SUMMARY_FILE, outcome)

@@ -14,7 +14,6 @@ Run folder layout:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -30,7 +29,7 @@ from ..errors import WindtunnelError
 from ..fileio import write_text
 from ..provenance import write_provenance
 from ..run_folder import LOCK_FILE, SPEC_FILE, is_temporary, remove_folder, summary_path, trials_dir
-from .growth import check_resumable, keep_trial_ids
+from .growth import check_resumable
 from .lock import SweepLock
 from .plan import SweepPlan, plan_sweep
 from .progress import Progress
@@ -38,7 +37,8 @@ from .results import ResultsTable, row_from_trial_dir
 from .spec import SweepSpec, base_dict, load_sweep, spec_from_dict, spec_to_dict
 from .study_record import StudyRecord, TrialEvents
 from .tracking import end_parent, start_parent, sweep_tracking
-from .validate import invalid_trials, record_invalid, refuse_unrunnable
+from .trial_list import Pending
+from .validate import record_invalid, refuse_unrunnable
 
 __all__ = ["SweepResult", "run_sweep", "read_spec", "SPEC_FILE"]
 
@@ -109,14 +109,8 @@ def _run_locked(spec: SweepSpec, plan: SweepPlan, run_dir: Path, base: dict, res
     table = ResultsTable(run_dir, param_keys=spec.param_keys, metric=spec.metric.name,
                          goal=spec.metric.goal).load()
     _recover_rows(run_dir, table)
-    if plan.points is not None:  # trials already run keep their ids, also in a grown grid
-        plan = dataclasses.replace(plan, points=keep_trial_ids(plan.points, table.rows))
-    total, todo, remaining = _pending(spec, plan, table)
-    invalid = invalid_trials(plan, todo) if todo else {}  # recorded as error rows, never run
-    runnable = [p for p in todo if p.trial_id not in invalid] if todo is not None else None
-    remaining -= len(invalid)
-    from .fusion import plan_groups  # budget.fuse: checked before anything is written
-    fuse, groups = plan_groups(spec, runnable, base=base) if remaining else (1, None)
+    pending = plan.pending(table.rows)  # trials already run keep their ids, also in a grown grid
+    total, remaining = pending.total, pending.remaining - len(pending.invalid)  # invalid: error rows, never run
     show = Progress(spec.name, total=total, done=len(table.rows), param_keys=spec.param_keys,
                     metric=spec.metric.name, goal=spec.metric.goal, enabled=progress)
     for row in table.rows.values():
@@ -141,14 +135,14 @@ def _run_locked(spec: SweepSpec, plan: SweepPlan, run_dir: Path, base: dict, res
         if remaining or not continued:  # once per session that trains (a finished sweep re-read adds none)
             write_provenance(run_dir, kind="sweep", data=base.get("data") or {}, continued=continued)
         table.write()  # from the start the folder holds a readable (maybe empty) table
-        if invalid:
-            record_invalid(run_dir, table, show, todo, invalid)
+        if pending.invalid:
+            record_invalid(run_dir, table, show, pending.invalid, pending.reasons)
         _close_stale_study_trials(run_dir, spec, table)
         record = StudyRecord(run_dir, spec, warn=show.note) if spec.method != "tpe" else None
         if remaining:
             tracking = start_parent(tracking, run_dir, spec)
-            _run_remaining(run_dir, spec, base, table, TrialEvents(show, record), runnable, remaining, fuse=fuse,
-                           groups=groups, tracking=tracking)
+            _run_remaining(run_dir, spec, base, table, TrialEvents(show, record), pending, remaining,
+                           tracking=tracking)
         ended = True
     finally:
         _end_records(record, tracking, table, spec, finished=ended and len(table.rows) >= total, show=show)
@@ -182,18 +176,9 @@ def read_spec(run_dir: str | os.PathLike) -> SweepSpec | None:
     return spec_from_dict(data, source=str(path))
 
 
-def _pending(spec: SweepSpec, plan: SweepPlan, table: ResultsTable) -> tuple[int, list | None, int]:
-    """(trials in the sweep, grid/random points still to run or None for tpe, how many remain)."""
-    if spec.method == "tpe":
-        total = spec.budget.num_trials
-        return total, None, max(total - len(table.rows), 0)
-    points = plan.points
-    todo = [p for p in points if p.trial_id not in table.rows]
-    return len(points), todo, len(todo)
-
-
-def _run_remaining(run_dir, spec, base, table, events: TrialEvents, todo, remaining, *, fuse=1, groups=None,
+def _run_remaining(run_dir, spec, base, table, events: TrialEvents, pending: Pending, remaining: int, *,
                    tracking=None) -> None:
+    """Run the pending groups (grid/random) or `remaining` TPE trials on Ray Tune."""
     from .ray_engine import run_tune
     from .trial import TrialContext
     show = events.progress
@@ -201,7 +186,7 @@ def _run_remaining(run_dir, spec, base, table, events: TrialEvents, todo, remain
         print(f"[{spec.name}] resuming: {len(table.rows)} trials already finished, {remaining} to run",
               flush=True, file=show.stream)
     ctx = TrialContext(spec=spec, base=base, run_dir=str(run_dir), tracking=tracking)
-    run_tune(ctx, table=table, progress=events, points=todo, num_samples=remaining, fuse=fuse, groups=groups)
+    run_tune(ctx, table=table, events=events, groups=pending.groups, k=pending.k, num_trials=remaining)
 
 
 def _end_records(record: StudyRecord | None, tracking, table: ResultsTable, spec: SweepSpec, *, finished: bool,
@@ -253,7 +238,7 @@ def _recover_rows(run_dir: Path, table: ResultsTable) -> None:
 
 def _close_stale_study_trials(run_dir: Path, spec: SweepSpec, table: ResultsTable) -> None:
     from .study import close_stale_trials, open_study
-    close_stale_trials(open_study(run_dir, spec), dict(table.rows))
+    close_stale_trials(open_study(run_dir, spec), dict(table.rows), spec.metric.name)
 
 
 def _warm_data(base: dict) -> None:

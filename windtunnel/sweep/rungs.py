@@ -1,8 +1,8 @@
-"""ASHA for fused sweeps: the rungs live in a file of the run folder, shared by every group.
+"""ASHA for every sweep: the rungs live in a file of the run folder, shared by every group.
 
-Ray Tune's ASHA decides per Ray trial; a fused group is one Ray trial holding many configurations,
-so the same rule (asynchronous successive halving, as `ray.tune.schedulers.ASHAScheduler` applies it)
-is applied here per configuration. Rungs sit at grace_period x reduction_factor^k steps below max_t;
+Ray Tune's ASHA decides per Ray trial; a Ray trial is a group of K >= 1 sweep trials, so the same
+rule (asynchronous successive halving, as `ray.tune.schedulers.ASHAScheduler` applies it) is
+applied here per sweep trial, K = 1 included. Rungs sit at grace_period x reduction_factor^k steps below max_t;
 a configuration reaching a rung is stopped when its metric is worse than the best
 1/reduction_factor of those recorded there so far (the first one at a rung always goes on). The
 file (`asha.json`, guarded by a lock file) is read and written by every group of the sweep, on any

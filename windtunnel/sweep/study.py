@@ -1,5 +1,5 @@
-"""The Optuna side of sweeps: a study in SQLite under the run folder, and Ray Tune's `OptunaSearch`
-pointed at it for TPE.
+"""The Optuna side of sweeps: a study in SQLite under the run folder (TPE asks it through
+`windtunnel.sweep.searcher`), and the one mapping of a trial's status to Optuna (`study_state`).
 
 Every sweep has its study (`runs/<name>/study.db`, study name = sweep name), so
 `optuna-dashboard sqlite:///runs/<name>/study.db` shows it: TPE's trials are the searcher's own,
@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .spec import Param, SweepSpec
-from .trial import TRIAL_NUMBER_KEY
 
-__all__ = ["STUDY_FILE", "storage_url", "open_study", "close_stale_trials", "optuna_space", "make_searcher",
-           "make_group_searcher", "enqueue_first_trials", "trial_attrs", "outcome_attrs", "study_trial_id"]
+__all__ = ["STUDY_FILE", "storage_url", "open_study", "close_stale_trials", "optuna_space", "study_state",
+           "tell_row", "enqueue_first_trials", "trial_attrs", "outcome_attrs", "study_trial_id"]
 
 STUDY_FILE = "study.db"
 
@@ -63,26 +62,21 @@ def study_trial_id(trial) -> str:
     return str(trial.user_attrs.get("trial_id") or f"t{trial.number:04d}")
 
 
-def close_stale_trials(study, finished: dict[str, dict[str, Any]]) -> int:
+def close_stale_trials(study, finished: dict[str, dict[str, Any]], metric: str = "val_loss") -> int:
     """Close trials a killed sweep left RUNNING; `finished` maps trial id -> its results row.
 
-    Returns how many were closed. A trial whose row exists gets its value (or FAIL for error rows,
-    PRUNED for pruned ones); one without a row is FAIL, and the resumed sweep asks for a new trial.
+    Returns how many were closed. A trial whose row exists gets its state by `study_state`; one
+    without a row is FAIL, and the resumed sweep asks for a new trial.
     """
     from optuna.trial import TrialState
     closed = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         row = finished.get(study_trial_id(t))
-        value = None if row is None else float(row.get("val_loss", math.nan))
         if row is not None:
             for key, attr in outcome_attrs(row).items():
                 study._storage.set_trial_user_attr(t._trial_id, key, attr)
-        if row is None or row["status"] == "error" or math.isnan(value):
-            study.tell(t.number, state=TrialState.FAIL)
-        elif row["status"] == "pruned":
-            study.tell(t.number, state=TrialState.PRUNED)
-        else:
-            study.tell(t.number, value)
+        state, value = study_state(row, metric)
+        study.tell(t.number, value if state == TrialState.COMPLETE else None, state=state)
         closed += 1
     return closed
 
@@ -112,129 +106,43 @@ def _distribution(p: Param):
                              step=float(p.step) if p.step is not None else None)
 
 
-def make_searcher(run_dir: str | Path, spec: SweepSpec, *, pruned: set[str]):
-    """Ray Tune's OptunaSearch on the sweep's SQLite study, with a TPE sampler.
+def study_state(row: dict[str, Any] | None, metric: str):
+    """The one mapping of a sweep trial's status to Optuna: (TrialState, value or None).
 
-    `pruned` is filled by the scheduler with the Tune ids of trials it stopped; those are told to
-    the study as PRUNED (their intermediate losses are already there), not as finished.
+    ok and diverged with a value: COMPLETE (a diverged trial's value is inf); pruned with a finite
+    value: PRUNED (the value is its last, at its step); anything else (error, unfinished, no row): FAIL.
+
+    Example:
+        >>> study_state({"status": "pruned", "val_loss": 2.4, "steps": 50}, "val_loss")
+        (<TrialState.PRUNED: 2>, 2.4)
     """
-    import optuna
-    from optuna.storages import RDBStorage
     from optuna.trial import TrialState
-    from ray.tune.search.optuna import OptunaSearch
-
-    class _SweepOptunaSearch(OptunaSearch):
-        def suggest(self, trial_id: str):
-            config = super().suggest(trial_id)
-            if config is not None:  # the Optuna trial number names the trial (t0007 = trial 7)
-                ot = self._ot_trials[trial_id]
-                config[TRIAL_NUMBER_KEY] = ot.number
-                _set_attrs(ot, trial_attrs(run_dir, f"t{ot.number:04d}", spec.seeds[0]))
-            return config
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if not result.get("final") and trial_id in self._ot_trials:
-                value = result.get(self.metric)
-                if value is not None and math.isfinite(value):
-                    self._ot_trials[trial_id].report(float(value), int(result.get("step", 0)))
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is None or trial_id in self._completed_trials:
-                return
-            result = result or {}
-            value = result.get(self.metric)
-            status = (result.get("status") if result.get("final") else "error" if error
-                      else "pruned" if trial_id in pruned else "unfinished")
-            _set_attrs(ot_trial, outcome_attrs({**result, "status": status}))
-            if result.get("final") and result.get("status") != "error" and value is not None \
-                    and not math.isnan(value):
-                self._ot_study.tell(ot_trial, float(value))
-            elif not error and trial_id in pruned:
-                # Tune hands the stopping result to on_trial_complete, not on_trial_result
-                if value is not None and math.isfinite(value) and "step" in result:
-                    ot_trial.report(float(value), int(result["step"]))
-                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-            else:  # error, or stopped for another reason (time budget, interrupt)
-                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-            self._completed_trials.add(trial_id)
-
-    study = open_study(run_dir, spec)
-    # a fresh seed per session, so a resumed sweep does not replay the first session's random start
-    sampler = optuna.samplers.TPESampler(seed=spec.search_seed + len(study.trials))
-    enqueue_first_trials(study, spec)
-    return _SweepOptunaSearch(space=optuna_space(spec), metric=spec.metric.name, mode=spec.metric.mode,
-                              sampler=sampler, study_name=spec.name, storage=RDBStorage(storage_url(run_dir)))
+    value = None if row is None else row.get(metric)
+    status = None if row is None else row.get("status")
+    if status in ("ok", "diverged") and not _nan(value):
+        return TrialState.COMPLETE, float(value)
+    if status == "pruned" and not _nan(value) and math.isfinite(float(value)):
+        return TrialState.PRUNED, float(value)
+    return TrialState.FAIL, None
 
 
-def make_group_searcher(run_dir: str | Path, spec: SweepSpec, *, k: int, total: int):
-    """A Ray Tune searcher for fused TPE sweeps: each suggestion is a group of `k` configurations
-    asked from the sweep's study at once (TPE with a constant liar, so the k differ), `total` in all.
+def tell_row(study, trial, row: dict[str, Any] | None, metric: str, *, evals=()) -> None:
+    """Tell the study how a trial it asked ended: its outcome attributes, its held-out values
+    (`evals`: [step, value] pairs), then its state by `study_state` (None: it never finished).
 
-    Rows arrive in the group's reports (`fused_trial.rows_of`); each is told to the study as it
-    comes: its value, PRUNED (after reporting its last value at its step) or FAIL.
+    Example:
+        >>> tell_row(study, study.ask(space), {"status": "ok", "val_loss": 2.1, "steps": 300}, "val_loss",
+        ...          evals=[[100, 2.6], [200, 2.3]])                                  # doctest: +SKIP
     """
-    import optuna
     from optuna.trial import TrialState
-    from ray.tune.search import Searcher
-
-    from .fused_trial import GROUP_KEY, rows_of
-    from .trial import point_from_config
-
-    study = open_study(run_dir, spec)
-    sampler = optuna.samplers.TPESampler(seed=spec.search_seed + len(study.trials), constant_liar=True)
-    enqueue_first_trials(study, spec)  # after the seed: queued trials do not shift it
-    study.sampler = sampler
-    space = optuna_space(spec)
-
-    class _GroupSearcher(Searcher):
-        def __init__(self):
-            super().__init__(metric=spec.metric.name, mode=spec.metric.mode)
-            self.asked = 0
-            self.live: dict[str, dict[str, Any]] = {}  # Tune trial id -> {our trial id: optuna trial}
-
-        def suggest(self, trial_id: str):
-            n = min(k, total - self.asked)
-            if n <= 0:
-                return Searcher.FINISHED
-            asked = [study.ask(space) for _ in range(n)]
-            self.asked += n
-            points = [point_from_config({**t.params, TRIAL_NUMBER_KEY: t.number}, spec) for t in asked]
-            for t, p in zip(asked, points):
-                _set_attrs(t, trial_attrs(run_dir, p.trial_id, p.seed))
-            self.live[trial_id] = {p.trial_id: t for p, t in zip(points, asked)}
-            return {GROUP_KEY: [p.to_dict() for p in points]}
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            self._tell(trial_id, result)
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            self._tell(trial_id, result)
-            for ot in self.live.pop(trial_id, {}).values():  # never reported: crashed or interrupted
-                study.tell(ot, state=TrialState.FAIL)
-
-        def _tell(self, trial_id: str, result: dict | None) -> None:
-            live = self.live.get(trial_id, {})
-            for row in rows_of(result):
-                ot = live.pop(row["trial_id"], None)
-                if ot is not None:
-                    _tell_row(study, ot, row, spec.metric.name)
-
-    return _GroupSearcher()
-
-
-def _tell_row(study, ot, row: dict[str, Any], metric: str) -> None:
-    from optuna.trial import TrialState
-    _set_attrs(ot, outcome_attrs(row))
-    value = row.get(metric)
-    finite = value is not None and math.isfinite(float(value))
-    if row["status"] == "pruned" and finite:
-        ot.report(float(value), int(row.get("steps") or 0))
-        study.tell(ot, state=TrialState.PRUNED)
-    elif row["status"] in ("ok", "diverged") and value is not None and not math.isnan(float(value)):
-        study.tell(ot, float(value))
-    else:
-        study.tell(ot, state=TrialState.FAIL)
+    _set_attrs(trial, outcome_attrs(row if row is not None else {"status": "unfinished"}))
+    for step, value in evals:
+        if not _nan(value) and math.isfinite(float(value)):
+            trial.report(float(value), int(step))
+    state, value = study_state(row, metric)
+    if state == TrialState.PRUNED:
+        trial.report(value, int(row.get("steps") or 0))
+    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
 
 
 def _set_attrs(trial, attrs: dict[str, Any]) -> None:

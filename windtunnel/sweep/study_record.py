@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .spec import SweepSpec
-from .study import open_study, optuna_space, outcome_attrs, study_trial_id, trial_attrs
+from .study import open_study, optuna_space, outcome_attrs, study_state, study_trial_id, trial_attrs
 
 __all__ = ["StudyRecord", "TrialEvents"]
 
@@ -63,7 +63,7 @@ class StudyRecord:
     def _finish(self, row: dict[str, Any]) -> None:
         from optuna.trial import TrialState, create_trial
         tid, metric = str(row["trial_id"]), self.spec.metric.name
-        state, value = _state(row, metric)
+        state, value = study_state(row, metric)
         step = int(row.get("steps") or 0) if _number(row.get("steps")) else 0
         attrs = {**trial_attrs(self.run_dir, tid, _seed(row)), **outcome_attrs(row)}
         number = self.live.pop(tid, None)
@@ -132,17 +132,6 @@ class TrialEvents:
         self.progress.trial_unfinished(tid)
         if self.record is not None:
             self.record.trial_unfinished(tid)
-
-
-def _state(row: dict[str, Any], metric: str):
-    from optuna.trial import TrialState
-    value = row.get(metric)
-    status = row.get("status")
-    if status in ("ok", "diverged") and _number(value):
-        return TrialState.COMPLETE, float(value)
-    if status == "pruned" and _number(value) and math.isfinite(float(value)):
-        return TrialState.PRUNED, float(value)
-    return TrialState.FAIL, None
 
 
 def _number(x: Any) -> bool:

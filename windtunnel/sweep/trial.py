@@ -1,29 +1,40 @@
-"""One sweep trial: build its run config, train it with the shared loop, report to Ray Tune.
+"""One Ray trial: a group of K >= 1 sweep trials, trained by the training side's `train_group`.
 
-`run_trial` is the Ray Tune function trainable. It reports `val_loss` (and `step`) at every held-out
-evaluation, so ASHA can stop it there, and ends with one `final` report carrying the outcome. A trial
-whose config is invalid, or whose training raises, is an `error` trial with the message: the sweep goes on.
+`run_group` is the sweep's one Ray Tune function trainable; K = 1 is an ordinary trial (the plain
+training path), K > 1 trains same-shape trials as one fused model. Every sweep trial gets the folder,
+files and results row a separate trial would (`trials/<id>/`: trial.json, config.yaml, metrics.csv,
+summary.json), its own trackers' run, and is judged on its own by ASHA at each rung through the
+sweep's rung file (`windtunnel.sweep.rungs`). Each report carries the rows of the trials that just
+finished (`rows`, JSON) and their held-out values (`evals`), so the driver records each trial as it
+ends and tells the study. A trial whose config is invalid, or whose training raises, is an `error`
+row with the message: the group and the sweep go on. Trials of a TPE batch that differ in shape
+(`model.d_model` values) train as one group per shape, one after the other.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
 from ..errors import ConfigError
 from ..fileio import write_json
 from .points import TrialPoint, trial_config, trial_id
-from .spec import SweepSpec
+from .results import make_row
+from .rungs import RUNGS_FILE, RungFile
+from .spec import SweepSpec, max_steps
 from .tracking import trial_tracking
 
-__all__ = ["TrialContext", "run_trial", "execute_trial", "point_from_config", "final_metrics",
-           "TRIAL_NUMBER_KEY", "record_error", "trial_run_config"]
+__all__ = ["GROUP_KEY", "TRIAL_NUMBER_KEY", "TrialContext", "run_group", "execute_group", "group_points",
+           "rows_of", "evals_of", "point_from_config", "record_error", "trial_run_config"]
 
-TRIAL_NUMBER_KEY = "trial_number"  # TPE: the Optuna trial number, added to the config by the searcher
+GROUP_KEY = "group"  # the Tune config key holding the sweep trials of a Ray trial
+TRIAL_NUMBER_KEY = "trial_number"  # TPE: the Optuna trial number names the trial (t0007 = trial 7)
 ERROR_FILE = "error.txt"
 
 
@@ -42,36 +53,115 @@ class TrialContext:
         return Path(self.run_dir) / "trials" / tid
 
 
-def point_from_config(config: dict[str, Any], spec: SweepSpec) -> TrialPoint:
-    """The trial a Tune config describes: grid/random carry the point; TPE carries values + number."""
-    if "trial" in config:
-        return TrialPoint.from_dict(config["trial"])
-    params = {key: _clean(spec, key, config[key]) for key in spec.param_keys}
-    return TrialPoint(trial_id=trial_id(int(config[TRIAL_NUMBER_KEY])), seed=spec.seeds[0], params=params)
+def group_points(config: dict[str, Any]) -> list[TrialPoint]:
+    """The sweep trials a Ray trial's config holds.
+
+    Example:
+        >>> group_points({"group": [{"trial_id": "t0003", "seed": 0, "params": {"train.lr": 0.01}}]})
+        [TrialPoint(trial_id='t0003', seed=0, params={'train.lr': 0.01})]
+    """
+    return [TrialPoint.from_dict(p) for p in config.get(GROUP_KEY) or []]
 
 
-def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Ray Tune trainable: train one point, reporting as it goes, then a final report."""
+def rows_of(result: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The results rows a group's report carries.
+
+    Example:
+        >>> rows_of({"rows": '[{"trial_id": "t0003", "status": "ok"}]'})
+        [{'trial_id': 't0003', 'status': 'ok'}]
+    """
+    raw = (result or {}).get("rows")
+    return json.loads(raw) if raw else []
+
+
+def evals_of(result: dict[str, Any] | None) -> dict[str, list[list[float]]]:
+    """{trial_id: [[step, value], ...]}: the held-out values of the trials a report finishes."""
+    raw = (result or {}).get("evals")
+    return json.loads(raw) if raw else {}
+
+
+def point_from_config(params: dict[str, Any], spec: SweepSpec) -> TrialPoint:
+    """The TPE trial an Optuna ask describes: its values and `TRIAL_NUMBER_KEY` (its number).
+
+    Example:
+        >>> point_from_config({"train.lr": 0.01, "trial_number": 7}, spec).trial_id
+        't0007'
+    """
+    values = {key: _clean(spec, key, params[key]) for key in spec.param_keys}
+    return TrialPoint(trial_id=trial_id(int(params[TRIAL_NUMBER_KEY])), seed=spec.seeds[0], params=values)
+
+
+def run_group(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune trainable: train the group's trials, reporting rows as they finish.
+
+    Example:
+        >>> tune.Tuner(tune.with_parameters(run_group, ctx=ctx), param_space={GROUP_KEY: ...})  # doctest: +SKIP
+    """
     from ray import tune
-    point = point_from_config(config, ctx.spec)
-    summary = execute_trial(ctx, point, report=tune.report)
-    tune.report(final_metrics(summary))
+    execute_group(ctx, group_points(config), report=tune.report)
 
 
-def execute_trial(ctx: TrialContext, point: TrialPoint, *,
-                  report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train one trial into `runs/<name>/trials/<id>/` and return its summary (never raises for the
-    trial's own failures: they become `status: error`)."""
-    tdir = ctx.trial_dir(point.trial_id)
-    tdir.mkdir(parents=True, exist_ok=True)
-    write_json(tdir / TRIAL_FILE, point.to_dict())
+def execute_group(ctx: TrialContext, points: list[TrialPoint], *,
+                  report: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train `points` (one group per shape), each into `runs/<name>/trials/<id>/`; returns their rows.
+
+    Example:
+        >>> rows = execute_group(ctx, [TrialPoint("t0000", 0, {"train.lr": 0.01})])   # doctest: +SKIP
+        >>> rows[0]["status"], rows[0]["val_loss"]                                     # doctest: +SKIP
+        ('ok', 2.31)
+    """
+    metric = ctx.spec.metric.name
+    rows: dict[str, dict[str, Any]] = {}
+    evals: dict[str, list[list[float]]] = {}
+
+    def finished(point: TrialPoint, summary: dict[str, Any]) -> None:
+        rows[point.trial_id] = make_row(point.to_dict(), summary)
+        if report is not None:
+            report({"rows": json.dumps([rows[point.trial_id]]),
+                    "evals": json.dumps({point.trial_id: evals.get(point.trial_id, [])}),
+                    "step": summary.get("steps") or 0, metric: _finite(summary.get(metric))})
+
+    by_shape: dict[str, list[tuple[TrialPoint, Any]]] = {}
+    for point in points:
+        tdir = ctx.trial_dir(point.trial_id)
+        tdir.mkdir(parents=True, exist_ok=True)
+        write_json(tdir / TRIAL_FILE, point.to_dict())
+        try:
+            cfg = trial_run_config(ctx, point)
+        except Exception as e:  # noqa: BLE001 - a broken trial is recorded, the group goes on
+            finished(point, record_error(tdir, e))
+            continue
+        from ..training.fusable import fusion_key
+        by_shape.setdefault(fusion_key(cfg), []).append((point, cfg))
+    for members in by_shape.values():
+        _train(ctx, members, finished, evals)
+    return [rows[p.trial_id] for p in points if p.trial_id in rows]
+
+
+def _train(ctx: TrialContext, members: list[tuple[TrialPoint, Any]], finished, evals) -> None:
+    """One `train_group` call; its unfinished trials become `error` rows when it raises."""
+    from ..training.loop import train_group
+    points = [p for p, _ in members]
+    metric, rungs, done = ctx.spec.metric.name, _rungs(ctx), set()
+
+    def on_eval(i: int, metrics: dict[str, Any]) -> bool:
+        tid, value, step = points[i].trial_id, _finite(metrics.get(metric)), int(metrics["step"])
+        evals.setdefault(tid, []).append([step, value])
+        last = step >= members[i][1].train.steps  # as Ray's ASHA: a trial at its end is never stopped
+        return rungs is not None and not last and rungs.should_stop(tid, step=step, value=value)
+
+    def on_end(i: int, summary: dict[str, Any]) -> None:
+        done.add(points[i].trial_id)
+        finished(points[i], summary)
+
     try:
-        cfg = trial_run_config(ctx, point)
-        from ..training.loop import train
-        return train(cfg, out_dir=tdir, on_eval=_reporter(report, cfg.train.steps),
-                     tracking=trial_tracking(ctx.tracking, point, tdir))
-    except Exception as e:  # noqa: BLE001 - a broken trial is recorded, the sweep goes on
-        return record_error(tdir, e)
+        tracking = [trial_tracking(ctx.tracking, p, ctx.trial_dir(p.trial_id)) for p in points]
+        train_group([c for _, c in members], out_dirs=[ctx.trial_dir(p.trial_id) for p in points],
+                    on_eval=on_eval, on_end=on_end, tracking=tracking if ctx.tracking is not None else None)
+    except Exception as e:  # noqa: BLE001 - the group's unfinished trials become errors, the sweep goes on
+        for point in points:
+            if point.trial_id not in done:
+                finished(point, record_error(ctx.trial_dir(point.trial_id), e))
 
 
 def trial_run_config(ctx: TrialContext, point: TrialPoint):
@@ -93,26 +183,14 @@ def record_error(tdir: Path, e: Exception) -> dict[str, Any]:
     return summary
 
 
-def final_metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    """The last report of a trial: its outcome, flagged `final` (a trial ASHA stops never sends it)."""
-    keys = ("status", "val_loss", "train_loss", "steps", "tokens", "seconds", "params", "flops_per_token",
-            "message")
-    out = {k: summary.get(k) for k in keys}
-    out["n_params"] = out.pop("params")
-    out["message"] = out["message"] or ""
-    out.update(final=True, step=summary.get("steps") or 0)
-    return out
-
-
-def _reporter(report, total_steps: int):
-    """train's on_eval -> tune.report, except at the last step: the final report carries that one."""
-    if report is None:
+def _rungs(ctx: TrialContext) -> RungFile | None:
+    """The sweep's ASHA rungs (None without `early_terminate`)."""
+    et = ctx.spec.early_terminate
+    if et is None:
         return None
-
-    def on_eval(m: dict[str, Any]) -> None:
-        if m["step"] < total_steps:
-            report({**m, "final": False})
-    return on_eval
+    return RungFile(Path(ctx.run_dir) / RUNGS_FILE, grace_period=et.grace_period,
+                    reduction_factor=et.reduction_factor, max_t=max_steps(ctx.spec, ctx.base["train"]["steps"]),
+                    goal=ctx.spec.metric.goal)
 
 
 def _clean(spec: SweepSpec, key: str, value: Any) -> Any:
@@ -123,3 +201,7 @@ def _clean(spec: SweepSpec, key: str, value: Any) -> Any:
         value = p.min + k * p.step
         return int(value) if p.distribution == "int_uniform" else round(float(value), 12)
     return value.item() if hasattr(value, "item") else value
+
+
+def _finite(x: Any) -> float:
+    return float(x) if x is not None and math.isfinite(float(x)) else math.nan

@@ -28,19 +28,13 @@ from ..fileio import write_json
 from ..formatting import fmt_params
 from ..run_folder import SUMMARY_FILE, TRIAL_FILE, trial_dir
 from .plan import SweepPlan
-from .points import TrialPoint, sample_points
+from .points import TrialPoint
 from .progress import Progress
 from .results import ResultsTable, make_row
 
-__all__ = ["invalid_trials", "record_invalid", "refuse_unrunnable"]
+__all__ = ["record_invalid", "refuse_unrunnable"]
 
 _SHOWN = 3  # distinct reasons named in a refusal
-
-
-def invalid_trials(plan: SweepPlan, points: list[TrialPoint]) -> dict[str, str]:
-    """{trial_id: reason} for those of `points` (grid or random) whose config is invalid."""
-    errors = {p.trial_id: c["error"] for p, c in zip(plan.points or [], plan.costs) if c.get("error")}
-    return {p.trial_id: errors[p.trial_id] for p in points if p.trial_id in errors}
 
 
 def refuse_unrunnable(plan: SweepPlan) -> None:
@@ -48,10 +42,9 @@ def refuse_unrunnable(plan: SweepPlan) -> None:
     if not plan.costs or not all(c.get("error") for c in plan.costs):
         return
     spec = plan.spec
-    points = plan.points if plan.points is not None else sample_points(spec, len(plan.costs))
     by_reason: dict[str, list[TrialPoint]] = {}
-    for point, cost in zip(points, plan.costs):
-        by_reason.setdefault(cost["error"], []).append(point)
+    for planned in plan.trials if plan.trials is not None else plan.draws:
+        by_reason.setdefault(planned.cost["error"], []).append(planned.point)
     parts = []
     for reason, pts in list(by_reason.items())[:_SHOWN]:
         more = f" and {len(pts) - 1} more" if len(pts) > 1 else ""

@@ -386,3 +386,46 @@ def _attention_backend(cfg: RunConfig, device) -> str:
     return "sdpa" if choice in ("auto", "sdpa") else f"sdpa ({choice})"
 
 
+# --- TEMPORARY (issue 22): a stand-in for the training loop's `train_group`, written on another branch;
+# --- replaced by it at merge. Keep it small; nothing else in training/ depends on it.
+
+
+class _StopTrial(Exception):
+    """TEMPORARY: raised by the K = 1 `on_eval` adapter of `train_group` to stop a plain `train`."""
+
+    def __init__(self, metrics: dict[str, Any]):
+        super().__init__(f"stopped at step {metrics['step']}")
+        self.metrics = metrics
+
+
+def train_group(cfgs: list[RunConfig], *, out_dirs: list[str | os.PathLike], on_eval=None, on_end=None,
+                tracking: list[Tracking | None] | None = None) -> list[dict[str, Any]]:
+    """TEMPORARY stand-in: train K >= 1 trials, fused when K > 1 (`training.fused.train_fused`), the
+    plain `train` when K = 1. `on_eval(i, metrics)` returning True stops trial i (status "pruned");
+    `on_end(i, summary)` follows as soon as trial i is finished, its summary.json written.
+
+    Example:
+        >>> train_group([cfg], out_dirs=["runs/t0000"], on_eval=lambda i, m: m["step"] >= 50)  # doctest: +SKIP
+        [{'status': 'pruned', 'steps': 50, ...}]
+    """
+    if len(cfgs) > 1:
+        from .fused import train_fused
+        return train_fused(cfgs, out_dirs=out_dirs, on_eval=on_eval, on_end=on_end, tracking=tracking)
+    cfg, out = cfgs[0], Path(out_dirs[0])
+
+    def stop_here(metrics: dict[str, Any]) -> None:
+        if on_eval is not None and metrics["step"] < cfg.train.steps and on_eval(0, metrics):
+            raise _StopTrial(metrics)
+
+    try:
+        summary = train(cfg, out_dir=out, on_eval=stop_here, tracking=tracking[0] if tracking else None)
+    except _StopTrial as stop:
+        m = stop.metrics
+        summary = {"status": "pruned", "val_loss": m["val_loss"], "train_loss": m["train_loss"], "steps": m["step"],
+                   "tokens": m["tokens"], "seconds": round(float(m["seconds"]), 3),
+                   "flops_per_token": flops_per_token(cfg.model, cfg.train.seq_len),
+                   "message": f"stopped at step {m['step']} (early termination)"}
+        write_json(out / "summary.json", summary)
+    if on_end is not None:
+        on_end(0, summary)
+    return [summary]
