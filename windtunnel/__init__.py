@@ -22,7 +22,7 @@ _EXPORTS = {
     "write_base_shapes": "model.parametrization", "multipliers": "model.parametrization",
     "build_optimizer": "training.optim",
     "build_schedule": "training.schedule",
-    "train": "training.loop",
+    "train": "training.loop", "train_group": "training.loop",
     "open_data": "data.corpus",
     # transfer to a target and the full run
     "transfer": "fullrun.transfer", "TransferPlan": "fullrun.plan", "format_plan": "fullrun.table",
@@ -36,7 +36,7 @@ _EXPORTS = {
     "coord_check": "analysis.coord_check", "plot_coord": "analysis.coord_plot",
     "fit_optimum": "analysis.mutransfer_check", "mutransfer_check": "analysis.mutransfer_check",
     "horizon_check": "analysis.horizon_check", "best_trial": "analysis.runs", "load_run": "analysis.runs",
-    "train_fused": "training.fused",
+    "train_fused": "training.fused",  # deprecated: train_group
     "run_sweep": "sweep", "load_sweep": "sweep", "read_results": "sweep",
     # know before you pay: the target's loss from a ladder, the tunnel's cost for a budget
     "predict": "fullrun.predict", "format_prediction": "fullrun.predict_report",
