@@ -42,19 +42,18 @@ import torch
 from ..config import RunConfig
 from ..data.sampling import StreamSampler
 from ..errors import ConfigError, WindtunnelError
-from ..model.accounting import flops_per_token, peak_flops
 from ..model.fused import FusedTransformer
-from ..model.parametrization import build_model, param_groups, param_roles, weight_decay_warning
+from ..model.parametrization import build_model, param_groups, param_roles
 from ..model.transformer import flash_attn_available
 from .checkpoint import Checkpointer, RunState, start_state
 from .compute import Fused, Single, evaluate
 from .distributed import DistContext, init_distributed
 from .fusable import check_group
 from .fused_optim import FusedAdamW
-from .metrics import METRIC_FIELDS, MetricsLog
+from .metrics import METRIC_FIELDS
 from .optim import build_optimizer
-from .trackers import Tracking, check_trackers, open_trackers, resolve_track
-from .trial import Trial, attention_backend, open_trial, summarize, write_run_files
+from .trackers import Tracking, check_trackers, resolve_track
+from .trial import Trial, attention_backend, open_outputs, open_trial, summarize, write_run_files
 from .watch import DivergenceWatch
 from .wrapping import check_parallel, wrap_model
 
@@ -162,7 +161,7 @@ def _train(cfgs: list[RunConfig], out_dirs: list, *, progress: bool = False, on_
         run = setup(cfgs, [Path(d) for d in out_dirs], ctx, resume=resume, decay_from=decay_from, tracking=tracking)
         try:
             for trial in run.trials:
-                _open_outputs(run, trial, progress=progress)
+                open_outputs(trial, ctx, console=_console_mode(progress), banner=_banner(run, trial))
             run_steps(run, on_eval=on_eval, on_end=on_end, on_eval_at_end=on_eval_at_end, stop_after=stop_after)
         finally:
             for trial in run.trials:
@@ -362,21 +361,6 @@ def _split_time(run: Run) -> None:
 def _host(losses: torch.Tensor) -> list[float]:
     values = losses.tolist()
     return values if isinstance(values, list) else [values]
-
-
-def _open_outputs(run: Run, trial: Trial, *, progress: bool) -> None:
-    ctx, state, cfg = run.ctx, trial.state, trial.cfg
-    trial.trackers = open_trackers(cfg, out_dir=trial.out, tracking=trial.tracking, enabled=ctx.is_main,
-                                   resume=state.resumed_from is not None)
-    trial.log = MetricsLog(trial.out, total_steps=trial.schedule.total_steps, start_step=state.step,
-                           start_seconds=state.seconds, tokens_per_step=cfg.tokens_per_step,
-                           flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len),
-                           peak_flops=peak_flops(ctx.device), n_devices=ctx.world,
-                           resume_step=state.step if state.resumed_from else None, console=_console_mode(progress),
-                           trackers=trial.trackers, enabled=ctx.is_main, extra_fields=trial.val_set.columns)
-    trial.log.message(_banner(run, trial))
-    if (wd_warning := weight_decay_warning(cfg)) is not None:
-        trial.log.message(f"windtunnel: warning: {wd_warning}")
 
 
 def _check_world(cfg: RunConfig, ctx: DistContext) -> None:

@@ -26,16 +26,17 @@ from ..config import RunConfig, save_config
 from ..data.mixture import ValSet, build_samplers
 from ..data.sampling import StreamSampler
 from ..fileio import write_json
-from ..model.accounting import flops_per_token
+from ..model.accounting import flops_per_token, peak_flops
+from ..model.parametrization import weight_decay_warning
 from ..model.transformer import flash_attn_available
 from ..provenance import write_provenance
 from .checkpoint import RunState
 from .distributed import DistContext
 from .metrics import MetricsLog
 from .schedule import Schedule, make_schedule
-from .trackers import Trackers, Tracking
+from .trackers import Trackers, Tracking, open_trackers
 
-__all__ = ["Trial", "attention_backend", "open_trial", "summarize", "write_run_files"]
+__all__ = ["Trial", "attention_backend", "open_outputs", "open_trial", "summarize", "write_run_files"]
 
 
 @dataclass
@@ -80,6 +81,26 @@ def write_run_files(trial: Trial, *, continued: bool) -> None:
     trial.out.mkdir(parents=True, exist_ok=True)
     save_config(trial.cfg, trial.out / "config.yaml")
     write_provenance(trial.out, kind="run", data=trial.cfg.data, continued=continued)
+
+
+def open_outputs(trial: Trial, ctx: DistContext, *, console: str, banner: str) -> None:
+    """Open the trial's trackers and metrics log (rank 0; the others get ones that do nothing) and greet.
+
+    Example:
+        >>> open_outputs(trial, ctx, console="lines", banner="windtunnel: cpu x1 ...")   # doctest: +SKIP
+    """
+    state, cfg = trial.state, trial.cfg
+    trial.trackers = open_trackers(cfg, out_dir=trial.out, tracking=trial.tracking, enabled=ctx.is_main,
+                                   resume=state.resumed_from is not None)
+    trial.log = MetricsLog(trial.out, total_steps=trial.schedule.total_steps, start_step=state.step,
+                           start_seconds=state.seconds, tokens_per_step=cfg.tokens_per_step,
+                           flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len),
+                           peak_flops=peak_flops(ctx.device), n_devices=ctx.world,
+                           resume_step=state.step if state.resumed_from else None, console=console,
+                           trackers=trial.trackers, enabled=ctx.is_main, extra_fields=trial.val_set.columns)
+    trial.log.message(banner)
+    if (wd_warning := weight_decay_warning(cfg)) is not None:
+        trial.log.message(f"windtunnel: warning: {wd_warning}")
 
 
 def summarize(trial: Trial, *, ctx: DistContext, parallel: str, fused: bool, log: MetricsLog) -> dict[str, Any]:
