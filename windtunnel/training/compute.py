@@ -108,6 +108,7 @@ class Fused:
         self.clips = [c.train.grad_clip if c.train.grad_clip is not None else math.inf for c in cfgs]
         self.peak_lrs = [c.train.lr for c in cfgs]
         self.mults = [1.0] * len(cfgs)
+        self._clip_tensor = None  # the clips on the device, built once per group shape
         self._amp = Precision(self.shared.precision)
 
     def set_lr(self, mults: list[float]) -> None:
@@ -130,7 +131,9 @@ class Fused:
             losses = per_trial_loss(logits, y)
             (losses.sum() / t.grad_accum).backward()  # the sum: each trial's weights get its own gradient
             total += losses.detach().double()
-        norms = self.optimizer.clip(torch.tensor(self.clips, device=device, dtype=dtype))
+        if self._clip_tensor is None:
+            self._clip_tensor = torch.tensor(self.clips, device=device, dtype=dtype)
+        norms = self.optimizer.clip(self._clip_tensor)
         mean = total / t.grad_accum
         watch.record(mean, norms)
         self.optimizer.step(lr_mults=torch.tensor(self.mults, device=device, dtype=dtype))
@@ -160,6 +163,7 @@ class Fused:
         self.model.keep(slots)
         self.optimizer.keep(slots)
         self.clips, self.peak_lrs, self.mults = ([v[s] for s in slots] for v in (self.clips, self.peak_lrs, self.mults))
+        self._clip_tensor = None
 
 
 def per_trial_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
