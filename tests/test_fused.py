@@ -135,6 +135,17 @@ def _mix_cfg(two_sources, *extra: str):
     return config_from_dict(apply_overrides(data, overrides, source="mix"), source="mix")
 
 
+def test_the_divergence_watch_keeps_one_flag_per_trial_and_follows_the_group():
+    from windtunnel.training.watch import DivergenceWatch
+    watch = DivergenceWatch(device=torch.device("cpu"), vocab_size=256, factor=[3.0, 3.0, 10.0], first_loss=None, k=3)
+    watch.record(torch.tensor([6.0, 6.0, 6.0]), torch.ones(3))
+    assert watch.first_loss == [6.0, 6.0, 6.0] and watch.limit() == [18.0, 18.0, 60.0] and watch.flags() == [False] * 3
+    watch.record(torch.tensor([1.0, 19.0, 19.0]), torch.tensor([math.inf, 1.0, 1.0]))  # each trial its own factor
+    assert watch.flags() == [True, True, False] and watch.diverged() and watch.now()
+    watch.keep([2])
+    assert watch.flags() == [False] and watch.limit() == [60.0] and not watch.now()
+
+
 def test_trials_that_differ_in_shape_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="model.d_model"):
         train_group([_cfg(), _cfg("model.d_model=64")], out_dirs=[tmp_path / "a", tmp_path / "b"])
