@@ -7,7 +7,7 @@ process, at the same concurrency, measured in the same run.
 Both sides run the same trials (an 8 x 4 grid of train.lr x model.init_std on the xs proxy at each
 width, `--steps` steps) on a pool of `--concurrency` worker processes that live for the whole run
 (as Ray's reused actors do): the baseline hands each worker one trial at a time (`train`), the fused
-side one group of K same-shape trials at a time (`train_fused`). The pool is started and the data
+side one group of K same-shape trials at a time (`train_group`). The pool is started and the data
 prepared before the clock starts. ratio = fused trials/hour / baseline trials/hour.
 Goal: >= 1.5x on a 2-core CPU at width <= 128 (>= 4x on a GPU).
 """
@@ -45,15 +45,15 @@ def _run_one(job):
 
 
 def _run_group(job):
-    from windtunnel.training.fused import train_fused
+    from windtunnel.training.loop import train_group
     cfgs, outs = job
-    return [s["status"] for s in train_fused(cfgs, out_dirs=outs)]
+    return [s["status"] for s in train_group(cfgs, out_dirs=outs)]
 
 
 def _warm(_):
     import torch  # noqa: F401 - import torch and the package once per worker, before the clock
 
-    import windtunnel.training.fused  # noqa: F401
+    import windtunnel.training.loop  # noqa: F401
     return os.getpid()
 
 

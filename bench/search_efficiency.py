@@ -38,9 +38,9 @@ STDS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32]
 
 
 def _train_group(job):
-    from windtunnel.training.fused import train_fused
+    from windtunnel.training.loop import train_group
     cfgs, outs = job
-    train_fused(cfgs, out_dirs=outs)
+    train_group(cfgs, out_dirs=outs)
 
 
 def run_grid(out: Path, *, steps: int, eval_every: int, k: int, concurrency: int) -> dict:

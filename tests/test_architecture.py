@@ -154,8 +154,6 @@ def _classes_inside_functions(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(reason="the sweep engine's classes move to module level on the engine branch (issue 22, open)",
-                   strict=False)
 def test_no_class_is_defined_inside_a_function():
     # a class built per call hides state (a shared mutable set), cannot be pickled by Ray by reference,
     # and is invisible to a reader scanning the module's top level
@@ -181,12 +179,7 @@ def test_public_api_is_small_and_every_name_has_a_docstring_example():
 # --- one owner for the run folder's names (issue 22) --------------------------------------------------
 # Files owned by the other branches of issue 22's round (training loop; sweep engine), which still
 # name run-folder files in quotes: emptied at merge, when they take the names from windtunnel.run_folder.
-NAME_LITERALS_ALLOWED = {
-    "windtunnel/training/loop.py",   # config.yaml, summary.json: the loop branch
-    "windtunnel/training/fused.py",  # config.yaml, summary.json: the loop branch
-    "windtunnel/sweep/study.py",     # study.db, trials: the engine branch
-    "windtunnel/sweep/trial.py",     # error.txt, trials: the engine branch
-}
+NAME_LITERALS_ALLOWED: set[str] = set()  # emptied when the loop and engine branches landed
 
 
 def _owned_names() -> tuple[set[str], set[str]]:

@@ -1,22 +1,23 @@
-"""Fused trial arrays without Ray: fused vs separate equality, a diverging and a pruned slot, the
-rung file, `budget.fuse` in the spec, plan groups and their refusals."""
+"""Fused trial arrays without Ray (`train_group`): fused vs separate equality, a group of one equal to
+`train`, a diverging and a pruned slot, the rung file, `budget.fuse` in the spec, plan groups and their refusals."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from windtunnel.cli import main
-from windtunnel.config import load_config
+from windtunnel.config import apply_overrides, config_from_dict, load_config, parse_overrides
+from windtunnel.data.token_folder import write_prepared
 from windtunnel.errors import ConfigError
 from windtunnel.sweep import load_sweep, plan_sweep
 from windtunnel.sweep.rungs import RungFile, milestones
-from windtunnel.training.fused import train_fused
-from windtunnel.training.loop import train
+from windtunnel.training.loop import train, train_group
 
 from support import ROOT, TINY, write_spec
 
@@ -45,7 +46,7 @@ def test_fused_trials_match_separate_runs_step_by_step(tmp_path, float64):
                  f"model.dim_model_base={dmb}", f"train.weight_decay={wd}", f"train.grad_clip={clip}")
             for lr, std, seed, emb, dmb, wd, clip in points]
     separate = [train(c, out_dir=tmp_path / f"sep{i}") for i, c in enumerate(cfgs)]
-    fused = train_fused(cfgs, out_dirs=[tmp_path / f"fus{i}" for i in range(4)])
+    fused = train_group(cfgs, out_dirs=[tmp_path / f"fus{i}" for i in range(4)])
     for i in range(4):
         a, b = pd.read_csv(tmp_path / f"sep{i}" / "metrics.csv"), pd.read_csv(tmp_path / f"fus{i}" / "metrics.csv")
         assert list(a["step"]) == list(b["step"]) == list(range(1, 21))
@@ -62,9 +63,9 @@ def test_fused_trials_match_separate_runs_step_by_step(tmp_path, float64):
 
 def test_a_diverged_and_a_pruned_slot_leave_without_disturbing_the_others(tmp_path, float64):
     cfgs = [_cfg("train.lr=0.01"), _cfg("train.lr=1000"), _cfg("train.lr=0.003"), _cfg("train.lr=0.02")]
-    alone = train_fused([cfgs[0]], out_dirs=[tmp_path / "alone"])[0]
+    alone = train_group([cfgs[0]], out_dirs=[tmp_path / "alone"])[0]
     ended: list[tuple[int, str, int]] = []
-    summaries = train_fused(cfgs, out_dirs=[tmp_path / f"t{i}" for i in range(4)],
+    summaries = train_group(cfgs, out_dirs=[tmp_path / f"t{i}" for i in range(4)],
                             on_eval=lambda i, m: i == 2 and m["step"] == 10,   # "ASHA" stops trial 2 at step 10
                             on_end=lambda i, s: ended.append((i, s["status"], s["steps"])))
     assert [s["status"] for s in summaries] == ["ok", "diverged", "pruned", "ok"]
@@ -76,9 +77,78 @@ def test_a_diverged_and_a_pruned_slot_leave_without_disturbing_the_others(tmp_pa
     assert all(s["seconds"] > 0 for s in summaries)
 
 
+_VOLATILE = {"seconds", "tokens_per_s", "mfu"}  # wall-clock figures: the only columns two equal runs differ in
+
+
+def test_a_group_of_one_is_exactly_train(tmp_path):
+    cfg = _cfg("train.lr=0.01")
+    plain = train(cfg, out_dir=tmp_path / "plain")
+    ended = []
+    group = train_group([cfg], out_dirs=[tmp_path / "group"], on_end=lambda i, s: ended.append((i, s["status"])))[0]
+    assert {k: v for k, v in group.items() if k not in _VOLATILE} == \
+        {k: v for k, v in plain.items() if k not in _VOLATILE}
+    assert "fused" not in group and group["parallel"] == "single" and ended == [(0, "ok")]
+    a, b = (pd.read_csv(tmp_path / n / "metrics.csv").drop(columns=sorted(_VOLATILE)) for n in ("plain", "group"))
+    pd.testing.assert_frame_equal(a, b)  # bit for bit: the same computation
+    files = [sorted(p.name for p in (tmp_path / n).iterdir()) for n in ("plain", "group")]
+    assert files[0] == files[1]
+
+
+def test_a_group_of_one_can_be_pruned_by_on_eval(tmp_path):
+    ended = []
+    summary = train_group([_cfg()], out_dirs=[tmp_path / "t"], on_eval=lambda i, m: m["step"] == 10,
+                          on_end=lambda i, s: ended.append((i, s["status"])))[0]
+    assert summary["status"] == "pruned" and summary["steps"] == 10 and ended == [(0, "pruned")]
+    assert summary["message"] == "stopped at step 10 (early termination)"
+    assert json.loads((tmp_path / "t" / "summary.json").read_text())["status"] == "pruned"
+    assert pd.read_csv(tmp_path / "t" / "metrics.csv")["step"].max() == 10
+
+
+def test_a_fused_summary_has_every_key_of_a_single_one(tmp_path, two_sources):
+    cfgs = [_mix_cfg(two_sources, f"train.lr={lr}") for lr in (0.01, 0.03)]
+    single = train(cfgs[0], out_dir=tmp_path / "single")
+    fused = train_group(cfgs, out_dirs=[tmp_path / "a", tmp_path / "b"])
+    for summary in fused:
+        assert set(single) <= set(summary) and summary["fused"] is True
+        assert set(summary["val_loss_by_source"]) == {"digits", "letters"}
+        assert summary["val_loss"] == pytest.approx(sum(summary["val_weights"][k] * v
+                                                        for k, v in summary["val_loss_by_source"].items()))
+    assert fused[0]["val_loss_by_source"] == pytest.approx(single["val_loss_by_source"], abs=1e-4)
+    assert "val_loss.digits" in pd.read_csv(tmp_path / "a" / "metrics.csv").columns
+
+
+@pytest.fixture(scope="module")
+def two_sources(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mix")
+    rng = np.random.default_rng(0)
+    for name, alphabet in (("digits", b"0123456789 \n"), ("letters", b"abcdefghijklmnopqrstuvwxyz \n")):
+        tokens = np.frombuffer(alphabet, np.uint8)[rng.integers(0, len(alphabet), 60_000)]
+        write_prepared(tmp / name, tokens[:50_000], tokens[50_000:], vocab_size=256, tokenizer="byte", sources=name)
+    return tmp
+
+
+def _mix_cfg(two_sources, *extra: str):
+    data = {"data": {"sources": {"digits": str(two_sources / "digits"), "letters": str(two_sources / "letters")},
+                     "mixture": {"digits": 1, "letters": 1}, "val_mixture": {"digits": 1, "letters": 3}}}
+    sets = [o for o in TINY if not o.startswith(("data.", "train.steps", "train.eval_every"))]
+    overrides = parse_overrides([*sets, "train.steps=6", "train.eval_every=3", *extra])
+    return config_from_dict(apply_overrides(data, overrides, source="mix"), source="mix")
+
+
+def test_the_divergence_watch_keeps_one_flag_per_trial_and_follows_the_group():
+    from windtunnel.training.watch import DivergenceWatch
+    watch = DivergenceWatch(device=torch.device("cpu"), vocab_size=256, factor=[3.0, 3.0, 10.0], first_loss=None, k=3)
+    watch.record(torch.tensor([6.0, 6.0, 6.0]), torch.ones(3))
+    assert watch.first_loss == [6.0, 6.0, 6.0] and watch.limit() == [18.0, 18.0, 60.0] and watch.flags() == [False] * 3
+    watch.record(torch.tensor([1.0, 19.0, 19.0]), torch.tensor([math.inf, 1.0, 1.0]))  # each trial its own factor
+    assert watch.flags() == [True, True, False] and watch.diverged() and watch.now()
+    watch.keep([2])
+    assert watch.flags() == [False] and watch.limit() == [60.0] and not watch.now()
+
+
 def test_trials_that_differ_in_shape_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="model.d_model"):
-        train_fused([_cfg(), _cfg("model.d_model=64")], out_dirs=[tmp_path / "a", tmp_path / "b"])
+        train_group([_cfg(), _cfg("model.d_model=64")], out_dirs=[tmp_path / "a", tmp_path / "b"])
     assert not (tmp_path / "a").exists()
 
 

@@ -16,12 +16,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..run_folder import STUDY_FILE, trial_dir
 from .spec import Param, SweepSpec
 
 __all__ = ["STUDY_FILE", "storage_url", "open_study", "close_stale_trials", "optuna_space", "study_state",
            "tell_row", "enqueue_first_trials", "trial_attrs", "outcome_attrs", "study_trial_id"]
 
-STUDY_FILE = "study.db"
 
 
 def storage_url(run_dir: str | Path) -> str:
@@ -46,7 +46,7 @@ def open_study(run_dir: str | Path, spec: SweepSpec):
 
 def trial_attrs(run_dir: str | Path, trial_id: str, seed: int | None = None) -> dict[str, Any]:
     """The user attributes a study trial gets when it starts: its id, its folder, its seed."""
-    attrs = {"trial_id": trial_id, "trial_dir": str(Path(run_dir).resolve() / "trials" / trial_id)}
+    attrs = {"trial_id": trial_id, "trial_dir": str(trial_dir(Path(run_dir).resolve(), trial_id))}
     return {**attrs, "seed": int(seed)} if seed is not None else attrs
 
 

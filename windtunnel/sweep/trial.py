@@ -24,6 +24,7 @@ from typing import Any
 from ..analysis.runs import SUMMARY_FILE, TRIAL_FILE
 from ..errors import ConfigError
 from ..fileio import write_json
+from ..run_folder import ERROR_FILE, trial_dir
 from .points import TrialPoint, trial_config, trial_id
 from .results import make_row
 from .rungs import RUNGS_FILE, RungFile
@@ -35,7 +36,6 @@ __all__ = ["GROUP_KEY", "TRIAL_NUMBER_KEY", "TrialContext", "run_group", "execut
 
 GROUP_KEY = "group"  # the Tune config key holding the sweep trials of a Ray trial
 TRIAL_NUMBER_KEY = "trial_number"  # TPE: the Optuna trial number names the trial (t0007 = trial 7)
-ERROR_FILE = "error.txt"
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class TrialContext:
     """The sweep's trackers (`windtunnel.training.trackers.Tracking`); None: each trial's config decides."""
 
     def trial_dir(self, tid: str) -> Path:
-        return Path(self.run_dir) / "trials" / tid
+        return trial_dir(self.run_dir, tid)
 
 
 def group_points(config: dict[str, Any]) -> list[TrialPoint]:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 
 from ..config import RunConfig, config_to_dict
+from ..errors import ConfigError
 
-__all__ = ["AUTO_MAX", "FREE_KEYS", "describe_key_difference", "fusion_key", "group_memory_bytes"]
+__all__ = ["AUTO_MAX", "FREE_KEYS", "check_group", "describe_key_difference", "fusion_key", "group_memory_bytes"]
 
 FREE_KEYS = frozenset({
     "model.dim_model_base", "model.parametrization", "model.scale_emb", "model.scale_depth",
@@ -63,3 +64,23 @@ def describe_key_difference(a: RunConfig, b: RunConfig) -> list[str]:
             if dotted not in FREE_KEYS and db.get(section, {}).get(key) != value:
                 out.append(dotted)
     return out
+
+
+def check_group(cfgs: list[RunConfig]) -> None:
+    """Refuse, before anything is built or written, a group whose trials cannot train as one fused
+    model: a shape or loop key differs, or checkpoints are asked for (a fused group restarts instead).
+
+    Example:
+        >>> check_group([cfg, load_config("xs.yaml", overrides=["model.d_model=64"])])   # doctest: +SKIP
+        ConfigError: ...: model.d_model: differs from ... in a key that changes shapes or the loop ...
+    """
+    key = fusion_key(cfgs[0])
+    for c in cfgs[1:]:
+        if fusion_key(c) != key:
+            differ = describe_key_difference(cfgs[0], c)
+            raise ConfigError(c.source, differ[0] if differ else "(config)",
+                              f"differs from {cfgs[0].source or 'the first trial'} in a key that changes "
+                              f"shapes or the loop ({', '.join(differ)}); such trials cannot be fused")
+    if cfgs[0].train.checkpoint_every:
+        raise ConfigError(cfgs[0].source, "train.checkpoint_every", "fused trials do not checkpoint "
+                          f"(an interrupted group restarts); set 0, got {cfgs[0].train.checkpoint_every}")

@@ -1,22 +1,28 @@
-"""The one training loop: proxies in a sweep and the full run call the same `train`.
+"""The one training loop: proxies in a sweep, fused groups of them and the full run all call it.
 
-It writes, under the run folder: `config.yaml` (the resolved config), `metrics.csv` (step, tokens,
-lr, loss, val_loss, seconds, tokens_per_s, mfu; see `windtunnel.training.metrics`), `summary.json`
-(val_loss, tokens, seconds, status) and resumable checkpoints under `checkpoints/` after the last step
-(`train.final_checkpoint`) and every `train.checkpoint_every` steps (`windtunnel.training.checkpoint`: one
-file, or sharded through DCP).
-A NaN/inf or exploding loss (or a non-finite gradient) ends the run as `status: diverged` with
-val_loss = inf, never a traceback; it is found on the device every step (`training.watch`), and a
-diverged state is never checkpointed. The host reads the loss only when it writes a row (every
-`train.log_every` steps, at evaluations and at the end), and Python's garbage collector runs every
-`GC_EVERY` steps instead of whenever allocations trigger it: both would stall the GPU at 1.2B.
-Precision follows one recipe in every mode (`training.precision`).
+`train` trains one config; `train_group` trains a group of K configs, one (K = 1: exactly `train`)
+or several same-shape ones fused into one computation (K > 1: `model.fused`, `training.fused_optim`).
+Everything that depends on K lives in `training.compute` (`Single`, `Fused`); each trial keeps its own
+record, files and summary (`training.trial`). Per run folder the loop writes `config.yaml`,
+`metrics.csv` (step, tokens, lr, loss, val_loss, seconds, tokens_per_s, mfu; `training.metrics`),
+`summary.json` (val_loss, tokens, seconds, status) and, for K = 1, resumable checkpoints under
+`checkpoints/` after the last step (`train.final_checkpoint`) and every `train.checkpoint_every`
+steps (`training.checkpoint`: one file, or sharded through DCP). Fused groups do not checkpoint: an
+interrupted group is run again from step 0.
+A NaN/inf or exploding loss (or a non-finite gradient) ends a trial as `status: diverged` with
+val_loss = inf, never a traceback; it is found on the device every step (`training.watch`, one flag
+per trial), and a diverged state is never checkpointed. The host reads the losses only when it
+writes a row (every `train.log_every` steps, at evaluations and at the end), and Python's garbage
+collector runs every `GC_EVERY` steps instead of whenever allocations trigger it: both would stall
+the GPU at 1.2B. A trial that diverges or is stopped by the caller (`on_eval` returns True, e.g.
+ASHA) leaves a fused group: its slot is cut out of the weights and optimizer state, the others go
+on unchanged. Precision follows one recipe in every mode (`training.precision`).
 Started by torchrun, the same loop runs data-parallel (DDP) or sharded (FSDP2;
-`windtunnel.training.wrapping`), rank 0 writing.
+`training.wrapping`), rank 0 writing (K = 1 only).
 
-Read top to bottom: `train` opens the process group; `setup` builds a `Run` (model, wrapping,
-optimizer, start state, schedule, data, log); `run_steps` loops over `train_step`, `validate` and
-`save`; `summarize` writes the summary.
+Read top to bottom: `train` / `train_group` open the process group; `setup` builds a `Run` (trials,
+computation, watch, checkpointer); `run_steps` loops over `train_step`, the evaluations, rows and
+`save`; each trial's summary is written as soon as it finishes.
 """
 
 from __future__ import annotations
@@ -27,63 +33,66 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import RunConfig, save_config
-from ..data.mixture import ValSet, build_samplers
+from ..config import RunConfig
 from ..data.sampling import StreamSampler
 from ..errors import ConfigError, WindtunnelError
-from ..fileio import write_json
-from ..model.accounting import flops_per_token, peak_flops
-from ..model.parametrization import build_model, param_roles, weight_decay_warning
-from ..model.transformer import attention_context, flash_attn_available
-from ..provenance import write_provenance
+from ..model.fused import FusedTransformer
+from ..model.parametrization import build_model, param_groups, param_roles
+from ..model.transformer import flash_attn_available
 from .checkpoint import Checkpointer, RunState, start_state
+from .compute import Fused, Single, evaluate
 from .distributed import DistContext, init_distributed
-from .metrics import METRIC_FIELDS, MetricsLog
-from .optim import build_optimizer, current_lr, set_lr
-from .precision import Precision
-from .schedule import Schedule, make_schedule
-from .trackers import Tracking, check_trackers, open_trackers, resolve_track
+from .fusable import check_group
+from .fused_optim import FusedAdamW
+from .metrics import METRIC_FIELDS
+from .optim import build_optimizer
+from .trackers import Tracking, check_trackers, resolve_track
+from .trial import Trial, attention_backend, open_outputs, open_trial, summarize, write_run_files
 from .watch import DivergenceWatch
-from .wrapping import Wrapped, check_parallel, wrap_model
+from .wrapping import check_parallel, wrap_model
 
 GC_EVERY = 50
 """Steps between collections of Python's young generations (torchtitan's default cadence): the
 automatic collector would otherwise pause a step at random, on one rank, and stall the others."""
 
-__all__ = ["GC_EVERY", "METRIC_FIELDS", "Run", "evaluate", "run_steps", "setup", "train", "train_step", "validate"]
+__all__ = ["GC_EVERY", "METRIC_FIELDS", "Run", "evaluate", "run_steps", "setup", "train", "train_group",
+           "train_step"]
+
+OnEval = Callable[[int, dict[str, Any]], "bool | None"]
+OnEnd = Callable[[int, dict[str, Any]], None]
 
 
 @dataclass
 class Run:
-    """Everything one training session works with, built once by `setup`."""
+    """A training group, built once by `setup`: its trials, what computes them, the divergence watch."""
 
-    cfg: RunConfig
-    out: Path
+    trials: list[Trial]
     ctx: DistContext
-    model: torch.nn.Module          # the bare model (FSDP shards it in place)
-    wrapped: Wrapped                # what the step calls (DDP / FSDP / the model)
-    optimizer: torch.optim.Optimizer
-    schedule: Schedule
-    sampler: Any                    # BatchSampler, StreamSampler or MixtureSampler
-    val_set: ValSet
-    state: RunState
-    checkpointer: Checkpointer
+    compute: Single | Fused
     watch: DivergenceWatch
-    log: MetricsLog | None = None
+    checkpointer: Checkpointer | None = None        # K = 1 only
+    active: list[int] = field(default_factory=list)  # the trial index of each slot still training
+    clock: float = 0.0                               # perf_counter of the last split of wall time
 
-    def amp(self):
-        """The precision recipe's autocast: bf16 matmuls under `bf16` in every mode, none under fp32."""
-        return Precision.of(self.cfg).autocast(self.ctx.device)
+    def live(self) -> list[Trial]:
+        return [self.trials[i] for i in self.active]
 
-    def kernels(self):
-        """The SDPA kernel choice of model.attention, held for a forward and its backward."""
-        return attention_context(self.cfg.model.attention)
+
+class _Reporter:
+    """`train`'s on_eval(metrics) as the loop's on_eval(i, metrics): it reports, it never stops the run."""
+
+    def __init__(self, fn: Callable[[dict[str, Any]], None]):
+        self.fn = fn
+
+    def __call__(self, _index: int, metrics: dict[str, Any]) -> bool:
+        self.fn(metrics)
+        return False
 
 
 def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
@@ -111,197 +120,247 @@ def train(cfg: RunConfig, *, out_dir: str | os.PathLike, progress: bool = False,
     """
     if stop_after is not None and stop_after < 1:
         raise WindtunnelError(f"stop_after must be >= 1, got {stop_after}")
-    tracking = tracking or Tracking(names=resolve_track(cfg.train.track))
-    check_trackers(tracking.names, source=cfg.source, out_dir=out_dir)
-    ctx = init_distributed(cfg.train.device, cfg.source, timeout_s=cfg.train.dist_timeout_s)
+    return _train([cfg], [out_dir], progress=progress, on_eval=_Reporter(on_eval) if on_eval else None,
+                  on_eval_at_end=True, resume=resume, decay_from=decay_from, stop_after=stop_after,
+                  tracking=[tracking] if tracking is not None else None)[0]
+
+
+def train_group(cfgs: list[RunConfig], *, out_dirs: list[str | os.PathLike], on_eval: OnEval | None = None,
+                on_end: OnEnd | None = None, tracking: list[Tracking] | None = None) -> list[dict[str, Any]]:
+    """Train `cfgs` as one group and return one summary per config (in order); each trial writes the
+    files a separate `train` would. One config runs exactly as `train`; several must fuse (the same
+    shapes and loop: `training.fusable`) and train as one fused model, in one process.
+
+    `on_eval(i, metrics)` is called after each held-out evaluation of trial i but the last, with
+    {step, tokens, val_loss, train_loss, seconds, ...}; returning True stops that trial (status
+    "pruned"). `on_end(i, summary)` is called as soon as trial i is finished (any status), its
+    summary.json written. Each trial logs to its own trackers: `tracking[i]`, else its config's
+    `train.track`. `seconds` of a fused trial is its share of the group's wall time.
+
+    Example:
+        >>> cfgs = [load_config("proxies/xs.yaml", overrides=[f"train.lr={lr}"]) for lr in (0.003, 0.01)]
+        >>> summaries = train_group(cfgs, out_dirs=["runs/a", "runs/b"], on_eval=lambda i, m: m["val_loss"] > 9)
+        >>> [s["status"] for s in summaries]
+        ['ok', 'ok']
+    """
+    if not cfgs or len(cfgs) != len(out_dirs):
+        raise ValueError(f"train_group needs one out_dir per config, got {len(cfgs)} configs, {len(out_dirs)} dirs")
+    return _train(list(cfgs), list(out_dirs), on_eval=on_eval, on_end=on_end, on_eval_at_end=False, tracking=tracking)
+
+
+def _train(cfgs: list[RunConfig], out_dirs: list, *, progress: bool = False, on_eval: OnEval | None = None,
+           on_end: OnEnd | None = None, on_eval_at_end: bool, resume=False, decay_from=None,
+           stop_after: int | None = None, tracking: list[Tracking] | None = None) -> list[dict[str, Any]]:
+    if len(cfgs) > 1:
+        check_group(cfgs)
+    tracking = tracking or [Tracking(names=resolve_track(c.train.track)) for c in cfgs]
+    for c, t, out in zip(cfgs, tracking, out_dirs):
+        check_trackers(t.names, source=c.source, out_dir=out)
+    ctx = init_distributed(cfgs[0].train.device, cfgs[0].source, timeout_s=cfgs[0].train.dist_timeout_s)
     try:
-        run = setup(cfg, Path(out_dir), ctx, resume=resume, decay_from=decay_from)
-        with open_trackers(cfg, out_dir=run.out, tracking=tracking, enabled=ctx.is_main,
-                           resume=run.state.resumed_from is not None) as trackers:
-            run.log = _open_log(run, progress=progress, trackers=trackers)
-            try:
-                result = run_steps(run, on_eval=on_eval, stop_after=stop_after)
-                run.checkpointer.close()
-            finally:
-                run.log.close()
-            summary = summarize(run, result)
-            trackers.finish(summary)
+        run = setup(cfgs, [Path(d) for d in out_dirs], ctx, resume=resume, decay_from=decay_from, tracking=tracking)
+        try:
+            for trial in run.trials:
+                open_outputs(trial, ctx, console=_console_mode(progress), banner=_banner(run, trial))
+            run_steps(run, on_eval=on_eval, on_end=on_end, on_eval_at_end=on_eval_at_end, stop_after=stop_after)
+        finally:
+            for trial in run.trials:
+                if trial.log is not None:
+                    trial.log.close()
+                if trial.trackers is not None:
+                    trial.trackers.close()  # a trial left unfinished (the loop raised) is recorded as failed
         ctx.barrier()  # no rank tears the group down while another still has a collective in flight (gloo aborts)
-        return summary
+        return [trial.summary for trial in run.trials]
     finally:
         ctx.close()
 
 
-def setup(cfg: RunConfig, out: Path, ctx: DistContext, *, resume=False, decay_from=None) -> Run:
-    """Build a run: model, wrapping, optimizer, start state, schedule, data. Every input is checked
-    before the run folder is touched, so a bad input leaves no files behind."""
-    t = cfg.train
-    _check_world(cfg, ctx)
-    check_parallel(cfg, ctx)
-    _check_attention(cfg, ctx)
+def setup(cfgs: list[RunConfig], outs: list[Path], ctx: DistContext, *, resume=False, decay_from=None,
+          tracking: list[Tracking]) -> Run:
+    """Build a group: models (one, or K fused), wrapping, optimizer, start state, schedules, data. Every
+    input is checked before a run folder is touched, so a bad input leaves no files behind."""
+    cfg, t, k = cfgs[0], cfgs[0].train, len(cfgs)
+    if k > 1 and ctx.world > 1:
+        raise WindtunnelError(f"a fused group of {k} trials runs in one process; torchrun started {ctx.world}")
+    if k == 1:
+        _check_world(cfg, ctx)
+        check_parallel(cfg, ctx)
+        _check_attention(cfg, ctx)
     if t.threads:
         torch.set_num_threads(t.threads)
-    model = build_model(cfg.model, seed=t.seed, device=ctx.device, source=cfg.source)
-    roles = param_roles(model)  # by module type, before any wrapper renames or shards a parameter
-    wrapped = wrap_model(model, cfg, ctx)
-    optimizer = build_optimizer(model, cfg, roles=roles)
-    checkpointer = Checkpointer(cfg, out=out, ctx=ctx, mode=wrapped.mode)
-    state = start_state(checkpointer, model, optimizer, resume=resume, decay_from=decay_from)
-    schedule = make_schedule(cfg, decay_start=state.decay_start)
-    sampler, val_set = build_samplers(cfg, decay_start=schedule.decay_start)  # one source, or a weighted mixture
-    if isinstance(sampler, StreamSampler) and state.data_position is not None:
-        sampler.resume(micro=state.step * t.grad_accum, sequence=state.data_position)
+    checkpointer = None
+    if k == 1:
+        model = build_model(cfg.model, seed=t.seed, device=ctx.device, source=cfg.source)
+        roles = param_roles(model)  # by module type, before any wrapper renames or shards a parameter
+        wrapped = wrap_model(model, cfg, ctx)
+        optimizer = build_optimizer(model, cfg, roles=roles)
+        checkpointer = Checkpointer(cfg, out=outs[0], ctx=ctx, mode=wrapped.mode)
+        state = start_state(checkpointer, model, optimizer, resume=resume, decay_from=decay_from)
+        trials = [open_trial(cfg, outs[0], state=state, model=model, tracking=tracking[0])]
+        compute = Single(model, wrapped, optimizer, cfg=cfg, ctx=ctx)
+    else:
+        models = [build_model(c.model, seed=c.train.seed, device=ctx.device, source=c.source) for c in cfgs]
+        trials = [open_trial(c, o, state=RunState(), model=m, tracking=tr)
+                  for c, o, m, tr in zip(cfgs, outs, models, tracking)]
+        fused = FusedTransformer(models)  # each trial starts from exactly the weights a separate run would
+        optimizer = FusedAdamW(fused, [param_groups(m, c) for m, c in zip(models, cfgs)], betas=t.betas, eps=t.eps)
+        del models  # the stacked copy is the only one kept
+        compute = Fused(fused, optimizer, cfgs=cfgs, device=ctx.device)
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        write_provenance(out, kind="run", data=cfg.data, continued=bool(resume))
-    watch = DivergenceWatch(device=ctx.device, vocab_size=cfg.model.vocab_size, factor=t.diverge_factor,
-                            first_loss=state.first_loss)
-    return Run(cfg=cfg, out=out, ctx=ctx, model=model, wrapped=wrapped, optimizer=optimizer, schedule=schedule,
-               sampler=sampler, val_set=val_set, state=state, checkpointer=checkpointer, watch=watch)
+        for trial in trials:
+            write_run_files(trial, continued=bool(resume))
+    watch = DivergenceWatch(device=ctx.device, vocab_size=cfg.model.vocab_size,
+                            factor=t.diverge_factor if k == 1 else [c.train.diverge_factor for c in cfgs],
+                            first_loss=trials[0].state.first_loss if k == 1 else None, k=None if k == 1 else k)
+    return Run(trials=trials, ctx=ctx, compute=compute, watch=watch, checkpointer=checkpointer,
+               active=list(range(k)))
 
 
-def run_steps(run: Run, *, on_eval=None, stop_after: int | None = None) -> dict[str, Any]:
-    """Run the steps from `run.state.step`; returns status, losses, and this session's steps and seconds."""
-    cfg, state, log = run.cfg, run.state, run.log
-    t, end = cfg.train, run.schedule.total_steps
-    status, loss, val_loss, done = "ok", math.nan, math.nan, state.step
-    started = time.perf_counter()
+def run_steps(run: Run, *, on_eval: OnEval | None = None, on_end: OnEnd | None = None, on_eval_at_end: bool = True,
+              stop_after: int | None = None) -> None:
+    """Run the group's steps from where its trials stand, finishing each trial (summary written,
+    `on_end` called) as soon as it ends."""
+    start, end = run.trials[0].state.step, run.trials[0].schedule.total_steps
+    run.clock = time.perf_counter()
     collecting = gc.isenabled()
     gc.disable()  # collected every GC_EVERY steps below, at the same step on every rank
     try:
-        for step in range(state.step, end):
-            set_lr(run.optimizer, run.schedule.multiplier(step))
-            step_loss = train_step(run, step)  # on the device; read below only when a row is written
-            state.first_loss = run.watch.first_loss
+        for step in range(start, end):
+            live = run.live()
+            run.compute.set_lr([trial.schedule.multiplier(step) for trial in live])
+            losses = train_step(run, step)  # on the device; read below only when a row is written
             done = step + 1
-            seconds = state.seconds + time.perf_counter() - started
-            val = None
-            if run.watch.diverged():
-                status = "diverged"
-            elif done % t.eval_every == 0 or done == end:
-                val = validate(run)
-                status = "ok" if math.isfinite(val) else "diverged"
-            if status == "diverged" or val is not None or done % t.log_every == 0 or done == end:
-                loss = step_loss.item()
-                log.row(step=done, lr=current_lr(run.optimizer), loss=loss, seconds=seconds, val_loss=val,
-                        extra=run.val_set.row() if val is not None else None)
-            if status == "diverged":
-                val_loss = math.inf
-                break
-            val_loss = val if val is not None else val_loss
-            log.progress(step=done, loss=loss, lr=current_lr(run.optimizer), val_loss=val_loss)
-            if val is not None and on_eval is not None:
-                on_eval({"step": done, "tokens": done * cfg.tokens_per_step, "val_loss": val_loss,
-                         "train_loss": loss, "seconds": seconds, **run.val_set.row()})
-            stopping = stop_after is not None and done >= stop_after and done < end
-            last = done == end and bool(t.checkpoint_every or t.final_checkpoint)
-            if stopping or last or (t.checkpoint_every and done % t.checkpoint_every == 0):
-                if run.watch.now():  # diverged since the last read: never checkpoint that state
-                    status, val_loss, loss = "diverged", math.inf, step_loss.item()
-                    log.row(step=done, lr=current_lr(run.optimizer), loss=loss, seconds=seconds)
-                    break
-                loss = step_loss.item()  # the host waits for the save anyway: the summary gets this step's loss
-                save(run, done, seconds)
-            if stopping:
-                status = "stopped"
+            for trial in live:
+                trial.steps = done
+            _split_time(run)
+            _after_step(run, live, losses, done, end, on_eval=on_eval, on_eval_at_end=on_eval_at_end)
+            if run.checkpointer is not None and live[0].status == "running":
+                _checkpoint(run, live[0], losses, done, end, stop_after)
+            for trial in live:
+                trial.status = "ok" if done == end and trial.status == "running" else trial.status
+            if any(trial.status != "running" for trial in live):
+                _leave(run, on_end)
+            if not run.active:
                 break
             if done % GC_EVERY == 0:
                 gc.collect(1)
     finally:
         if collecting:
             gc.enable()
-    if done == state.step:  # nothing left to train (resumed at the end): still report a val loss
-        val_loss = validate(run)
-    return {"status": status, "loss": loss, "val_loss": val_loss, "steps": done,
-            "session_steps": done - state.step, "session_seconds": time.perf_counter() - started}
+    if start >= end:  # nothing left to train (resumed at the end): still report a val loss
+        live = run.live()
+        for trial, val in zip(live, run.compute.evaluate([t.val_set for t in live], [True] * len(live))):
+            trial.val_loss, trial.status = val, "ok"
+        _leave(run, on_end)
 
 
 def train_step(run: Run, step: int) -> torch.Tensor:
-    """One optimizer step over this rank's share of the `grad_accum` micro-batches; returns the
-    mean training loss over all of them (all ranks) as a 0-d tensor on the device, no host sync,
-    after folding it and the gradient norm into `run.watch`."""
-    t, ctx = run.cfg.train, run.ctx
-    micros = ctx.local_micro_batches(t.grad_accum)
-    total = torch.zeros((), device=ctx.device)
-    for i, micro in enumerate(micros):
-        x, y = run.sampler.batch(step * t.grad_accum + micro)  # the global micro-batch index: same data on any world
-        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-        # gradients are reduced across ranks only on this rank's last micro-batch
-        with run.wrapped.sync(last=i == len(micros) - 1), run.kernels():
-            with run.amp():
-                loss = run.wrapped.module(x, targets=y)  # mean cross-entropy, fp32
-            (loss / len(micros)).backward()  # DDP/FSDP then average over ranks: the mean over all micro-batches
-        total += loss.detach()
-    mean = ctx.all_mean(total / len(micros))
-    run.watch.record(mean, _grad_norm(run.model, t.grad_clip))
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    return mean
+    """One optimizer step of every trial still training (over this rank's share of the `grad_accum`
+    micro-batches); returns the mean training losses (all ranks; 0-d for one trial, (K,) for a group)
+    on the device, no host sync, after folding them and the gradient norms into `run.watch`.
 
-
-def validate(run: Run) -> float:
-    """val_loss: the (weighted) mean over the run's sources of their held-out losses."""
-    module = run.model if run.wrapped.mode != "ddp" else run.wrapped.module.module
-    with run.kernels():
-        return run.val_set.evaluate(lambda batches: evaluate(module, batches, device=run.ctx.device,
-                                                             amp=run.amp(), ctx=run.ctx))
-
-
-@torch.no_grad()
-def evaluate(model, batches, device, amp, ctx: DistContext | None = None) -> float:
-    """Mean cross-entropy (nats/token) over fixed held-out batches, shared out among the ranks.
-
-    Every rank runs the same number of forwards (an FSDP forward is a collective); a rank without
-    a batch of its own repeats batch 0 and does not count it.
+    Example:
+        >>> loss = train_step(run, 0)          # doctest: +SKIP
     """
-    was_training = model.training
-    model.eval()
-    world, rank = (ctx.world, ctx.rank) if ctx is not None else (1, 0)
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
-    for first in range(0, len(batches), world):
-        index = first + rank
-        x, y = batches[index if index < len(batches) else 0]
-        with amp:
-            loss = model(x.to(device), targets=y.to(device))
-        if index < len(batches):
-            total[0] += loss.double()
-            total[1] += 1
-    model.train(was_training)
-    total = ctx.all_sum(total) if ctx is not None else total
-    return (total[0] / total[1]).item()
+    return run.compute.step(step, [trial.sampler for trial in run.live()], run.watch)
 
 
 def save(run: Run, step: int, seconds: float) -> None:
-    """Checkpoint the run at `step` (every rank calls it; the format decides who writes)."""
-    state = run.state
-    if isinstance(run.sampler, StreamSampler):
-        state.data_position = run.sampler.position(step * run.cfg.train.grad_accum)
+    """Checkpoint the (single) run at `step` (every rank calls it; the format decides who writes).
+
+    Example:
+        >>> save(run, 100, 42.0)               # doctest: +SKIP
+    """
+    trial, compute = run.trials[0], run.compute
+    state = trial.state
+    state.first_loss = run.watch.first_loss
+    if isinstance(trial.sampler, StreamSampler):  # a sequential stream: where it stands
+        state.data_position = trial.sampler.position(step * trial.cfg.train.grad_accum)
     scalars = RunState(**{**vars(state), "seconds": seconds})
-    path = run.checkpointer.save(run.model, run.optimizer, step=step, state=scalars)
-    run.log.message(f"windtunnel: checkpoint {path}")
+    path = run.checkpointer.save(compute.model, compute.optimizer, step=step, state=scalars)
+    trial.log.message(f"windtunnel: checkpoint {path}")
 
 
-def summarize(run: Run, result: dict) -> dict:
-    """The run's summary; rank 0 writes it to summary.json."""
-    summary = {**_summary(run, result), **run.val_set.summary()}
-    if run.ctx.is_main:
-        write_json(run.out / "summary.json", summary)
-    return summary
+def _after_step(run: Run, live: list[Trial], losses: torch.Tensor, done: int, end: int, *, on_eval, on_eval_at_end):
+    """Per trial: divergence, evaluation, its metrics row, progress, on_eval (which may stop it)."""
+    flags = run.watch.flags()
+    for trial, flag in zip(live, flags):
+        trial.status = "diverged" if flag else trial.status
+    evaluating = done % live[0].cfg.train.eval_every == 0 or done == end  # eval_every is shared in a group
+    wanted = [evaluating and trial.status == "running" for trial in live]
+    vals = run.compute.evaluate([t.val_set for t in live], wanted) if any(wanted) else [None] * len(live)
+    lrs, values = run.compute.lrs(), None
+    for slot, (trial, val) in enumerate(zip(live, vals)):
+        if val is not None:
+            trial.val_loss = val
+            trial.status = trial.status if math.isfinite(val) else "diverged"
+        if trial.status == "diverged" or val is not None or done % trial.cfg.train.log_every == 0 or done == end:
+            values = values if values is not None else _host(losses)  # one host read for the whole group
+            trial.loss = values[slot]
+            trial.log.row(step=done, lr=lrs[slot], loss=trial.loss, seconds=trial.seconds, val_loss=val,
+                          extra=trial.val_set.row() if val is not None else None)
+        if trial.status == "diverged":
+            continue
+        trial.log.progress(step=done, loss=trial.loss, lr=lrs[slot], val_loss=trial.val_loss)
+        if val is not None and on_eval is not None and (on_eval_at_end or done < end):
+            metrics = {"step": done, "tokens": done * trial.cfg.tokens_per_step, "val_loss": trial.val_loss,
+                       "train_loss": trial.loss, "seconds": trial.seconds, **trial.val_set.row()}
+            if on_eval(run.active[slot], metrics) and done < end:
+                trial.status, trial.message = "pruned", f"stopped at step {done} (early termination)"
 
 
-def _open_log(run: Run, *, progress: bool, trackers) -> MetricsLog:
-    cfg, ctx, state = run.cfg, run.ctx, run.state
-    log = MetricsLog(run.out, total_steps=run.schedule.total_steps, start_step=state.step,
-                     start_seconds=state.seconds, tokens_per_step=cfg.tokens_per_step,
-                     flops_per_token=flops_per_token(cfg.model, cfg.train.seq_len),
-                     peak_flops=peak_flops(ctx.device), n_devices=ctx.world,
-                     resume_step=state.step if state.resumed_from else None, console=_console_mode(progress),
-                     trackers=trackers, enabled=ctx.is_main, extra_fields=run.val_set.columns)
-    log.message(_banner(run))
-    if (wd_warning := weight_decay_warning(run.cfg)) is not None:
-        log.message(f"windtunnel: warning: {wd_warning}")
-    return log
+def _checkpoint(run: Run, trial: Trial, losses: torch.Tensor, done: int, end: int, stop_after: int | None) -> None:
+    t = trial.cfg.train
+    stopping = stop_after is not None and done >= stop_after and done < end
+    last = done == end and bool(t.checkpoint_every or t.final_checkpoint)
+    if stopping or last or (t.checkpoint_every and done % t.checkpoint_every == 0):
+        if run.watch.now():  # diverged since the last read: never checkpoint that state
+            trial.status, trial.loss = "diverged", losses.item()
+            trial.log.row(step=done, lr=run.compute.lrs()[0], loss=trial.loss, seconds=trial.seconds)
+            return
+        trial.loss = losses.item()  # the host waits for the save anyway: the summary gets this step's loss
+        save(run, done, trial.seconds)
+    if stopping:
+        trial.status = "stopped"
+
+
+def _leave(run: Run, on_end: OnEnd | None) -> None:
+    """Finish the trials that stopped training; a fused group goes on with the others, smaller."""
+    _split_time(run)  # the time since the step (evaluation, rows) is theirs too
+    slots = []
+    for slot, i in enumerate(run.active):
+        trial = run.trials[i]
+        if trial.status == "running":
+            slots.append(slot)
+            continue
+        if trial.status == "diverged":
+            trial.val_loss = math.inf
+        if run.checkpointer is not None:
+            run.checkpointer.close()
+        trial.log.close()
+        trial.summary = summarize(trial, ctx=run.ctx, parallel=run.compute.mode, fused=run.compute.fused,
+                                  log=trial.log)
+        trial.trackers.finish(trial.summary)
+        if on_end is not None:
+            on_end(i, trial.summary)
+    if slots and len(slots) < len(run.active):
+        run.compute.keep(slots)
+        run.watch.keep(slots)
+    run.active = [run.active[s] for s in slots]
+
+
+def _split_time(run: Run) -> None:
+    """Add the wall time since the last split to the trials still training, in equal shares."""
+    now = time.perf_counter()
+    share = (now - run.clock) / max(len(run.active), 1)
+    for trial in run.live():
+        trial.seconds += share
+    run.clock = now
+
+
+def _host(losses: torch.Tensor) -> list[float]:
+    values = losses.tolist()
+    return values if isinstance(values, list) else [values]
 
 
 def _check_world(cfg: RunConfig, ctx: DistContext) -> None:
@@ -317,115 +376,21 @@ def _check_attention(cfg: RunConfig, ctx: DistContext) -> None:
                           "device; use auto or sdpa here")
 
 
-# --- small helpers ---------------------------------------------------------------------------
-
-
-def _summary(run: Run, result: dict) -> dict:
-    cfg, model, ctx, state, log = run.cfg, run.model, run.ctx, run.state, run.log
-    t, steps = cfg.train, result["steps"]
-    rate = result["session_steps"] * cfg.tokens_per_step / max(result["session_seconds"], 1e-9)
-    return {
-        "status": result["status"],
-        "val_loss": result["val_loss"],
-        "train_loss": result["loss"] if math.isfinite(result["loss"]) else math.inf,
-        "steps": steps,
-        "tokens": steps * cfg.tokens_per_step,
-        "seconds": round(state.seconds + result["session_seconds"], 3),
-        "tokens_per_s": round(rate, 1),
-        "mfu": round(sum(log.mfu_values) / len(log.mfu_values), 4) if log.mfu_values else None,
-        "mfu_counts_causal_attention": True,
-        "params": model.num_params(),
-        "non_embedding_params": model.num_params(non_embedding=True),
-        "flops_per_token": flops_per_token(cfg.model, t.seq_len),
-        "width_mult": cfg.model.width_mult,
-        "device": str(ctx.device),
-        "world_size": ctx.world,
-        "parallel": run.wrapped.mode,
-        "attention": _attention_backend(cfg, ctx.device),
-        "resumed_from": state.resumed_from,
-        "decay_from": state.decay_from,
-        **({"data_epochs": round(run.sampler.epochs(steps * t.grad_accum), 6)}
-           if isinstance(run.sampler, StreamSampler) else {}),
-    }
-
-
-def _banner(run: Run) -> str:
-    cfg, ctx, state, model = run.cfg, run.ctx, run.state, run.model
+def _banner(run: Run, trial: Trial) -> str:
+    cfg, ctx, state = trial.cfg, run.ctx, trial.state
     t, device = cfg.train, ctx.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     start = f"resuming at step {state.step}" if state.resumed_from else (
         f"decay branch from step {state.step}" if state.decay_from else "from step 0")
-    return (f"windtunnel: {name} x{ctx.world} ({run.wrapped.mode}) | {t.precision} | attention "
-            f"{_attention_backend(cfg, device)} | compile {'per block' if t.compile else 'off'} | "
-            f"{model.num_params():,} params | {cfg.tokens_per_step:,} tokens/step | "
-            f"{run.schedule.total_steps} steps, {start}")
+    fused = f" | fused x{len(run.trials)}" if run.compute.fused else ""
+    return (f"windtunnel: {name} x{ctx.world} ({run.compute.mode}){fused} | {t.precision} | attention "
+            f"{'sdpa' if run.compute.fused else attention_backend(cfg, device)} | compile "
+            f"{'per block' if t.compile and not run.compute.fused else 'off'} | "
+            f"{trial.params:,} params | {cfg.tokens_per_step:,} tokens/step | "
+            f"{trial.schedule.total_steps} steps, {start}")
 
 
 def _console_mode(progress: bool) -> str:
     if not progress:
         return "off"
     return "bar" if sys.stderr.isatty() else "lines"
-
-
-def _grad_norm(model: torch.nn.Module, clip: float | None) -> torch.Tensor:
-    """The global gradient norm (clipped to `clip` when set), a tensor on the device: over DTensor
-    gradients too, FSDP reducing it across shards."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
-    else:
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-
-
-def _attention_backend(cfg: RunConfig, device) -> str:
-    choice = cfg.model.attention
-    if choice == "flash_attn" or (choice == "auto" and device.type == "cuda" and cfg.train.precision == "bf16"
-                                  and flash_attn_available()):
-        return "flash-attn"
-    return "sdpa" if choice in ("auto", "sdpa") else f"sdpa ({choice})"
-
-
-# --- TEMPORARY (issue 22): a stand-in for the training loop's `train_group`, written on another branch;
-# --- replaced by it at merge. Keep it small; nothing else in training/ depends on it.
-
-
-class _StopTrial(Exception):
-    """TEMPORARY: raised by the K = 1 `on_eval` adapter of `train_group` to stop a plain `train`."""
-
-    def __init__(self, metrics: dict[str, Any]):
-        super().__init__(f"stopped at step {metrics['step']}")
-        self.metrics = metrics
-
-
-def train_group(cfgs: list[RunConfig], *, out_dirs: list[str | os.PathLike], on_eval=None, on_end=None,
-                tracking: list[Tracking | None] | None = None) -> list[dict[str, Any]]:
-    """TEMPORARY stand-in: train K >= 1 trials, fused when K > 1 (`training.fused.train_fused`), the
-    plain `train` when K = 1. `on_eval(i, metrics)` returning True stops trial i (status "pruned");
-    `on_end(i, summary)` follows as soon as trial i is finished, its summary.json written.
-
-    Example:
-        >>> train_group([cfg], out_dirs=["runs/t0000"], on_eval=lambda i, m: m["step"] >= 50)  # doctest: +SKIP
-        [{'status': 'pruned', 'steps': 50, ...}]
-    """
-    if len(cfgs) > 1:
-        from .fused import train_fused
-        return train_fused(cfgs, out_dirs=out_dirs, on_eval=on_eval, on_end=on_end, tracking=tracking)
-    cfg, out = cfgs[0], Path(out_dirs[0])
-
-    def stop_here(metrics: dict[str, Any]) -> None:
-        if on_eval is not None and metrics["step"] < cfg.train.steps and on_eval(0, metrics):
-            raise _StopTrial(metrics)
-
-    try:
-        summary = train(cfg, out_dir=out, on_eval=stop_here, tracking=tracking[0] if tracking else None)
-    except _StopTrial as stop:
-        m = stop.metrics
-        summary = {"status": "pruned", "val_loss": m["val_loss"], "train_loss": m["train_loss"], "steps": m["step"],
-                   "tokens": m["tokens"], "seconds": round(float(m["seconds"]), 3),
-                   "flops_per_token": flops_per_token(cfg.model, cfg.train.seq_len),
-                   "message": f"stopped at step {m['step']} (early termination)"}
-        write_json(out / "summary.json", summary)
-    if on_end is not None:
-        on_end(0, summary)
-    return [summary]
