@@ -44,15 +44,7 @@ from .optimum import (
     residual_scatter,
 )
 from .regret import Cell, Regret, transfer_regret
-from .runs import (
-    LR_KEY,
-    PARAM_KEY,
-    WIDTH_KEY,
-    RunResults,
-    aggregate,
-    load_run,
-    with_parametrization,
-)
+from .runs import LR_KEY, PARAM_KEY, WIDTH_KEY, RunResults, aggregate, load_run, with_parametrization
 from .trend import slope_interval
 
 __all__ = [
