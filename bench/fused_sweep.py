@@ -8,7 +8,8 @@ Both sides run the same trials (an 8 x 4 grid of train.lr x model.init_std on th
 width, `--steps` steps) on a pool of `--concurrency` worker processes that live for the whole run
 (as Ray's reused actors do): the baseline hands each worker one trial at a time (`train`), the fused
 side one group of K same-shape trials at a time (`train_group`). The pool is started and the data
-prepared before the clock starts. ratio = fused trials/hour / baseline trials/hour.
+prepared before the clock starts. ratio = fused trials/hour / baseline trials/hour; with
+`--repeats N` each side is timed N times, interleaved, and the medians are compared.
 Goal: >= 1.5x on a 2-core CPU at width <= 128 (>= 4x on a GPU).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -63,6 +65,10 @@ def _timed(pool, fn, jobs) -> float:
     return time.perf_counter() - started
 
 
+def _fmt(seconds: list[float]) -> str:
+    return " / ".join(f"{t:.1f}" for t in seconds) + " s"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="64,128")
@@ -70,6 +76,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--concurrency", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--repeats", type=int, default=1, help="time each side N times; compare the medians")
     args = ap.parse_args()
     from windtunnel.data.corpus import open_data
     ctx = mp.get_context("spawn")
@@ -78,18 +85,25 @@ def main() -> int:
         for width in (int(w) for w in args.widths.split(",")):
             cfgs = _configs(width, args.steps, args.device)
             open_data(path=None, max_bytes=cfgs[0].data.embedded_bytes)  # prepared once, outside the clock
-            outs = [str(Path(tmp) / f"w{width}-base" / f"t{i}") for i in range(len(cfgs))]
-            base = _timed(pool, _run_one, list(zip(cfgs, outs)))
+            ks = [int(k) for k in args.ks.split(",")]
+            times: dict[int, list[float]] = {0: [], **{k: [] for k in ks}}  # 0: one trial per process
+            for rep in range(args.repeats):  # interleaved, so a load change hits both sides alike
+                outs = [str(Path(tmp) / f"w{width}-r{rep}-base" / f"t{i}") for i in range(len(cfgs))]
+                times[0].append(_timed(pool, _run_one, list(zip(cfgs, outs))))
+                for k in ks:
+                    groups = [(cfgs[i:i + k], [str(Path(tmp) / f"w{width}-r{rep}-k{k}" / f"t{j}")
+                                                for j in range(i, i + k)]) for i in range(0, len(cfgs), k)]
+                    times[k].append(_timed(pool, _run_group, groups))
+            base = statistics.median(times[0])
             base_rate = len(cfgs) / base * 3600
             print(f"width {width}: {len(cfgs)} trials x {args.steps} steps, concurrency {args.concurrency}: "
-                  f"one trial per process {base:.1f} s = {base_rate:.0f} trials/hour", flush=True)
-            for k in (int(k) for k in args.ks.split(",")):
-                groups = [(cfgs[i:i + k], [str(Path(tmp) / f"w{width}-k{k}" / f"t{j}") for j in range(i, i + k)])
-                          for i in range(0, len(cfgs), k)]
-                fused = _timed(pool, _run_group, groups)
+                  f"one trial per process {base:.1f} s = {base_rate:.0f} trials/hour "
+                  f"(median of {args.repeats}: {_fmt(times[0])})", flush=True)
+            for k in ks:
+                fused = statistics.median(times[k])
                 rate = len(cfgs) / fused * 3600
-                print(f"width {width}: fused K={k} ({len(groups)} groups) {fused:.1f} s = {rate:.0f} trials/hour, "
-                      f"ratio {rate / base_rate:.2f}x (goal >= 1.5x on CPU)", flush=True)
+                print(f"width {width}: fused K={k} {fused:.1f} s = {rate:.0f} trials/hour, "
+                      f"ratio {rate / base_rate:.2f}x (runs {_fmt(times[k])}; goal >= 1.5x on CPU)", flush=True)
     return 0
 
 

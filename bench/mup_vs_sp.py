@@ -2,15 +2,17 @@
 against SP tuned at every width, on the same token budget per trial.
 
 Four arms, on the config's corpus (`data.path`; null: the embedded corpus):
-1. μP search at the smallest width: TPE with ASHA over fused trials (`windtunnel.sweep.run_sweep`),
+1. μP search at the smallest width: TPE with ASHA through the sweep engine (`windtunnel.sweep.run_sweep`),
    over the Xmodel-2 space (scale_emb, dim_model_base, scale_depth, lr) plus the hidden-matrix and
    embedding init stds (`SEARCH_SPACE`), the config's own values tried first (`first_trials`);
 2. μP carried: the search's winner, unchanged, at every width, `--seeds` seeds each;
-3. SP tuned at each width: a grid of lr x hidden init std at every width (fused sweep, seed 0), then
+3. SP tuned at each width: a grid of lr x hidden init std at every width (a sweep, seed 0), then
    the best point of each width again with the other seeds;
 4. SP carried: SP's smallest-width winner at every width (what a user without μP would do).
 The μP arm's compute is the search plus its carried runs; the SP arm's is its grid plus its seeds;
 both in FLOPs (`windtunnel.model.accounting`, training tokens only) and in seconds (the trials' own).
+Both sweeps use `budget.fuse: auto` (the product's default: fused groups on a GPU, one trial per
+process on a CPU), so on a CPU every arm's trials run alike and their seconds compare.
 
 Writes OUT/summary.json (per width and arm: mean loss, 95 % t interval over seeds, the HPs, FLOPs and
 seconds) and OUT/mup_vs_sp.png (loss against width, one line per arm, seed bands), and prints each of
@@ -48,8 +50,8 @@ WINNER_KEYS = tuple(SEARCH_SPACE)
 QUICK = {"widths": [32, 64], "steps": 20, "batch_size": 4, "seq_len": 32, "eval_batches": 2, "seeds": 2,
          "search_trials": 4, "fuse": 2, "sp_lrs": [-7, -6], "sp_inits": [0.1], "grace": 10,
          "set": ["data.embedded_bytes=400000"]}
-FULL = {"widths": [64, 128, 256, 512], "steps": 150, "batch_size": 8, "seq_len": 64, "eval_batches": 16,
-        "seeds": 3, "search_trials": 32, "fuse": 4, "sp_lrs": list(range(-12, -6)), "sp_inits": [0.05, 0.1],
+FULL = {"widths": [64, 128, 256, 512], "steps": 200, "batch_size": 8, "seq_len": 64, "eval_batches": 16,
+        "seeds": 5, "search_trials": 32, "fuse": "auto", "sp_lrs": list(range(-12, -6)), "sp_inits": [0.05, 0.1],
         "grace": 50, "set": []}
 
 
@@ -134,8 +136,8 @@ def parse_args(argv):
     p.add_argument("--widths", type=ints, help="widths, smallest first (default 64,128,256,512)")
     p.add_argument("--quick", action="store_true",
                    help="a CI-sized smoke of the same code (widths 32,64, 20 steps; Ray start-up dominates)")
-    p.add_argument("--seeds", type=int, help="seeds per carried width and per SP best (default 3)")
-    p.add_argument("--steps", type=int, help="optimizer steps per trial (default 150)")
+    p.add_argument("--seeds", type=int, help="seeds per carried width and per SP best (default 5)")
+    p.add_argument("--steps", type=int, help="optimizer steps per trial (default 200)")
     p.add_argument("--search-trials", type=int, help="TPE trials of the muP search (default 32)")
     p.add_argument("--sp-lrs", type=ints, help="SP's log2 lr grid at every width (default -12..-7)")
     p.add_argument("--sp-inits", type=lambda s: [float(x) for x in s.split(",")],
@@ -195,7 +197,7 @@ def check_inputs(args, base: list[str]) -> None:
 
 def _sweep(args, run_dir: Path, base: list[str], *, method: str, parameters: dict, fixed: dict,
            num_trials: int | None = None, asha: bool = False, first_trials: list[dict] | None = None) -> dict:
-    """One phase through the sweep engine (fused trials, ASHA when asked); its rows and wall seconds."""
+    """One phase through the sweep engine (ASHA when asked); its rows and wall seconds."""
     import yaml
 
     from windtunnel.sweep.run import run_sweep

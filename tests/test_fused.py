@@ -185,6 +185,23 @@ def test_dry_run_shows_groups_of_same_shape_trials(tmp_path, capsys):
     assert "fused: 2 group(s) of up to 3" in out and "group 1: t0001, t0003, t0005" in out
 
 
+def test_fuse_auto_is_one_trial_per_group_on_a_cpu_and_fuses_for_a_gpu(tmp_path, capsys):
+    """On a CPU a fused step costs more than its K plain ones (bench/fused_sweep.py: 0.79-0.99x), so
+    `auto` runs trials unfused there; a GPU trial (resources.gpu) still fuses; a fixed K still fuses."""
+    lrs = {"train.lr": {"values": [0.01, 0.02, 0.03, 0.04]}}
+    cpu = write_spec(tmp_path / "cpu.yaml", budget={"fuse": "auto", "max_concurrent": 1}, parameters=lrs)
+    plan = plan_sweep(load_sweep(cpu))
+    assert plan.fuse == 1 and plan.groups is None and plan.on_cpu
+    assert main(["sweep", str(cpu), "--dry-run"]) == 0
+    assert "fused: no (fuse: auto on a CPU" in capsys.readouterr().out
+    gpu = write_spec(tmp_path / "gpu.yaml", budget={"fuse": "auto", "max_concurrent": 1}, parameters=lrs,
+                     resources={"cpu": 1, "gpu": 1})
+    plan = plan_sweep(load_sweep(gpu))
+    assert plan.fuse == 4 and [len(g) for g in plan.groups] == [4] and not plan.on_cpu
+    fixed = write_spec(tmp_path / "k2.yaml", budget={"fuse": 2}, parameters=lrs)
+    assert plan_sweep(load_sweep(fixed)).fuse == 2
+
+
 def test_fuse_that_cannot_fuse_or_fit_is_refused_and_auto_falls_back(tmp_path, capsys):
     widths = {"model.d_model": {"values": [32, 64]}}
     spec = write_spec(tmp_path / "s.yaml", budget={"fuse": 4}, parameters=widths)

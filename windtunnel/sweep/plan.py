@@ -20,7 +20,16 @@ from .points import (
     trial_overrides,
 )
 from .spec import SweepSpec, base_dict
-from .trial_list import Pending, PlannedTrial, check_fusing, fuse_limit, group_trials, pending_trials, plan_trials
+from .trial_list import (
+    Pending,
+    PlannedTrial,
+    check_fusing,
+    fuse_limit,
+    group_trials,
+    pending_trials,
+    plan_trials,
+    runs_on_cpu,
+)
 
 __all__ = ["TrialPoint", "SweepPlan", "plan_sweep", "describe", "expand_points", "sample_points", "trial_overrides",
            "trial_config", "trial_cost", "trial_id", "SHAPE_KEYS"]
@@ -45,6 +54,8 @@ class SweepPlan:
     """Grid/random with fuse > 1: the fused groups, each one Ray trial."""
     fuse_fit: int = 1
     """The largest K one trial's resources hold (`fuse` before `auto` shrinks it to the slots)."""
+    on_cpu: bool = False
+    """Whether the trials train on a CPU (where `fuse: auto` is one trial per group)."""
 
     @property
     def points(self) -> list[TrialPoint] | None:
@@ -99,13 +110,14 @@ def plan_sweep(spec: SweepSpec) -> SweepPlan:
         draws = plan_trials(spec, sample_points(spec, _COST_SAMPLES), base=base)
         k = fuse_limit(spec, None, base=base)
         check_fusing(spec, None, k)
-        return SweepPlan(spec=spec, num_trials=spec.budget.num_trials, draws=draws, fuse=k, fuse_fit=k)
+        return SweepPlan(spec=spec, num_trials=spec.budget.num_trials, draws=draws, fuse=k, fuse_fit=k,
+                         on_cpu=runs_on_cpu(spec, base))
     trials = plan_trials(spec, expand_points(spec), base=base)
     fit = fuse_limit(spec, trials, base=base)
     k, groups = group_trials(spec, trials, fit)
     check_fusing(spec, groups, fit)
     return SweepPlan(spec=spec, num_trials=len(trials), trials=trials, fuse=k, groups=groups if k > 1 else None,
-                     fuse_fit=fit)
+                     fuse_fit=fit, on_cpu=runs_on_cpu(spec, base))
 
 
 def describe(plan: SweepPlan) -> str:
@@ -141,6 +153,8 @@ def describe(plan: SweepPlan) -> str:
 
 def _describe_groups(plan: SweepPlan) -> list[str]:
     if plan.fuse <= 1:
+        if plan.spec.budget.fuse == "auto" and plan.on_cpu:
+            return ["fused: no (fuse: auto on a CPU, where a fused step costs more than its K plain steps)"]
         return ["fused: no (no two trials share a shape)"] if plan.spec.budget.fuse not in (None, 1) else []
     if plan.groups is None:
         return [f"fused: TPE asks {plan.fuse} configurations at a time and trains each same-shape batch as one model"]

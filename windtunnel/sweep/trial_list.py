@@ -15,6 +15,11 @@ Rules:
 - A group of K that does not fit one trial's memory share (RAM x resources.cpu / CPU count, or the
   GPU's memory x resources.gpu): ConfigError naming K and the estimate. `auto` picks the largest K
   (at most 16) that fits, and no larger than keeps every concurrent slot busy.
+- `auto` is K = 1 for trials that run on a CPU (`resources.gpu: 0` or `train.device: cpu`): there a
+  fused step costs more than its K plain steps (the batched matmuls and per-trial multipliers run
+  slower than the plain ones, `bench/fused_step.py`), and the per-trial start-up it saves is too small
+  to make up for it: measured 0.99 / 0.88 / 0.79x the trials per hour at K = 4 / 8 / 16, width 64, 40
+  steps, 2 idle cores (`bench/fused_sweep.py --repeats 3`). A fixed `fuse: K` still fuses on a CPU.
 
 Example:
     >>> trials = plan_trials(spec, expand_points(spec), base=base_dict(spec))
@@ -38,7 +43,7 @@ from .points import TrialPoint, sample_points, trial_config, trial_cost
 from .spec import SweepSpec
 
 __all__ = ["PlannedTrial", "Pending", "plan_trials", "fuse_limit", "group_trials", "check_fusing",
-           "pending_trials", "fusable_params", "slot_memory_bytes"]
+           "pending_trials", "fusable_params", "slot_memory_bytes", "runs_on_cpu"]
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,8 @@ def slot_memory_bytes(spec: SweepSpec) -> float:
 def _fuse_size(spec: SweepSpec, cfg: RunConfig) -> int:
     """K for this spec, checked against the memory of one trial's resources."""
     fuse = spec.budget.fuse
+    if fuse == "auto" and runs_on_cpu(spec, cfg):
+        return 1  # fusing loses on a CPU (see the module docstring)
     budget, one = slot_memory_bytes(spec), group_memory_bytes(cfg, 1)
     if fuse == "auto":
         return max(1, min(AUTO_MAX, int(budget // one)))
@@ -189,6 +196,18 @@ def _fuse_size(spec: SweepSpec, cfg: RunConfig) -> int:
                           f"{_gib(budget)} one trial's resources get here; lower fuse or use auto "
                           f"(largest that fits: {max(1, int(budget // one))})")
     return fuse
+
+
+def runs_on_cpu(spec: SweepSpec, cfg: RunConfig | Mapping[str, Any]) -> bool:
+    """Whether a trial of this spec trains on a CPU: no GPU in its resources (Ray then hides every GPU
+    from it) or `train.device: cpu` (`cfg`: a run config or its plain-data form).
+
+    Example:
+        >>> runs_on_cpu(spec_without_gpus, base_dict(spec_without_gpus))          # doctest: +SKIP
+        True
+    """
+    device = cfg["train"].get("device") if isinstance(cfg, Mapping) else cfg.train.device
+    return spec.resources.gpu <= 0 or device == "cpu"
 
 
 def _slots(spec: SweepSpec) -> int:
