@@ -18,8 +18,10 @@ Writes OUT/summary.json (per width and arm: mean loss, 95 % t interval over seed
 seconds) and OUT/mup_vs_sp.png (loss against width, one line per arm, seed bands), and prints each of
 the goals: μP carried at the widest width within 0.005 nats of SP tuned there (difference interval's
 upper bound <= 0.01); μP's loss falling at every doubling (the difference interval above 0); μP's
-compute <= 25 % of SP's. Printed as measured, never tuned. Bad input (a width that does not divide into
-heads, a corpus smaller than one trial's tokens) is one line naming the key, exit 2, before training.
+compute <= 25 % of SP's with 3 seeds per width in both arms, as the goal counts them (the trials of
+seeds 0-2; the whole run's share, with all its seeds, is printed beside). Printed as measured, never
+tuned. Bad input (a width that does not divide into heads, a corpus smaller than one trial's tokens) is
+one line naming the key, exit 2, before training.
 
     PYTHONPATH=$PWD python bench/mup_vs_sp.py --config proxies/xs.yaml --out /work/runs/mup_vs_sp
     PYTHONPATH=$PWD python bench/mup_vs_sp.py --out /tmp/smoke --quick        # CI-sized (8 min on a busy box)

@@ -119,5 +119,13 @@ def test_report_from_phases_computes_intervals_goals_and_compute_shares(tmp_path
     assert 0 < share["flops"] < 1 and share["met"] is False
     text = goals(summary)
     assert "goal 1" in text and "NOT met" in text  # goal 3 fails here
+    # a fourth seed tightens the loss intervals, but goal 3 counts the arms as the goal defines them (3 seeds)
+    phases["mup_carried"]["rows"].append(row("m643", 64, 2.43, 3, 50.0))
+    phases["sp_seeds"]["rows"].append(row("s643", 64, 2.81, 3, 70.0))
+    more = summarise(args, ["model.base_shapes=null", "train.seq_len=32"], phases,
+                     winner={"train.lr": 0.01}, sp_best={32: sp_point, 64: sp_point}, minutes=1.0)
+    assert more["goals"]["compute_share"]["trial_seconds"] == pytest.approx(share["trial_seconds"])
+    assert more["compute"]["mup"]["trial_seconds"] == pytest.approx(2.0 + 6 * 1.0 + 50.0)
+    assert len(more["per_width"]["64"]["mup_carried"]["losses"]) == 4
     plot(summary, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
